@@ -1,0 +1,315 @@
+"""A node that homes prefixes and serves their records from a store: the secondary node.
+
+Authority follows Handle.Net: the record ``0.NA/<prefix>`` names the prefix's admins in
+HS_ADMIN values; an admin entry ``i:h`` is either an identity (HS_SECKEY at index i of h) or a
+group (HS_VLIST at index i of h listing identities). Whoever administers a prefix, or any
+prefix above it, may write every handle under it and create prefixes below it. A handle's
+own HS_ADMIN values grant write access to that handle too.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from resolver import auth, errors, identifiers, records
+from resolver.identifiers import Handle
+from resolver.records import Value
+from resolver.store import RecordStore
+
+MAX_BATCH_REGISTER = 10_000
+MAX_BATCH_RESOLVE = 1_000
+ADMIN_GROUP_INDEX = 200
+
+
+class KeyLocks:
+    """All-or-nothing locks on sets of keys: a write holds every key it reads and writes."""
+
+    def __init__(self) -> None:
+        self._busy: dict[bytes, list[asyncio.Future]] = {}
+
+    @asynccontextmanager
+    async def hold(self, keys: Iterable[bytes]):
+        keys = set(keys)
+        while busy := next((k for k in keys if k in self._busy), None):
+            fut = asyncio.get_running_loop().create_future()
+            self._busy[busy].append(fut)
+            await fut
+        for k in keys:
+            self._busy[k] = []
+        try:
+            yield
+        finally:
+            for k in keys:
+                for fut in self._busy.pop(k):
+                    if not fut.done():
+                        fut.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    prefix: str
+    username: str
+    secret: str
+
+
+class SecondaryNode:
+    role = "secondary"
+
+    def __init__(self, name: str, store: RecordStore, homed: Iterable[str], *,
+                 case_sensitive: bool = False, clock: Callable[[], float] = time.time) -> None:
+        self.name = name
+        self.store = store
+        self.homed = [identifiers.check_prefix(p) for p in homed]
+        self.case_sensitive = case_sensitive
+        self.clock = clock
+        self.locks = KeyLocks()
+        self.verifier = auth.Verifier()
+        self.stats: Counter[str] = Counter()
+
+    # ---------------------------------------------------------------- naming
+    def parse(self, text: str) -> Handle:
+        return identifiers.parse(text, case_sensitive=self.case_sensitive)
+
+    def key(self, text: str) -> bytes:
+        return identifiers.make_key(text, self.case_sensitive)
+
+    def homes(self, prefix: str) -> bool:
+        return any(identifiers.is_under(prefix, p) for p in self.homed)
+
+    def check_homed(self, handle: Handle) -> None:
+        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
+        if not self.homes(prefix):
+            raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
+                                     handle=handle.text)
+
+    # ---------------------------------------------------------------- reads
+    async def resolve(self, handle: Handle) -> bytes:
+        """The stored record bytes; HandleError 301 or 100 otherwise."""
+        self.check_homed(handle)
+        data = self.store.get(handle.key)
+        self.stats["resolutions"] += 1
+        if data is None:
+            raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found", handle=handle.text)
+        return data
+
+    def values_of(self, text: str) -> list[Value] | None:
+        data = self.store.get(self.key(text))
+        return None if data is None else records.decode(data)[1]
+
+    def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
+        """One page of the handles registered under ``prefix``, in key order."""
+        group = self.key(prefix)
+        total = self.store.count(group)
+        rows, after = [], None
+        skip = page * page_size
+        while len(rows) < skip + page_size:
+            chunk = self.store.scan(group + b"/", after=after, limit=min(10_000, skip + page_size))
+            if not chunk:
+                break
+            rows.extend(chunk)
+            after = chunk[-1][0]
+        return total, [records.decode_rows(v)[0] for _, v in rows[skip:skip + page_size]]
+
+    # ---------------------------------------------------------------- authority
+    def authenticate(self, identity: auth.Identity, secret: str) -> auth.Identity:
+        values = self.values_of(identity.handle) or []
+        for v in values:
+            if v.index == identity.index and v.type == "HS_SECKEY" and isinstance(v.value, str):
+                if self.verifier.verify(secret, v.value):
+                    return identity
+        raise errors.HandleError(errors.AUTHENTICATION_FAILED, f"Identity not verified: {identity}")
+
+    def _names(self, identity: auth.Identity, entries: Iterable[tuple[int, str]]) -> bool:
+        for index, handle in entries:
+            if identity.matches(index, handle):
+                return True
+            for v in self.values_of(handle) or ():  # a group: HS_VLIST of identities
+                if v.index == index and v.type == "HS_VLIST" and isinstance(v.value, list):
+                    if any(identity.matches(int(m.get("index", 0)), str(m.get("handle", "")))
+                           for m in v.value if isinstance(m, dict)):
+                        return True
+        return False
+
+    def administers(self, identity: auth.Identity, prefix: str) -> bool:
+        """True when the identity is an admin of ``prefix`` or of a prefix above it."""
+        segs = prefix.split(".")
+        for n in range(len(segs), 0, -1):
+            values = self.values_of(f"{identifiers.NA_PREFIX}/{'.'.join(segs[:n])}")
+            if values and self._names(identity, records.admins(values)):
+                return True
+        return False
+
+    def check_may_write(self, identity: auth.Identity | None, handle: Handle,
+                        current: list[Value] | None) -> None:
+        if identity is None:
+            raise errors.HandleError(errors.AUTHENTICATION_NEEDED, "Authentication needed",
+                                     handle=handle.text)
+        if handle.is_prefix_handle:
+            parent = handle.suffix.rpartition(".")[0]
+            allowed = self.administers(identity, handle.suffix if current else parent) if parent \
+                else False
+        else:
+            allowed = self.administers(identity, handle.prefix) or bool(
+                current and self._names(identity, records.admins(current)))
+        if not allowed:
+            raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
+                                     f"{identity} may not change {handle.text}", handle=handle.text)
+
+    # ---------------------------------------------------------------- writes
+    def _prepare(self, handle: Handle, values: list[Value], identity: auth.Identity) -> list[Value]:
+        """Defaults a stored record gets: HS_ADMIN for the writer, secrets hashed."""
+        if not handle.suffix:
+            raise identifiers.InvalidHandle("handle has an empty suffix", handle.text)
+        if not values:
+            raise errors.HandleError(errors.INVALID_VALUE, "a record needs at least one value",
+                                     handle=handle.text)
+        out = [Value(v.index, v.type, auth.hash_secret(v.value), v.format, v.ttl, v.timestamp,
+                     v.perms)
+               if v.type == "HS_SECKEY" and isinstance(v.value, str) and not auth.is_hashed(v.value)
+               else v for v in values]
+        if not any(v.type == "HS_ADMIN" for v in out):
+            used = {v.index for v in out}
+            index = next(i for i in range(records.ADMIN_INDEX, records.MAX_INDEX) if i not in used)
+            out.append(records.admin_value(identity.handle, identity.index, index=index,
+                                           timestamp=int(self.clock())))
+        return out
+
+    async def put(self, handle: Handle, values: list[Value], *, identity: auth.Identity | None,
+                  overwrite: bool = True, indexes: set[int] | None = None) -> bool:
+        """Create or replace a record (or, with ``indexes``, some of its values).
+
+        Returns True when the handle was created. Durable when it returns.
+        """
+        self.check_homed(handle)
+        async with self.locks.hold([handle.key]):
+            data = self.store.get(handle.key)
+            text, current = records.decode(data) if data is not None else (handle.text, None)
+            self.check_may_write(identity, handle, current)
+            if current is not None and not overwrite:
+                raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
+                                         handle=handle.text)
+            if indexes:
+                if current is None:
+                    raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
+                                             handle=handle.text)
+                values = [v for v in values if v.index in indexes]
+                values = records.merge(current, values)
+            values = self._prepare(handle, values, identity)
+            await self.store.put_many([(handle.key, records.encode(text, values))])
+        self.stats["registrations"] += current is None
+        return current is None
+
+    async def delete(self, handle: Handle, *, identity: auth.Identity | None,
+                     indexes: set[int] | None = None) -> None:
+        self.check_homed(handle)
+        async with self.locks.hold([handle.key]):
+            data = self.store.get(handle.key)
+            if data is None:
+                raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
+                                         handle=handle.text)
+            text, current = records.decode(data)
+            self.check_may_write(identity, handle, current)
+            if indexes:
+                kept = [v for v in current if v.index not in indexes]
+                if len(kept) == len(current):
+                    raise errors.HandleError(errors.VALUES_NOT_FOUND, "Values not found",
+                                             handle=handle.text, status=404)
+                if kept:
+                    await self.store.put_many([(handle.key, records.encode(text, kept))])
+                    return
+            await self.store.delete(handle.key)
+
+    async def register_many(self, items: list[tuple[str, object]], *,
+                            identity: auth.Identity | None, overwrite: bool = False) -> list[dict]:
+        """Register many identifiers in one durable commit; one result per item, in order.
+
+        ``items`` are (handle text, values JSON). Items that fail (invalid, exists, not
+        permitted) are answered with their own responseCode; the rest are written.
+        """
+        if len(items) > MAX_BATCH_REGISTER:
+            raise errors.HandleError(errors.INVALID_VALUE,
+                                     f"a batch registers at most {MAX_BATCH_REGISTER} identifiers; "
+                                     f"got {len(items)}", status=413)
+        now = int(self.clock())
+        results: list[dict] = []
+        todo: dict[bytes, tuple[int, Handle, list[Value]]] = {}
+        for pos, (text, doc) in enumerate(items):
+            try:
+                handle = self.parse(text)
+                self.check_homed(handle)
+                if handle.key in todo:
+                    raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
+                                             "handle appears twice in this batch", handle=text)
+                todo[handle.key] = (pos, handle, records.values_from_json(doc, now=now))
+                results.append({"responseCode": errors.SUCCESS, "handle": handle.text})
+            except errors.HandleError as exc:
+                results.append(exc.with_handle(str(text)).body())
+        writes = []
+        async with self.locks.hold(todo):
+            permitted: dict[str, bool] = {}
+            for key, (pos, handle, values) in todo.items():
+                try:
+                    data = self.store.get(key)
+                    if data is not None and not overwrite:
+                        raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
+                                                 "Handle already exists", handle=handle.text)
+                    if handle.prefix not in permitted or data is not None:
+                        current = records.decode(data)[1] if data is not None else None
+                        self.check_may_write(identity, handle, current)
+                        if data is None:
+                            permitted[handle.prefix] = True
+                    values = self._prepare(handle, values, identity)
+                    writes.append((key, records.encode(handle.text, values)))
+                except errors.HandleError as exc:
+                    results[pos] = exc.with_handle(handle.text).body()
+            await self.store.put_many(writes)
+        self.stats["registrations"] += len(writes)
+        return results
+
+    async def create_prefix(self, prefix: str, *, identity: auth.Identity | None,
+                            secret: str | None = None) -> Credentials:
+        """Allocate an enterprise prefix below one this node homes, with an owner login.
+
+        Writes ``0.NA/<prefix>`` holding HS_ADMIN → group 200, HS_VLIST 200 → [300],
+        HS_SECKEY 300 (hashed): Handle.Net's layout, which pyhandle's defaults expect.
+        """
+        identifiers.check_prefix(prefix)
+        handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
+        secret = secret or auth.new_secret()
+        values = prefix_record(handle.text, secret, now=int(self.clock()))
+        await self.put(handle, values, identity=identity, overwrite=False)
+        return Credentials(prefix, f"{auth.SECRET_INDEX}:{handle.text}", secret)
+
+    async def bootstrap(self, admin_secret: str) -> Credentials:
+        """Make sure each homed prefix has its ``0.NA`` record with an owner login.
+
+        The node's own admin is the owner of its first homed prefix (``300:0.NA/88.118``).
+        Existing records are left alone (a restart keeps the secret it had).
+        """
+        creds = None
+        for prefix in self.homed:
+            handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
+            if self.store.get(handle.key) is None:
+                values = prefix_record(handle.text, admin_secret, now=int(self.clock()))
+                await self.store.put_many([(handle.key, records.encode(handle.text, values))])
+            creds = creds or Credentials(prefix, f"{auth.SECRET_INDEX}:0.NA/{prefix}", admin_secret)
+        return creds
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def prefix_record(na_handle: str, secret: str, *, now: int) -> list[Value]:
+    """The values of ``0.NA/<prefix>``: HS_ADMIN → group 200, HS_VLIST 200 → [300:self],
+    HS_SECKEY 300 holding the owner's secret, hashed."""
+    return [
+        records.admin_value(na_handle, ADMIN_GROUP_INDEX, timestamp=now),
+        Value(ADMIN_GROUP_INDEX, "HS_VLIST", [{"index": auth.SECRET_INDEX, "handle": na_handle}],
+              "vlist", timestamp=now),
+        Value(auth.SECRET_INDEX, "HS_SECKEY", auth.hash_secret(secret), "string", timestamp=now,
+              perms=records.SECRET_PERMS),
+    ]

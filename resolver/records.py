@@ -1,0 +1,239 @@
+"""Handle records: lists of typed values, their REST JSON shape and their stored bytes. No I/O.
+
+A value is ``index``, ``type``, ``data {format, value}``, ``ttl``, ``timestamp`` and four
+permission bits (admin read, admin write, public read, public write). The REST JSON shape is
+Handle.Net's, field for field (see ``shared/reference``); permissions are not shown there.
+
+Stored form (msgpack): ``[registered_text, [[index, type, format, value, ttl, ts, perms], ...]]``.
+Arrays, not maps: at billions of records the field names would cost more than the data. The
+resolve path renders straight from those arrays (``rest_values``) without building objects.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterable
+
+import msgpack
+
+from resolver import errors
+
+ADMIN_READ, ADMIN_WRITE, PUBLIC_READ, PUBLIC_WRITE = 8, 4, 2, 1
+DEFAULT_PERMS = ADMIN_READ | ADMIN_WRITE | PUBLIC_READ
+SECRET_PERMS = ADMIN_READ | ADMIN_WRITE  # HS_SECKEY and friends: never shown to anonymous callers
+DEFAULT_TTL = 86400
+ADMIN_INDEX = 100
+FORMATS = ("string", "base64", "hex", "admin", "site", "vlist", "key")
+HIDDEN_TYPES = frozenset({"HS_SECKEY", "HS_PRIVKEY"})
+MAX_VALUES = 1000
+MAX_INDEX = 2**31 - 1
+
+
+def invalid(message: str) -> errors.HandleError:
+    return errors.HandleError(errors.INVALID_VALUE, message)
+
+
+@dataclass(frozen=True, slots=True)
+class Value:
+    index: int
+    type: str
+    value: Any
+    format: str = "string"
+    ttl: int = DEFAULT_TTL
+    timestamp: int = 0
+    perms: int = DEFAULT_PERMS
+
+    @property
+    def public(self) -> bool:
+        return bool(self.perms & PUBLIC_READ)
+
+    def to_row(self) -> list:
+        return [self.index, self.type, self.format, self.value, self.ttl, self.timestamp, self.perms]
+
+    def to_json(self) -> dict:
+        return _row_json(self.to_row())
+
+
+def admin_value(admin_handle: str, admin_index: int = 300, *, index: int = ADMIN_INDEX,
+                permissions: str = "111111111111", timestamp: int = 0) -> Value:
+    """An HS_ADMIN value naming who may administer the record."""
+    return Value(index, "HS_ADMIN", {"handle": admin_handle, "index": admin_index,
+                                     "permissions": permissions},
+                 format="admin", timestamp=timestamp)
+
+
+@lru_cache(maxsize=4096)
+def iso_timestamp(ts: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _row_json(row: list) -> dict:
+    return {"index": row[0], "type": row[1], "data": {"format": row[2], "value": row[3]},
+            "ttl": row[4], "timestamp": iso_timestamp(row[5])}
+
+
+# ---------------------------------------------------------------- stored bytes
+
+def encode(text: str, values: Iterable[Value]) -> bytes:
+    """The stored bytes of a record registered as ``text``. Values are kept in index order."""
+    rows = [v.to_row() for v in sorted(values, key=lambda v: v.index)]
+    return msgpack.packb([text, rows], use_bin_type=True)
+
+
+def decode_rows(data: bytes) -> tuple[str, list[list]]:
+    text, rows = msgpack.unpackb(data, raw=False, use_list=True)
+    return text, rows
+
+
+def decode(data: bytes) -> tuple[str, list[Value]]:
+    text, rows = decode_rows(data)
+    return text, [Value(r[0], r[1], r[3], r[2], r[4], r[5], r[6]) for r in rows]
+
+
+def rest_values(rows: list[list], *, types: Iterable[str] = (), indexes: Iterable[int] = (),
+                authorised: bool = False) -> list[dict]:
+    """Render stored rows as REST JSON values, filtered as Handle.Net filters them.
+
+    ``types`` and ``indexes`` are alternatives (a value matching either is kept); with
+    neither, all are kept. Values without public read are dropped unless ``authorised``.
+    """
+    types = {t.upper() for t in types}
+    indexes = set(indexes)
+    out = []
+    for row in rows:
+        if not authorised and not row[6] & PUBLIC_READ:
+            continue
+        if (types or indexes) and row[0] not in indexes and row[1].upper() not in types:
+            continue
+        out.append(_row_json(row))
+    return out
+
+
+def min_ttl(rows: list[list]) -> int:
+    return min((r[4] for r in rows), default=0)
+
+
+# ---------------------------------------------------------------- what clients send
+
+def values_from_json(doc: Any, *, now: int) -> list[Value]:
+    """Values from a PUT body: ``{"values": [...]}`` or a bare list, as Handle clients send.
+
+    Accepts ``data`` as ``{"format", "value"}`` or a bare string, ``index`` as int or numeric
+    string (also inside HS_ADMIN), optional ``ttl`` and ``permissions`` ("1110": admin read,
+    admin write, public read, public write). Every value gets the timestamp ``now``.
+    Raises HandleError 202 naming the value at fault.
+    """
+    if isinstance(doc, dict):
+        if "values" not in doc:
+            raise invalid('body must be {"values": [...]} or a list of values')
+        doc = doc["values"]
+    if not isinstance(doc, list):
+        raise invalid('"values" must be a list')
+    if len(doc) > MAX_VALUES:
+        raise invalid(f"a record holds at most {MAX_VALUES} values; got {len(doc)}")
+    out: list[Value] = []
+    seen: set[int] = set()
+    for pos, item in enumerate(doc):
+        v = value_from_json(item, now=now, where=f"values[{pos}]")
+        if v.index in seen:
+            raise invalid(f"values[{pos}]: index {v.index} appears twice")
+        seen.add(v.index)
+        out.append(v)
+    return out
+
+
+def _int(x: Any, what: str) -> int:
+    if isinstance(x, bool):
+        raise invalid(f"{what} must be an integer")
+    if isinstance(x, int):
+        return x
+    if isinstance(x, str) and x.strip().lstrip("-").isdigit():
+        return int(x)
+    raise invalid(f"{what} must be an integer; got {x!r}"[:200])
+
+
+def value_from_json(item: Any, *, now: int, where: str = "value") -> Value:
+    if not isinstance(item, dict):
+        raise invalid(f"{where} must be an object")
+    if "index" not in item:
+        raise invalid(f"{where}: index is missing")
+    index = _int(item["index"], f"{where}.index")
+    if not 0 < index <= MAX_INDEX:
+        raise invalid(f"{where}.index must be between 1 and {MAX_INDEX}")
+    vtype = item.get("type")
+    if not isinstance(vtype, str) or not vtype or len(vtype) > 255:
+        raise invalid(f"{where}.type must be a non-empty string of at most 255 characters")
+    data = item.get("data", "")
+    if isinstance(data, str):
+        fmt, val = "string", data
+    elif isinstance(data, dict):
+        fmt = data.get("format", "string")
+        val = data.get("value")
+        if fmt not in FORMATS:
+            raise invalid(f"{where}.data.format must be one of {', '.join(FORMATS)}; got {fmt!r}"[:300])
+    else:
+        raise invalid(f"{where}.data must be a string or {{format, value}}")
+    val = _check_data(fmt, val, f"{where}.data.value")
+    if vtype == "HS_ADMIN" and fmt != "admin":
+        raise invalid(f"{where}: HS_ADMIN needs data.format 'admin'")
+    ttl = _int(item.get("ttl", DEFAULT_TTL), f"{where}.ttl")
+    if not 0 <= ttl <= MAX_INDEX:
+        raise invalid(f"{where}.ttl must be between 0 and {MAX_INDEX} seconds")
+    perms = SECRET_PERMS if vtype.upper() in HIDDEN_TYPES else DEFAULT_PERMS
+    if "permissions" in item:
+        bits = item["permissions"]
+        if not (isinstance(bits, str) and len(bits) == 4 and set(bits) <= {"0", "1"}):
+            raise invalid(f"{where}.permissions must be 4 bits like '1110' "
+                          "(admin read, admin write, public read, public write)")
+        perms = int(bits, 2)
+    return Value(index, vtype, val, fmt, ttl, now, perms)
+
+
+def _check_data(fmt: str, val: Any, where: str) -> Any:
+    if fmt == "string":
+        if not isinstance(val, str):
+            raise invalid(f"{where} must be a string for format 'string'")
+    elif fmt == "base64":
+        if not isinstance(val, str):
+            raise invalid(f"{where} must be base64 text")
+        try:
+            base64.b64decode(val, validate=True)
+        except (binascii.Error, ValueError):
+            raise invalid(f"{where} is not valid base64") from None
+    elif fmt == "hex":
+        if not isinstance(val, str):
+            raise invalid(f"{where} must be hex text")
+        try:
+            bytes.fromhex(val)
+        except ValueError:
+            raise invalid(f"{where} is not valid hex") from None
+    elif fmt == "admin":
+        if not isinstance(val, dict) or not isinstance(val.get("handle"), str):
+            raise invalid(f"{where} must be {{handle, index, permissions}} for format 'admin'")
+        perms = val.get("permissions", "111111111111")
+        if not (isinstance(perms, str) and len(perms) == 12 and set(perms) <= {"0", "1"}):
+            raise invalid(f"{where}.permissions must be 12 bits like '111111111111'")
+        val = {"handle": val["handle"], "index": _int(val.get("index", 300), f"{where}.index"),
+               "permissions": perms}
+    elif val is None:
+        raise invalid(f"{where} is missing")
+    return val
+
+
+def merge(old: list[Value], new: list[Value]) -> list[Value]:
+    """``PUT ?index=…``: the new values replace those at the same index; the rest stay."""
+    replaced = {v.index for v in new}
+    return sorted([v for v in old if v.index not in replaced] + new, key=lambda v: v.index)
+
+
+def admins(values: Iterable[Value]) -> list[tuple[int, str]]:
+    """The (index, handle) identities named by the HS_ADMIN values of a record."""
+    return [(v.value["index"], v.value["handle"]) for v in values
+            if v.type == "HS_ADMIN" and isinstance(v.value, dict)]
+
+
+__all__ = ["Value", "admin_value", "encode", "decode", "decode_rows", "rest_values",
+           "values_from_json", "value_from_json", "merge", "admins", "min_ttl", "iso_timestamp"]

@@ -1,0 +1,47 @@
+"""Serving apps: limits on what a request may be, an AppRunner per node, uvloop when run alone."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aiohttp import web
+
+# What one request may be. Oversized heads get 400/431 from aiohttp's parser, bodies 413.
+MAX_LINE = 8190        # request line and each header line
+MAX_FIELD = 8190
+MAX_HEADERS = 64
+KEEPALIVE = 75.0
+
+
+def install_uvloop() -> None:
+    """Use uvloop for every loop this process makes (roughly 2x aiohttp's throughput)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; tolerate odd platforms
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def start_app(app: web.Application, host: str, port: int, *,
+                    reuse_port: bool = False) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE,
+                           handler_cancellation=True, max_line_size=MAX_LINE,
+                           max_field_size=MAX_FIELD, max_headers=MAX_HEADERS)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    await site.start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    for site in runner.sites:
+        server = site._server  # aiohttp keeps the asyncio server here
+        if server and server.sockets:
+            return server.sockets[0].getsockname()[1]
+    raise RuntimeError("runner has no bound socket")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -1,0 +1,62 @@
+"""The record store protocol every backend implements, and the URL that picks a backend.
+
+Keys are normalised handle bytes (``identifiers.make_key``); values are encoded record bytes
+(``records.encode``). Stores never hold decoded Python objects: at millions of records those
+cost ~1 KiB each and stall the event loop in GC.
+
+Reads are synchronous (an LMDB lookup is microseconds: cheaper than a coroutine switch).
+Writes are async and return only once the data is durable; concurrent writers share one
+commit (group commit). Counts are kept per *group*: the part of the key before the first
+``/``, i.e. the normalised prefix, so "how many identifiers under 88.118.8" is one lookup.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Protocol, Sequence, runtime_checkable
+
+
+def group_of(key: bytes) -> bytes:
+    return key.partition(b"/")[0]
+
+
+@runtime_checkable
+class RecordStore(Protocol):
+    url: str
+
+    def get(self, key: bytes) -> bytes | None:
+        """The stored bytes, or None."""
+
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Store all items in one durable transaction; returns after the commit."""
+
+    async def delete(self, key: bytes) -> bool:
+        """Remove a key durably; False if it was not there."""
+
+    def scan(self, prefix: bytes, *, after: bytes | None = None,
+             limit: int = 100) -> list[tuple[bytes, bytes]]:
+        """Items whose key starts with ``prefix``, in key order, strictly after ``after``."""
+
+    def count(self, group: bytes | None = None) -> int:
+        """All keys, or the keys of one group (normalised prefix)."""
+
+    def groups(self) -> Iterable[tuple[bytes, int]]:
+        """Every group with its count."""
+
+    async def close(self) -> None:
+        ...
+
+
+def open_store(url: str) -> RecordStore:
+    """``memory:`` or ``lmdb:PATH`` (optionally ``lmdb:PATH?map_size=GiB&sync=0``)."""
+    scheme, _, rest = url.partition(":")
+    if scheme == "memory":
+        from resolver.store.memory import MemoryStore
+        return MemoryStore()
+    if scheme == "lmdb":
+        from resolver.store.lmdb import LmdbStore
+        path, _, query = rest.partition("?")
+        opts = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        if not path:
+            raise ValueError("lmdb store needs a path: lmdb:/var/lib/idsim/node")
+        return LmdbStore(path, map_size_gib=float(opts.get("map_size", 256)),
+                         sync=opts.get("sync", "1") not in ("0", "false"))
+    raise ValueError(f"unknown store URL {url!r}: use memory: or lmdb:PATH")

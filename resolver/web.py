@@ -1,0 +1,342 @@
+"""The Handle REST API over aiohttp: ``create_app(node)``; no globals.
+
+Shapes, statuses and codes follow Handle.Net 9.3.1 as recorded in ``shared/reference``.
+Every answer that is not a success is Handle-shaped JSON (responseCode, message, handle);
+nothing a client sends can produce a 500. ``Accept: application/msgpack`` gets the same
+documents as msgpack.
+"""
+from __future__ import annotations
+
+import logging
+from urllib.parse import unquote
+
+import msgpack
+import orjson
+from aiohttp import web
+
+from resolver import auth, errors, records
+from resolver.nodes import MAX_BATCH_RESOLVE, SecondaryNode
+
+log = logging.getLogger("idsim.web")
+
+JSON = "application/json;charset=utf-8"
+MSGPACK = "application/msgpack"
+MAX_BODY = 16 * 2**20  # a batch of 10,000 registrations fits with room to spare
+NODE_KEY = web.AppKey("node", SecondaryNode)
+
+
+# ------------------------------------------------------------------ answers
+
+def answer(request: web.Request, doc: dict, status: int = 200) -> web.Response:
+    if MSGPACK in request.headers.get("Accept", ""):
+        return web.Response(body=msgpack.packb(doc, use_bin_type=True), status=status,
+                            headers={"Content-Type": MSGPACK})
+    opts = orjson.OPT_INDENT_2 if "pretty" in request.query else 0
+    return web.Response(body=orjson.dumps(doc, option=opts), status=status,
+                        headers={"Content-Type": JSON})
+
+
+def error_answer(request: web.Request, exc: errors.HandleError) -> web.Response:
+    resp = answer(request, exc.body(), exc.status)
+    if exc.status == 401:
+        resp.headers["WWW-Authenticate"] = 'Basic realm="handle"'
+    return resp
+
+
+@web.middleware
+async def handle_errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except errors.HandleError as exc:
+        if exc.handle is None and request.match_info.get("handle") and exc.code != errors.PROTOCOL_ERROR:
+            exc.handle = request.match_info["handle"]
+        return error_answer(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 404:
+            message = f"Unknown HTTP API endpoint {request.method} {request.path}"
+        elif exc.status == 413:
+            message = f"request body larger than {MAX_BODY} bytes"
+        else:
+            message = exc.reason
+        return error_answer(request, errors.HandleError(errors.PROTOCOL_ERROR, message,
+                                                        status=exc.status))
+    except Exception:  # a bug: say so in the protocol's terms and log it
+        log.exception("unhandled error on %s %s", request.method, request.path_qs)
+        return error_answer(request, errors.HandleError(errors.ERROR, "internal server error"))
+
+
+# ------------------------------------------------------------------ request parts
+
+def handle_text(request: web.Request) -> str:
+    """The handle from the raw path, percent-decoded once (``%2F`` counts as ``/``)."""
+    raw = request.raw_path.split("?", 1)[0][len("/api/handles/"):]
+    if "%" in raw:
+        try:
+            raw = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise errors.HandleError(errors.INVALID_HANDLE, "handle is not valid UTF-8") from None
+        if _BAD_PERCENT(raw):
+            raise errors.HandleError(errors.INVALID_HANDLE, "bad percent-encoding in handle")
+    if not raw:
+        raise errors.HandleError(errors.INVALID_HANDLE, "Empty handle invalid")
+    return raw
+
+
+def _BAD_PERCENT(text: str) -> bool:
+    i = text.find("%")
+    while i != -1:
+        part = text[i + 1:i + 3]
+        if len(part) < 2 or any(c not in "0123456789abcdefABCDEF" for c in part):
+            return True
+        i = text.find("%", i + 1)
+    return False
+
+
+def int_params(request: web.Request, name: str) -> set[int]:
+    out = set()
+    for raw in request.query.getall(name, ()):
+        try:
+            out.add(int(raw))
+        except ValueError:
+            raise errors.HandleError(errors.PROTOCOL_ERROR,
+                                     f"{name} must be an integer; got {raw[:40]!r}") from None
+    return out
+
+
+def flag(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("", "true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise errors.HandleError(errors.PROTOCOL_ERROR, f"{name} must be true or false; got {raw[:40]!r}")
+
+
+def identity_of(request: web.Request) -> auth.Identity | None:
+    """The verified caller, None when anonymous; HandleError 401 for bad credentials."""
+    creds = auth.parse_basic(request.headers.get("Authorization"))
+    if creds is None:
+        return None
+    return request.app[NODE_KEY].authenticate(*creds)
+
+
+async def json_body(request: web.Request):
+    ctype = request.content_type
+    if not request.body_exists:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, "request body is empty")
+    if (request.content_length or 0) > MAX_BODY:
+        raise errors.HandleError(errors.PROTOCOL_ERROR,
+                                 f"request body larger than {MAX_BODY} bytes", status=413)
+    body = await request.read()
+    if ctype == MSGPACK:
+        try:
+            return msgpack.unpackb(body, raw=False)
+        except Exception:
+            raise errors.HandleError(errors.PROTOCOL_ERROR, "body is not valid msgpack") from None
+    if ctype not in ("application/json", "text/json", "application/octet-stream", ""):
+        raise errors.HandleError(errors.PROTOCOL_ERROR, f"Unsupported media type {ctype}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, f"body is not valid JSON: {exc}") from None
+
+
+# ------------------------------------------------------------------ handlers
+
+async def get_handle(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    text = handle_text(request)
+    try:
+        handle = node.parse(text)
+    except errors.HandleError as exc:
+        if "/" not in text and exc.code == errors.INVALID_HANDLE and text:
+            raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
+                                     handle=text) from None
+        raise
+    types = request.query.getall("type", ())
+    indexes = int_params(request, "index")
+    authorised = False
+    if flag(request, "auth", False) or "Authorization" in request.headers:
+        identity = identity_of(request)
+        authorised = identity is not None
+    data = await node.resolve(handle)
+    _, rows = records.decode_rows(data)
+    values = records.rest_values(rows, types=types, indexes=indexes, authorised=authorised)
+    if not values and (types or indexes):
+        return answer(request, {"responseCode": errors.VALUES_NOT_FOUND, "values": [],
+                                "handle": text})
+    return answer(request, {"responseCode": errors.SUCCESS, "handle": text, "values": values})
+
+
+async def put_handle(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    handle = node.parse(handle_text(request))
+    identity = identity_of(request)
+    overwrite = flag(request, "overwrite", True)
+    indexes = int_params(request, "index")
+    doc = await json_body(request)
+    try:
+        values = records.values_from_json(doc, now=int(node.clock()))
+    except errors.HandleError as exc:
+        raise exc.with_handle(handle.text) from None
+    created = await node.put(handle, values, identity=identity, overwrite=overwrite,
+                             indexes=indexes or None)
+    return answer(request, {"responseCode": errors.SUCCESS, "handle": handle.text},
+                  201 if created else 200)
+
+
+async def delete_handle(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    handle = node.parse(handle_text(request))
+    await node.delete(handle, identity=identity_of(request),
+                      indexes=int_params(request, "index") or None)
+    return answer(request, {"responseCode": errors.SUCCESS, "handle": handle.text})
+
+
+async def list_handles(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    prefix = request.query.get("prefix", "")
+    if not prefix:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, "prefix is required: ?prefix=88.118.8")
+    identity = identity_of(request)
+    if identity is None:
+        raise errors.HandleError(errors.AUTHENTICATION_NEEDED, "Authentication needed",
+                                 handle=prefix)
+    if not node.homes(prefix):
+        raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
+                                 handle=prefix)
+    if not node.administers(identity, prefix):
+        raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
+                                 f"{identity} may not list {prefix}", handle=prefix)
+    page = max(0, min(_int_query(request, "page", 0), 10**6))
+    size = max(1, min(_int_query(request, "pageSize", 100), 10_000))
+    total, handles = node.list_handles(prefix, page, size)
+    return answer(request, {"responseCode": errors.SUCCESS, "prefix": prefix,
+                            "totalCount": str(total), "page": page, "pageSize": size,
+                            "handles": handles})
+
+
+def _int_query(request: web.Request, name: str, default: int) -> int:
+    values = int_params(request, name)
+    return next(iter(values)) if values else default
+
+
+async def list_prefixes(request: web.Request) -> web.Response:
+    node = request.app[NODE_KEY]
+    identity = identity_of(request)
+    if identity is None:
+        raise errors.HandleError(errors.AUTHENTICATION_NEEDED, "Authentication needed")
+    prefixes = [g.decode() for g, _ in node.store.groups()
+                if g.upper() != b"0.NA" and node.administers(identity, g.decode())]
+    return answer(request, {"responseCode": errors.SUCCESS, "prefixes": sorted(prefixes)})
+
+
+async def create_prefix(request: web.Request) -> web.Response:
+    """Admin API: allocate an enterprise prefix and its owner login.
+
+    Body ``{"prefix": "88.118.9", "secret": optional}``; the caller must administer a
+    prefix above it (the node admin, ``300:0.NA/88.118``). The secret is shown once.
+    """
+    node = request.app[NODE_KEY]
+    identity = identity_of(request)
+    doc = await json_body(request)
+    if not isinstance(doc, dict) or not isinstance(doc.get("prefix"), str):
+        raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"prefix": "88.118.9"}')
+    secret = doc.get("secret")
+    if secret is not None and (not isinstance(secret, str) or len(secret) < 8):
+        raise errors.HandleError(errors.INVALID_VALUE, "secret must be a string of 8+ characters")
+    creds = await node.create_prefix(doc["prefix"], identity=identity, secret=secret)
+    return answer(request, {"responseCode": errors.SUCCESS, "prefix": creds.prefix,
+                            "handle": f"0.NA/{creds.prefix}", "username": creds.username,
+                            "secret": creds.secret}, 201)
+
+
+async def batch_register(request: web.Request) -> web.Response:
+    """``{"overwrite": false, "handles": [{"handle": h, "values": [...]}, ...]}``."""
+    node = request.app[NODE_KEY]
+    identity = identity_of(request)
+    doc = await json_body(request)
+    items = doc.get("handles") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise errors.HandleError(errors.INVALID_VALUE,
+                                 'body must be {"handles": [{"handle": ..., "values": [...]}]}')
+    overwrite = doc.get("overwrite", False) is True
+    results = await node.register_many(
+        [(i.get("handle"), {"values": i.get("values")}) for i in items],
+        identity=identity, overwrite=overwrite)
+    ok = sum(r["responseCode"] == errors.SUCCESS for r in results)
+    return answer(request, {"responseCode": errors.SUCCESS, "registered": ok,
+                            "failed": len(results) - ok, "results": results})
+
+
+async def batch_resolve(request: web.Request) -> web.Response:
+    """``{"handles": [h, ...]}`` → one resolve answer per handle, in order."""
+    node = request.app[NODE_KEY]
+    doc = await json_body(request)
+    items = doc.get("handles") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"handles": [...]}')
+    if len(items) > MAX_BATCH_RESOLVE:
+        raise errors.HandleError(errors.INVALID_VALUE, f"a batch resolves at most "
+                                 f"{MAX_BATCH_RESOLVE} identifiers; got {len(items)}", status=413)
+    results = []
+    for text in items:
+        try:
+            if not isinstance(text, str):
+                raise errors.HandleError(errors.INVALID_HANDLE, "handle must be a string")
+            _, rows = records.decode_rows(await node.resolve(node.parse(text)))
+            results.append({"responseCode": errors.SUCCESS, "handle": text,
+                            "values": records.rest_values(rows)})
+        except errors.HandleError as exc:
+            results.append(exc.with_handle(str(text)).body())
+    return answer(request, {"responseCode": errors.SUCCESS, "results": results})
+
+
+async def redirect(request: web.Request) -> web.Response:
+    """``GET /88.118.8/SN-1`` (no /api): 302 to the record's first URL, as Handle proxies do."""
+    if request.match_info["prefix"] == "api":
+        raise web.HTTPNotFound()
+    node = request.app[NODE_KEY]
+    text = unquote(request.raw_path.split("?", 1)[0][1:])
+    handle = node.parse(text)
+    _, rows = records.decode_rows(await node.resolve(handle))
+    url = next((r[3] for r in rows if r[1].upper() == "URL" and r[6] & records.PUBLIC_READ), None)
+    if url is None:
+        raise errors.HandleError(errors.VALUES_NOT_FOUND, "handle has no URL value",
+                                 handle=text, status=404)
+    page = f'<html><head><title>Handle Redirect</title></head>\n<body><a href="{url}">{url}</a></body></html>'
+    return web.Response(status=302, headers={"Location": url, "Content-Type": "text/html;charset=utf-8"},
+                        text=page)
+
+
+async def empty_handle(request: web.Request) -> web.Response:
+    raise errors.HandleError(errors.INVALID_HANDLE, "Empty handle invalid")
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/api/handles", list_handles)
+    r.add_get("/api/handles/", empty_handle)
+    r.add_get("/api/handles/{handle:.+}", get_handle)
+    r.add_put("/api/handles/{handle:.+}", put_handle)
+    r.add_delete("/api/handles/{handle:.+}", delete_handle)
+    r.add_get("/api/prefixes", list_prefixes)
+    r.add_post("/api/admin/prefixes", create_prefix)
+    r.add_post("/api/batch/register", batch_register)
+    r.add_post("/api/batch/resolve", batch_resolve)
+    r.add_get("/{prefix}/{suffix:.*}", redirect)
+
+
+def create_app(node: SecondaryNode) -> web.Application:
+    app = web.Application(middlewares=[handle_errors], client_max_size=MAX_BODY)
+    app[NODE_KEY] = node
+    add_routes(app)
+
+    async def close_node(app: web.Application) -> None:
+        await node.close()
+    app.on_cleanup.append(close_node)
+    return app

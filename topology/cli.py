@@ -1,0 +1,207 @@
+"""``idsim``: run nodes and talk to them.
+
+    idsim up                     start the local network with demo data (Ctrl-C stops it)
+    idsim node --code 88.118     run one secondary node
+    idsim resolve 88.118.8/SN000000001
+    idsim register 88.118.8/X --url https://… --user 300:0.NA/88.118.8 --secret …
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+from resolver import auth, server
+from resolver.nodes import SecondaryNode
+from resolver.store import open_store
+from resolver.web import create_app
+from topology import demo
+
+DEFAULT_DATA = "idsim-data"
+
+
+# ------------------------------------------------------------------ one node
+
+def load_or_make_secret(path: Path) -> str:
+    if path.exists():
+        return json.loads(path.read_text())["admin_secret"]
+    secret = auth.new_secret()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"admin_secret": secret}))
+    path.chmod(0o600)
+    return secret
+
+
+async def seed(node: SecondaryNode, prefix: str, count: int, *, batch: int = 5000,
+               progress=None) -> int:
+    """Register ``count`` demo identifiers under ``prefix`` (skipping those already there)."""
+    have = node.store.count(node.key(prefix))
+    admin = auth.Identity(auth.SECRET_INDEX, f"0.NA/{node.homed[0]}")
+    for start in range(have, count, batch):
+        n = min(batch, count - start)
+        await node.register_many(demo.demo_batch(prefix, start, n), identity=admin, overwrite=True)
+        if progress:
+            progress(n)
+    return max(0, count - have)
+
+
+async def run_node(args) -> None:
+    data = Path(args.data)
+    store_url = args.store or f"lmdb:{data / args.code}"
+    node = SecondaryNode(f"node-{args.code}", open_store(store_url), [args.code],
+                         case_sensitive=args.case_sensitive)
+    admin = await node.bootstrap(load_or_make_secret(data / f"{args.code}.admin.json"))
+    logins = []
+    for prefix in args.enterprise:
+        existing = node.values_of(f"0.NA/{prefix}")
+        secret_file = data / f"{prefix}.login.json"
+        if existing is None:
+            creds = await node.create_prefix(prefix, identity=auth.Identity(
+                auth.SECRET_INDEX, f"0.NA/{args.code}"))
+            secret_file.write_text(json.dumps({"prefix": prefix, "username": creds.username,
+                                               "secret": creds.secret}))
+            secret_file.chmod(0o600)
+        logins.append(json.loads(secret_file.read_text()))
+        added = await seed(node, prefix, args.demo)
+        print(f"seeded {added} identifiers under {prefix} ({node.store.count(node.key(prefix))} in all)")
+    runner = await server.start_app(create_app(node), args.host, args.port)
+    url = f"http://{args.host}:{server.bound_port(runner)}"
+    logins_path = data / "logins.json"
+    logins_path.write_text(json.dumps({"node_admin": {"username": admin.username,
+                                                       "secret": admin.secret},
+                                       "enterprises": logins}, indent=2))
+    logins_path.chmod(0o600)
+    print(f"secondary node {args.code} serving {url}  (store {store_url})")
+    if args.enterprise:
+        example = f"{args.enterprise[0]}/{demo.suffix(0)}"
+        print(f"  try: curl {url}/api/handles/{example}")
+        print(f"  logins (prefix, user, secret): {logins_path}")
+    await wait_for_signal()
+    print("stopping…")
+    await runner.cleanup()
+
+
+async def wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+# ------------------------------------------------------------------ client commands
+
+def http(method: str, url: str, body: dict | None = None, user: str | None = None,
+         secret: str | None = None) -> tuple[int, dict]:
+    req = urllib.request.Request(url, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None)
+    req.add_header("Accept", "application/json")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    if user:
+        token = base64.b64encode(f"{quote(user, safe='')}:{secret}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"message": raw.decode(errors="replace")[:300]}
+
+
+def cmd_resolve(args) -> int:
+    t = time.perf_counter()
+    status, doc = http("GET", f"{args.via}/api/handles/{args.handle}")
+    ms = (time.perf_counter() - t) * 1000
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    print(f"HTTP {status} in {ms:.1f} ms via {args.via}", file=sys.stderr)
+    return 0 if status == 200 else 1
+
+
+def cmd_register(args) -> int:
+    values = [{"index": 1, "type": "URL", "data": {"format": "string", "value": args.url}}]
+    for i, kv in enumerate(args.value, start=2):
+        vtype, _, val = kv.partition("=")
+        values.append({"index": i, "type": vtype, "data": {"format": "string", "value": val}})
+    q = "" if args.overwrite else "?overwrite=false"
+    status, doc = http("PUT", f"{args.via}/api/handles/{args.handle}{q}", {"values": values},
+                       args.user, args.secret)
+    print(json.dumps(doc, indent=2, ensure_ascii=False))
+    return 0 if status in (200, 201) else 1
+
+
+# ------------------------------------------------------------------ entry point
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="idsim", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    node = sub.add_parser("node", help="run one secondary node")
+    node.add_argument("--code", default="88.118", help="node code (prefix it homes)")
+    node.add_argument("--enterprise", action="append", default=[],
+                      help="enterprise prefix to allocate and seed (repeatable)")
+    node.add_argument("--demo", type=int, default=1000, help="demo identifiers per enterprise")
+    node.add_argument("--host", default="127.0.0.1")
+    node.add_argument("--port", type=int, default=8000)
+    node.add_argument("--data", default=DEFAULT_DATA, help="data directory")
+    node.add_argument("--store", help="store URL (default lmdb:<data>/<code>)")
+    node.add_argument("--case-sensitive", action="store_true")
+    node.set_defaults(func=lambda a: _run(run_node(a)))
+
+    up = sub.add_parser("up", help="start the local network with demo data")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--data", default=DEFAULT_DATA)
+    up.add_argument("--demo", type=int, default=1000)
+    up.set_defaults(func=cmd_up)
+
+    res = sub.add_parser("resolve", help="resolve an identifier")
+    res.add_argument("handle")
+    res.add_argument("--via", default="http://127.0.0.1:8000")
+    res.set_defaults(func=cmd_resolve)
+
+    reg = sub.add_parser("register", help="register (or replace) an identifier")
+    reg.add_argument("handle")
+    reg.add_argument("--url", required=True)
+    reg.add_argument("--value", action="append", default=[], metavar="TYPE=TEXT")
+    reg.add_argument("--user", required=True, help="e.g. 300:0.NA/88.118.8")
+    reg.add_argument("--secret", default=os.environ.get("IDSIM_SECRET"))
+    reg.add_argument("--overwrite", action="store_true")
+    reg.add_argument("--via", default="http://127.0.0.1:8000")
+    reg.set_defaults(func=cmd_register)
+    return p
+
+
+def cmd_up(args) -> int:
+    node_args = argparse.Namespace(code="88.118", enterprise=["88.118.8"], demo=args.demo,
+                                   host=args.host, port=args.port, data=args.data, store=None,
+                                   case_sensitive=False)
+    return _run(run_node(node_args))
+
+
+def _run(coro) -> int:
+    server.install_uvloop()
+    asyncio.run(coro)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
