@@ -87,7 +87,7 @@ class SecondaryNode:
                                      handle=handle.text)
 
     # ---------------------------------------------------------------- reads
-    async def resolve(self, handle: Handle) -> bytes:
+    def lookup(self, handle: Handle) -> bytes:
         """The stored record bytes; HandleError 301 or 100 otherwise."""
         self.check_homed(handle)
         data = self.store.get(handle.key)
@@ -95,6 +95,10 @@ class SecondaryNode:
         if data is None:
             raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found", handle=handle.text)
         return data
+
+    async def resolve(self, handle: Handle, *, fresh: bool = False) -> bytes:
+        """As ``lookup``; the interface every role shares (``fresh`` matters to caches only)."""
+        return self.lookup(handle)
 
     def values_of(self, text: str) -> list[Value] | None:
         data = self.store.get(self.key(text))
@@ -271,20 +275,22 @@ class SecondaryNode:
         return results
 
     async def create_prefix(self, prefix: str, *, identity: auth.Identity | None,
-                            secret: str | None = None) -> Credentials:
+                            secret: str | None = None, token: bool = False) -> Credentials:
         """Allocate an enterprise prefix below one this node homes, with an owner login.
 
         Writes ``0.NA/<prefix>`` holding HS_ADMIN → group 200, HS_VLIST 200 → [300],
         HS_SECKEY 300 (hashed): Handle.Net's layout, which pyhandle's defaults expect.
+        Without ``secret`` one is generated; ``token`` says a given one was generated too.
         """
         identifiers.check_prefix(prefix)
         handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
+        token = token or secret is None
         secret = secret or auth.new_secret()
-        values = prefix_record(handle.text, secret, now=int(self.clock()))
+        values = prefix_record(handle.text, secret, now=int(self.clock()), token=token)
         await self.put(handle, values, identity=identity, overwrite=False)
         return Credentials(prefix, f"{auth.SECRET_INDEX}:{handle.text}", secret)
 
-    async def bootstrap(self, admin_secret: str) -> Credentials:
+    async def bootstrap(self, admin_secret: str, *, token: bool = True) -> Credentials:
         """Make sure each homed prefix has its ``0.NA`` record with an owner login.
 
         The node's own admin is the owner of its first homed prefix (``300:0.NA/88.118``).
@@ -294,22 +300,37 @@ class SecondaryNode:
         for prefix in self.homed:
             handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
             if self.store.get(handle.key) is None:
-                values = prefix_record(handle.text, admin_secret, now=int(self.clock()))
+                values = prefix_record(handle.text, admin_secret, now=int(self.clock()), token=token)
                 await self.store.put_many([(handle.key, records.encode(handle.text, values))])
             creds = creds or Credentials(prefix, f"{auth.SECRET_INDEX}:0.NA/{prefix}", admin_secret)
         return creds
+
+    def report_stats(self) -> dict:
+        """Counters a secondary node reports to the top-level node."""
+        na = self.key(identifiers.NA_PREFIX)
+        groups = dict(self.store.groups())
+        return {"role": self.role,
+                "enterprises": max(0, groups.get(na, 0) - len(self.homed)),
+                "identifiers": sum(n for g, n in groups.items() if g != na),
+                "resolutions": self.stats["resolutions"],
+                "registrations": self.stats["registrations"]}
+
+    def rpc_handlers(self) -> dict:
+        return {"resolve": lambda text: self.lookup(self.parse(text)),
+                "stats": self.report_stats}
 
     async def close(self) -> None:
         await self.store.close()
 
 
-def prefix_record(na_handle: str, secret: str, *, now: int) -> list[Value]:
+def prefix_record(na_handle: str, secret: str, *, now: int, token: bool = False) -> list[Value]:
     """The values of ``0.NA/<prefix>``: HS_ADMIN → group 200, HS_VLIST 200 → [300:self],
     HS_SECKEY 300 holding the owner's secret, hashed."""
     return [
         records.admin_value(na_handle, ADMIN_GROUP_INDEX, timestamp=now),
         Value(ADMIN_GROUP_INDEX, "HS_VLIST", [{"index": auth.SECRET_INDEX, "handle": na_handle}],
               "vlist", timestamp=now),
-        Value(auth.SECRET_INDEX, "HS_SECKEY", auth.hash_secret(secret), "string", timestamp=now,
+        Value(auth.SECRET_INDEX, "HS_SECKEY", auth.hash_secret(secret, token=token), "string",
+              timestamp=now,
               perms=records.SECRET_PERMS),
     ]

@@ -15,14 +15,14 @@ import orjson
 from aiohttp import web
 
 from resolver import auth, errors, records
-from resolver.nodes import MAX_BATCH_RESOLVE, SecondaryNode
+from resolver.nodes import MAX_BATCH_RESOLVE
 
 log = logging.getLogger("idsim.web")
 
 JSON = "application/json;charset=utf-8"
 MSGPACK = "application/msgpack"
 MAX_BODY = 16 * 2**20  # a batch of 10,000 registrations fits with room to spare
-NODE_KEY = web.AppKey("node", SecondaryNode)
+NODE_KEY = web.AppKey("node", object)  # a SecondaryNode, TopNode or RecursiveNode
 
 
 # ------------------------------------------------------------------ answers
@@ -159,11 +159,9 @@ async def get_handle(request: web.Request) -> web.Response:
         raise
     types = request.query.getall("type", ())
     indexes = int_params(request, "index")
-    authorised = False
-    if flag(request, "auth", False) or "Authorization" in request.headers:
-        identity = identity_of(request)
-        authorised = identity is not None
-    data = await node.resolve(handle)
+    fresh = flag(request, "auth", False)
+    authorised = "Authorization" in request.headers and identity_of(request) is not None
+    data = await node.resolve(handle, fresh=fresh)
     _, rows = records.decode_rows(data)
     values = records.rest_values(rows, types=types, indexes=indexes, authorised=authorised)
     if not values and (types or indexes):
@@ -288,7 +286,7 @@ async def batch_resolve(request: web.Request) -> web.Response:
         try:
             if not isinstance(text, str):
                 raise errors.HandleError(errors.INVALID_HANDLE, "handle must be a string")
-            _, rows = records.decode_rows(await node.resolve(node.parse(text)))
+            _, rows = records.decode_rows(await node.resolve(node.parse(text), fresh=False))
             results.append({"responseCode": errors.SUCCESS, "handle": text,
                             "values": records.rest_values(rows)})
         except errors.HandleError as exc:
@@ -303,7 +301,7 @@ async def redirect(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     text = unquote(request.raw_path.split("?", 1)[0][1:])
     handle = node.parse(text)
-    _, rows = records.decode_rows(await node.resolve(handle))
+    _, rows = records.decode_rows(await node.resolve(handle, fresh=False))
     url = next((r[3] for r in rows if r[1].upper() == "URL" and r[6] & records.PUBLIC_READ), None)
     if url is None:
         raise errors.HandleError(errors.VALUES_NOT_FOUND, "handle has no URL value",
@@ -317,24 +315,54 @@ async def empty_handle(request: web.Request) -> web.Response:
     raise errors.HandleError(errors.INVALID_HANDLE, "Empty handle invalid")
 
 
-def add_routes(app: web.Application) -> None:
+async def stats(request: web.Request) -> web.Response:
+    """The top-level node's network totals and per-node rows; any other node's own counters."""
+    node = request.app[NODE_KEY]
+    if node.role == "top":
+        return answer(request, node.statistics())
+    return answer(request, {"responseCode": errors.SUCCESS, "node": node.name,
+                            **node.report_stats()})
+
+
+async def write_elsewhere(request: web.Request) -> web.Response:
+    """Writes sent to a recursive node: say where the prefix is served."""
+    node = request.app[NODE_KEY]
+    text = handle_text(request) if request.match_info.get("handle") else ""
+    where = ""
+    if "/" in text:
+        try:
+            where = f": send it to {(await node.site_of(text.partition('/')[0])).http_url}"
+        except errors.HandleError:
+            pass
+    raise errors.HandleError(errors.SERVER_NOT_RESP,
+                             f"a recursive node resolves but does not store identifiers{where}",
+                             handle=text or None)
+
+
+def add_routes(app: web.Application, role: str) -> None:
     r = app.router
-    r.add_get("/api/handles", list_handles)
     r.add_get("/api/handles/", empty_handle)
     r.add_get("/api/handles/{handle:.+}", get_handle)
-    r.add_put("/api/handles/{handle:.+}", put_handle)
-    r.add_delete("/api/handles/{handle:.+}", delete_handle)
-    r.add_get("/api/prefixes", list_prefixes)
-    r.add_post("/api/admin/prefixes", create_prefix)
-    r.add_post("/api/batch/register", batch_register)
     r.add_post("/api/batch/resolve", batch_resolve)
+    r.add_get("/api/stats", stats)
+    if role == "recursive":
+        r.add_put("/api/handles/{handle:.+}", write_elsewhere)
+        r.add_delete("/api/handles/{handle:.+}", write_elsewhere)
+        r.add_post("/api/batch/register", write_elsewhere)
+    else:
+        r.add_get("/api/handles", list_handles)
+        r.add_put("/api/handles/{handle:.+}", put_handle)
+        r.add_delete("/api/handles/{handle:.+}", delete_handle)
+        r.add_get("/api/prefixes", list_prefixes)
+        r.add_post("/api/admin/prefixes", create_prefix)
+        r.add_post("/api/batch/register", batch_register)
     r.add_get("/{prefix}/{suffix:.*}", redirect)
 
 
-def create_app(node: SecondaryNode) -> web.Application:
+def create_app(node) -> web.Application:
     app = web.Application(middlewares=[handle_errors], client_max_size=MAX_BODY)
     app[NODE_KEY] = node
-    add_routes(app)
+    add_routes(app, node.role)
 
     async def close_node(app: web.Application) -> None:
         await node.close()

@@ -1,9 +1,11 @@
 """``idsim``: run nodes and talk to them.
 
-    idsim up                     start the local network with demo data (Ctrl-C stops it)
-    idsim node --code 88.118     run one secondary node
-    idsim resolve 88.118.8/SN000000001
+    idsim up                     start the Guangzhou network with demo data (Ctrl-C stops it)
+    idsim status [--json]        what is running, where, and the logins file
+    idsim down                   stop a cluster started elsewhere
+    idsim resolve 88.118.8/SN000000000
     idsim register 88.118.8/X --url https://… --user 300:0.NA/88.118.8 --secret …
+    idsim node --code 88.118     run one secondary node on its own
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
@@ -162,11 +165,27 @@ def build_parser() -> argparse.ArgumentParser:
     node.set_defaults(func=lambda a: _run(run_node(a)))
 
     up = sub.add_parser("up", help="start the local network with demo data")
+    up.add_argument("--preset", default="guangzhou-2021", help="guangzhou-2021 or mini")
+    up.add_argument("--topology", help="a topology TOML file instead of a preset")
     up.add_argument("--host", default="127.0.0.1")
-    up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--data", default=DEFAULT_DATA)
-    up.add_argument("--demo", type=int, default=1000)
+    up.add_argument("--port", type=int, default=8000,
+                    help="recursive node's HTTP port; the others follow it (RPC ports +1000)")
+    up.add_argument("--data", default=DEFAULT_DATA, help="data directory (kept across restarts)")
+    up.add_argument("--demo", type=int, default=None,
+                    help="demo identifiers per enterprise (preset default: 10)")
+    up.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="host processes (default: one per core)")
+    up.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
     up.set_defaults(func=cmd_up)
+
+    st = sub.add_parser("status", help="show the running cluster")
+    st.add_argument("--data", default=DEFAULT_DATA)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    down = sub.add_parser("down", help="stop the running cluster")
+    down.add_argument("--data", default=DEFAULT_DATA)
+    down.set_defaults(func=cmd_down)
 
     res = sub.add_parser("resolve", help="resolve an identifier")
     res.add_argument("handle")
@@ -186,10 +205,110 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_up(args) -> int:
-    node_args = argparse.Namespace(code="88.118", enterprise=["88.118.8"], demo=args.demo,
-                                   host=args.host, port=args.port, data=args.data, store=None,
-                                   case_sensitive=False)
-    return _run(run_node(node_args))
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from topology.cluster import Cluster
+    from topology.model import load
+    from topology.presets import get_preset
+
+    console = Console()
+    if args.topology:
+        topo = load(args.topology)
+    else:
+        topo = get_preset(args.preset)
+    topo = topo.with_ports(args.port, host=args.host)
+    if args.demo is not None:
+        topo = replace(topo, identifiers_per_enterprise=args.demo)
+    cluster = Cluster(topo, Path(args.data), workers=args.workers, store=args.store)
+    total = len(topo.enterprises) * topo.identifiers_per_enterprise
+    t0 = time.perf_counter()
+    console.print(f"starting [bold]{topo.name}[/]: {len(topo.secondaries) + 2} nodes in "
+                  f"{min(args.workers, len(topo.secondaries) + 2)} processes, data in {args.data}")
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("seeding demo identifiers", total=total or 1)
+
+        def on_event(ev: dict) -> None:
+            if ev["event"] == "seeded":
+                bar.advance(task, ev["count"])
+        try:
+            cluster.start(on_event)
+        except RuntimeError as exc:
+            console.print(f"[red]could not start:[/] {exc}")
+            return 1
+    state = json.loads(cluster.state_path.read_text())
+    table = Table(title=f"{topo.name}: ready in {time.perf_counter() - t0:.1f} s")
+    for col in ("node", "role", "industry", "city", "HTTP", "RPC"):
+        table.add_column(col)
+    for n in state["nodes"]:
+        table.add_row(n["name"], n["role"], n.get("industry", ""), n.get("city", ""),
+                      n["httpUrl"], n["rpc"])
+    console.print(table)
+    rec = state["recursiveUrl"]
+    console.print(f"resolve through the recursive node: [bold]{rec}[/]")
+    for ex in state["examples"]:
+        console.print(f"  curl {rec}/api/handles/{ex}")
+    console.print(f"network statistics: curl {state['topUrl']}/api/stats")
+    console.print(f"logins (prefix, user, secret, node URL): {state['logins']}")
+    console.print("Ctrl-C stops the cluster; its data stays for the next start.")
+    try:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        while cluster.alive():
+            time.sleep(0.5)
+        console.print("[red]a host process exited; stopping[/]")
+        return_code = 1
+    except KeyboardInterrupt:
+        return_code = 0
+    console.print("stopping…")
+    cluster.stop()
+    return return_code
+
+
+def read_state(data: str) -> dict | None:
+    path = Path(data) / "cluster.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def cmd_status(args) -> int:
+    state = read_state(args.data)
+    if state is None:
+        print(f"no cluster running from {args.data} (start one with: idsim up)", file=sys.stderr)
+        return 1
+    for n in state["nodes"]:
+        try:
+            with urllib.request.urlopen(f"{n['httpUrl']}/api/stats", timeout=2) as resp:
+                n["up"] = resp.status == 200
+        except OSError:
+            n["up"] = False
+    if args.json:
+        print(json.dumps(state, indent=2))
+    else:
+        up = sum(n["up"] for n in state["nodes"])
+        print(f"{state['topology']}: {up}/{len(state['nodes'])} nodes answering; "
+              f"recursive node {state['recursiveUrl']}; logins in {state['logins']}")
+        for n in state["nodes"]:
+            print(f"  {'up  ' if n['up'] else 'DOWN'} {n['name']:<10} {n['role']:<10} "
+                  f"{n['httpUrl']:<24} {n.get('industry', '')}")
+    return 0 if all(n["up"] for n in state["nodes"]) else 1
+
+
+def cmd_down(args) -> int:
+    state = read_state(args.data)
+    if state is None:
+        print(f"no cluster running from {args.data}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(state["launcher"], signal.SIGTERM)
+    except ProcessLookupError:  # the launcher is gone: stop its host processes directly
+        for pid in state["pids"]:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        (Path(args.data) / "cluster.json").unlink(missing_ok=True)
+    print("stopping the cluster")
+    return 0
 
 
 def _run(coro) -> int:

@@ -1,0 +1,126 @@
+"""The recursive node: the clients' entry point. It resolves any identifier by asking the
+top-level node where its prefix is served (cached by TTL), then that node (the answer cached
+by its smallest value TTL); "not found" is cached briefly; identical questions in flight share
+one upstream call. The rules are in ``resolution``; this is the I/O around them.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Callable
+
+from resolver import errors, identifiers, records
+from resolver.cache import TTLCache
+from resolver.identifiers import Handle
+from resolver.resolution import Caches, Outcome, Policy, Site, drive, steps
+from resolver.rpc import RpcClient
+
+
+def _split(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class RecursiveNode:
+    role = "recursive"
+
+    def __init__(self, name: str, top_rpc: str, *, max_entries: int = 1_000_000,
+                 max_bytes: int = 512 * 2**20, policy: Policy | None = None,
+                 timeout: float = 2.0, case_sensitive: bool = False,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.name = name
+        self.case_sensitive = case_sensitive
+        self.clock = clock
+        self.policy = policy or Policy()
+        self.caches = Caches(TTLCache(max_entries=max_entries, max_bytes=max_bytes, stale_window=60),
+                             TTLCache(max_entries=100_000, stale_window=3600))
+        self.timeout = timeout
+        self.top = RpcClient(*_split(top_rpc), timeout=timeout)
+        self._peers: dict[str, RpcClient] = {}
+        self._inflight: dict[bytes, asyncio.Future] = {}
+        self.stats: Counter[str] = Counter()
+
+    def parse(self, text: str) -> Handle:
+        return identifiers.parse(text, case_sensitive=self.case_sensitive)
+
+    def authenticate(self, identity, secret):
+        raise errors.HandleError(errors.AUTHENTICATION_FAILED,
+                                 "a recursive node checks no credentials: send authenticated "
+                                 "requests to the node that serves the prefix")
+
+    # ------------------------------------------------------------------ upstream
+    async def _ask_top(self, prefix: str) -> tuple[Site, int]:
+        self.stats["delegation_calls"] += 1
+        site, ttl = await self.top.call("delegate", prefix)
+        return Site(*site), ttl
+
+    async def _ask_node(self, site: Site, handle: str) -> tuple[bytes, list[int]]:
+        peer = self._peers.get(site.rpc_addr)
+        if peer is None:
+            peer = self._peers[site.rpc_addr] = RpcClient(*_split(site.rpc_addr),
+                                                          timeout=self.timeout)
+        self.stats["upstream_calls"] += 1
+        data = await peer.call("resolve", handle)
+        _, rows = records.decode_rows(data)
+        return data, [r[4] for r in rows]
+
+    async def site_of(self, prefix: str) -> Site:
+        return (await self._ask_top(prefix))[0]
+
+    # ------------------------------------------------------------------ resolving
+    async def resolve(self, handle: Handle, *, fresh: bool = False) -> bytes:
+        """The record bytes, from cache or upstream; HandleError 100 / 503 otherwise."""
+        self.stats["resolutions"] += 1
+        prefix = handle.prefix
+        gen = steps(handle.text, handle.key, identifiers.make_key(prefix, self.case_sensitive),
+                    prefix, caches=self.caches, policy=self.policy, clock=self.clock, fresh=fresh)
+        try:
+            need = next(gen)
+        except StopIteration as done:  # answered from cache: no future, no task
+            return self._result(done.value, handle)
+        waiting = None if fresh else self._inflight.get(handle.key)
+        if waiting is not None:
+            gen.close()
+            self.stats["coalesced"] += 1
+            return self._result(await asyncio.shield(waiting), handle)
+        fut = asyncio.get_running_loop().create_future()
+        if not fresh:
+            self._inflight[handle.key] = fut
+        try:
+            outcome = await drive(gen, self._ask_top, self._ask_node, first=need)
+        except errors.HandleError as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters re-raise it; no "never retrieved" warning
+            raise exc.with_handle(handle.text)
+        else:
+            fut.set_result(outcome)
+        finally:
+            if self._inflight.get(handle.key) is fut:
+                del self._inflight[handle.key]
+        return self._result(outcome, handle)
+
+    def _result(self, outcome: Outcome, handle: Handle) -> bytes:
+        self.stats[outcome.source] += 1
+        if outcome.data is None:
+            message = outcome.error.message if outcome.error else "Handle not found"
+            raise errors.HandleError(errors.HANDLE_NOT_FOUND, message, handle=handle.text)
+        return outcome.data
+
+    def report_stats(self) -> dict:
+        a = self.caches.answers
+        return {"role": self.role, "resolutions": self.stats["resolutions"],
+                "cacheEntries": len(a), "cacheBytes": a.bytes_used,
+                "cacheHits": self.stats["cache"], "upstreamCalls": self.stats["upstream_calls"],
+                "coalesced": self.stats["coalesced"], "stale": self.stats["stale"]}
+
+    def rpc_handlers(self) -> dict:
+        async def resolve(text: str) -> bytes:
+            return await self.resolve(self.parse(text))
+        return {"resolve": resolve, "stats": self.report_stats}
+
+    async def close(self) -> None:
+        await self.top.close()
+        for peer in self._peers.values():
+            await peer.close()
+
