@@ -93,7 +93,7 @@ class Verifier:
 
 
 def parse_identity(user: str) -> Identity:
-    """``300:0.NA/88.118.8`` (URL-encoded or not) → Identity. HandleError 402 if malformed."""
+    """``300:0.NA/88.118.8`` (URL-encoded or not) → Identity. HandleError 403 if malformed."""
     user = unquote(user)
     index, colon, handle = user.partition(":")
     if not colon or not _INDEX.fullmatch(index) or "/" not in handle:

@@ -19,6 +19,7 @@ MAX_BYTES = 255
 NA_PREFIX = "0.NA"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SEGMENT = re.compile(r"[0-9A-Za-z_-]+")
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class InvalidHandle(errors.HandleError):
@@ -79,6 +80,8 @@ def parse(text: str, *, case_sensitive: bool = False) -> Handle:
     (Handle.Net answers such a lookup with "handle not found", not "invalid").
     """
     text = check_text(text)
+    if text[:4].lower() == "hdl:":  # its text would re-parse as a different handle
+        raise InvalidHandle("handle has the 'hdl:' scheme twice", text)
     prefix, slash, suffix = text.partition("/")
     if not slash:
         raise InvalidHandle("handle has no '/' between prefix and suffix", text)
@@ -108,7 +111,7 @@ def is_under(prefix: str, parent: str) -> bool:
 
     ``88.118.8`` is under ``88.118``; ``88.1180`` is not. ASCII case-insensitive.
     """
-    p, q = prefix.upper(), parent.upper()
+    p, q = prefix.translate(_ASCII_UPPER), parent.translate(_ASCII_UPPER)
     return p == q or p.startswith(q + ".")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +31,7 @@ FORMATS = ("string", "base64", "hex", "admin", "site", "vlist", "key")
 HIDDEN_TYPES = frozenset({"HS_SECKEY", "HS_PRIVKEY"})
 MAX_VALUES = 1000
 MAX_INDEX = 2**31 - 1
+_INT_TEXT = re.compile(r"-?[0-9]{1,20}")  # ASCII digits only: str.isdigit() also accepts '²'
 
 
 def invalid(message: str) -> errors.HandleError:
@@ -150,7 +152,7 @@ def _int(x: Any, what: str) -> int:
         raise invalid(f"{what} must be an integer")
     if isinstance(x, int):
         return x
-    if isinstance(x, str) and x.strip().lstrip("-").isdigit():
+    if isinstance(x, str) and _INT_TEXT.fullmatch(x.strip()):
         return int(x)
     raise invalid(f"{what} must be an integer; got {x!r}"[:200])
 
@@ -216,8 +218,10 @@ def _check_data(fmt: str, val: Any, where: str) -> Any:
         perms = val.get("permissions", "111111111111")
         if not (isinstance(perms, str) and len(perms) == 12 and set(perms) <= {"0", "1"}):
             raise invalid(f"{where}.permissions must be 12 bits like '111111111111'")
-        val = {"handle": val["handle"], "index": _int(val.get("index", 300), f"{where}.index"),
-               "permissions": perms}
+        admin_index = _int(val.get("index", 300), f"{where}.index")
+        if not 0 <= admin_index <= MAX_INDEX:  # unbounded ints would not even encode (msgpack)
+            raise invalid(f"{where}.index must be between 0 and {MAX_INDEX}")
+        val = {"handle": val["handle"], "index": admin_index, "permissions": perms}
     elif val is None:
         raise invalid(f"{where} is missing")
     return val
