@@ -3,6 +3,7 @@
     idsim up                     start the Guangzhou network with demo data (Ctrl-C stops it)
     idsim status [--json]        what is running, where, and the logins file
     idsim down                   stop a cluster started elsewhere
+    idsim load --scenario mixed --time 30s   Locust against the cluster (starts one if needed)
     idsim resolve 88.118.8/SN000000000
     idsim register 88.118.8/X --url https://… --user 300:0.NA/88.118.8 --secret …
     idsim node --code 88.118     run one secondary node on its own
@@ -178,6 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
     up.set_defaults(func=cmd_up)
 
+    load = sub.add_parser("load", help="run a Locust scenario and summarise it")
+    load.add_argument("--scenario", default="mixed", choices=["resolve", "register", "mixed", "ramp"])
+    load.add_argument("--time", default="30s", help="how long, e.g. 30s or 2m")
+    load.add_argument("--users", type=int, default=50)
+    load.add_argument("--spawn-rate", type=float, default=50)
+    load.add_argument("--processes", type=int, default=1, help="Locust processes (master/workers)")
+    load.add_argument("--host", help="recursive node URL (default: the cluster's in --data)")
+    load.add_argument("--data", default=DEFAULT_DATA)
+    load.add_argument("--preset", default="guangzhou-2021", help="when a cluster must be started")
+    load.add_argument("--port", type=int, default=8000)
+    load.add_argument("--demo", type=int, default=None)
+    load.set_defaults(func=cmd_load)
+
     st = sub.add_parser("status", help="show the running cluster")
     st.add_argument("--data", default=DEFAULT_DATA)
     st.add_argument("--json", action="store_true")
@@ -263,6 +277,41 @@ def cmd_up(args) -> int:
     console.print("stopping…")
     cluster.stop()
     return return_code
+
+
+def cmd_load(args) -> int:
+    """Run a Locust scenario against the cluster in --data, starting one if none runs there."""
+    from loadtest import runner
+    from topology.cluster import Cluster
+    from topology.presets import get_preset
+
+    seconds = parse_duration(args.time)
+    cluster = None
+    if read_state(args.data) is None:
+        topo = get_preset(args.preset).with_ports(args.port)
+        if args.demo is not None:
+            topo = replace(topo, identifiers_per_enterprise=args.demo)
+        print(f"starting {topo.name} in {args.data} for the load run…", flush=True)
+        cluster = Cluster(topo, Path(args.data), store="lmdb")
+        cluster.start()
+    try:
+        host = args.host or read_state(args.data)["recursiveUrl"]
+        print(f"running scenario {args.scenario!r} against {host} for {seconds:.0f} s "
+              f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
+        result = runner.run(args.scenario, host, args.data, seconds=seconds, users=args.users,
+                            spawn_rate=args.spawn_rate, processes=args.processes)
+        print(runner.table(result))
+        return 0 if result.total.failures == 0 else 1
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def parse_duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
 
 
 def read_state(data: str) -> dict | None:

@@ -147,7 +147,9 @@ class Cluster:
         state = {"topology": topo.name, "pids": [p.pid for p in self.procs],
                  "launcher": os.getpid(), "nodes": nodes, "examples": examples(topo),
                  "logins": str((self.data_dir / "logins.json").resolve()),
-                 "recursiveUrl": topo.recursive.http_url, "topUrl": topo.top.http_url}
+                 "recursiveUrl": topo.recursive.http_url, "topUrl": topo.top.http_url,
+                 "perEnterprise": topo.identifiers_per_enterprise,
+                 "prefixes": [e.prefix for e in topo.enterprises]}
         self.state_path.write_text(json.dumps(state, indent=2))
 
     def stop(self, timeout: float = 15.0) -> None:

@@ -1,0 +1,3 @@
+"""The mixed scenario under a ramping load shape (the shape sets user counts over time)."""
+from loadtest.shapes import Ramp  # noqa: F401
+from loadtest.users import Operator, Registrant, Resolver  # noqa: F401

@@ -1,0 +1,111 @@
+"""Run a Locust scenario headless and summarise it, with the load generator's own CPU use.
+
+One Locust process tops out near 5k requests/s on a 2-core box, below what one node serves:
+when Locust itself is saturated its numbers measure Locust, so the summary says so.
+"""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+SCENARIOS = {
+    "resolve": (HERE / "locustfile.py", ["Resolver"]),
+    "register": (HERE / "locustfile.py", ["Registrant"]),
+    "mixed": (HERE / "locustfile.py", ["Resolver", "Registrant", "Operator"]),
+    "ramp": (HERE / "locustfile_ramp.py", ["Resolver", "Registrant", "Operator"]),
+}
+SATURATED = 0.90  # share of one core per Locust process
+
+
+@dataclass
+class Row:
+    name: str
+    requests: int
+    failures: int
+    rps: float
+    p50: float
+    p95: float
+    p99: float
+
+
+@dataclass
+class Result:
+    rows: list[Row]
+    total: Row
+    cpu_per_process: float  # mean share of one core used by each Locust process
+    processes: int
+    seconds: float
+
+    @property
+    def saturated(self) -> bool:
+        return self.cpu_per_process >= SATURATED
+
+
+def parse_stats(path: Path) -> tuple[list[Row], Row]:
+    rows, total = [], None
+    with path.open() as f:
+        for rec in csv.DictReader(f):
+            row = Row(rec["Name"], int(rec["Request Count"]), int(rec["Failure Count"]),
+                      float(rec["Requests/s"]), float(rec["50%"] or 0), float(rec["95%"] or 0),
+                      float(rec["99%"] or 0))
+            if rec["Name"] == "Aggregated":
+                total = row
+            else:
+                rows.append(row)
+    if total is None:
+        raise RuntimeError(f"no Aggregated row in {path}")
+    return rows, total
+
+
+def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int = 50,
+        spawn_rate: float = 50, processes: int = 1, extra: list[str] | None = None) -> Result:
+    locustfile, classes = SCENARIOS[scenario]
+    out = Path(tempfile.mkdtemp(prefix="idsim-locust-"))
+    cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+           "--host", host, "-t", f"{int(seconds)}s", "--csv", str(out / "run"), "--only-summary",
+           "--stop-timeout", "5", "--idsim-data", data_dir, "--loglevel", "WARNING"]
+    if scenario != "ramp":
+        cmd += ["-u", str(users), "-r", str(spawn_rate)]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
+    cmd += (extra or []) + classes
+    t0 = time.monotonic()
+    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out / "locust.log", "w"))
+    cpu_seen: dict[int, float] = {}
+    while proc.poll() is None:
+        try:
+            for p in [proc, *proc.children(recursive=True)]:
+                t = p.cpu_times()
+                cpu_seen[p.pid] = t.user + t.system
+        except psutil.Error:
+            pass
+        time.sleep(0.5)
+    elapsed = time.monotonic() - t0
+    stats = out / "run_stats.csv"
+    if not stats.exists():
+        log = (out / "locust.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"locust wrote no statistics (exit {proc.returncode}):\n{log}")
+    rows, total = parse_stats(stats)
+    workers = max(1, processes)
+    return Result(rows, total, sum(cpu_seen.values()) / elapsed / workers, workers, elapsed)
+
+
+def table(result: Result) -> str:
+    lines = [f"{'request':<28}{'count':>9}{'fail':>7}{'req/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"]
+    for r in [*result.rows, result.total]:
+        lines.append(f"{r.name[:27]:<28}{r.requests:>9}{r.failures:>7}{r.rps:>10.1f}"
+                     f"{r.p50:>9.0f}{r.p95:>9.0f}{r.p99:>9.0f}")
+    lines.append(f"Locust CPU: {result.cpu_per_process:.0%} of a core per process "
+                 f"({result.processes} process{'es' if result.processes > 1 else ''})")
+    if result.saturated:
+        lines.append("WARNING: Locust itself is saturated: these rates measure the load generator, "
+                     "not idsim. Add --processes or use the wrk benchmarks for capacity.")
+    return "\n".join(lines)
