@@ -1,0 +1,228 @@
+"""TTL + LRU cache for the recursive resolver node.
+
+The recursive node keeps two kinds of answers, each in its own :class:`TTLCache`:
+
+* **delegations** - prefix -> where that prefix is served (the service site / servers the
+  global registry pointed us at), so resolving ``20.500.123/x`` does not ask the root every time;
+* **identifier answers** - identifier -> the encoded record bytes an upstream returned, plus
+  *negative* entries ("this identifier does not exist") so repeated misses are absorbed too.
+
+Entries live until ``now + ttl``; for ``stale_window`` seconds after that they are still
+returned, marked ``stale``, so the caller may serve them while it refreshes in the background
+or while the upstream is unreachable (serve-stale, RFC 8767 style). Capacity is bounded both by
+entry count and by bytes (the caller says what an entry weighs, normally ``len(encoded)``);
+over either limit the least recently used entries go. Expired entries are dropped lazily - when
+a ``get`` finds them, or when LRU pressure reaches them - there is no background sweep, and
+every operation is O(1).
+
+The clock is a parameter (``now``, float seconds) of every call that needs it rather than a
+``time.time()`` inside: the module stays pure logic, the simulator can drive it from virtual
+time, and tests can step time across expiry boundaries exactly without sleeping.
+
+Values served from cache must not advertise their original TTL, or downstream caches would keep
+them past our own expiry; :meth:`Hit.remaining_ttl` gives the seconds left for rewriting those
+TTL fields (Handle/DNS style). :func:`answer_ttl` picks the TTL to cache a whole record for.
+
+Not thread-safe; meant for one event loop.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Hit", "TTLCache", "answer_ttl", "NEGATIVE_ENTRY_SIZE"]
+
+# Bytes a negative entry counts against ``max_bytes``: it holds no value, but it is not free.
+NEGATIVE_ENTRY_SIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """What :meth:`TTLCache.get` found.
+
+    ``value`` is None for a negative entry (``negative`` True: the key is known not to exist).
+    ``stale`` is True when the entry has expired but is still within the stale window.
+    """
+
+    value: Any
+    negative: bool
+    stale: bool
+    expires_at: float
+
+    def remaining_ttl(self, now: float) -> int:
+        """Whole seconds until expiry, floored at 0 (0 for a stale hit)."""
+        left = self.expires_at - now
+        if not left > 0:  # also catches NaN
+            return 0
+        return math.floor(left)
+
+
+class _Entry:
+    __slots__ = ("value", "expires_at", "size", "negative")
+
+    def __init__(self, value: Any, expires_at: float, size: int, negative: bool) -> None:
+        self.value = value
+        self.expires_at = expires_at
+        self.size = size
+        self.negative = negative
+
+
+class TTLCache:
+    """Bounded cache with per-entry expiry, a serve-stale window and LRU eviction.
+
+    Time intervals are half-open: an entry put at ``t`` with ``ttl`` is fresh for
+    ``t <= now < t + ttl``, stale for ``t + ttl <= now < t + ttl + stale_window``, and gone
+    after that. With ``stale_window == 0`` an entry is gone exactly at its expiry.
+
+    Counters: ``hits`` (fresh, including negative entries), ``stale_hits``, ``misses``
+    (absent or past the stale window) and ``evictions`` (entries pushed out by capacity
+    pressure; not lazy expiry, invalidation or replacement). ``clear`` keeps the counters.
+    """
+
+    __slots__ = (
+        "max_entries", "max_bytes", "stale_window", "_entries", "_bytes",
+        "hits", "misses", "stale_hits", "evictions",
+    )
+
+    def __init__(self, *, max_entries: int, max_bytes: int | None = None,
+                 stale_window: float = 0.0) -> None:
+        if max_entries < 0:
+            raise ValueError(f"max_entries must be >= 0, got {max_entries}")
+        if max_bytes is not None and max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 or None, got {max_bytes}")
+        if not stale_window >= 0:
+            raise ValueError(f"stale_window must be >= 0, got {stale_window}")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.stale_window = float(stale_window)
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()  # LRU first, MRU last
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.stale_hits = 0
+        self.evictions = 0
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def put(self, key: Hashable, value: Any, *, ttl: float, now: float, size: int = 0) -> bool:
+        """Store ``value`` under ``key`` until ``now + ttl``; return whether it was stored.
+
+        ``size`` is what the entry counts against ``max_bytes``. Not stored - and any
+        existing entry for ``key`` dropped, since it is superseded - when ``ttl <= 0`` or the
+        entry alone would exceed ``max_bytes`` (or ``max_entries`` is 0).
+        """
+        return self._store(key, value, ttl, now, size, False)
+
+    def put_negative(self, key: Hashable, *, ttl: float, now: float) -> bool:
+        """Remember until ``now + ttl`` that ``key`` does not exist; same rules as :meth:`put`."""
+        return self._store(key, None, ttl, now, NEGATIVE_ENTRY_SIZE, True)
+
+    def _store(self, key: Hashable, value: Any, ttl: float, now: float, size: int,
+               negative: bool) -> bool:
+        if size < 0:
+            raise ValueError(f"size must be >= 0, got {size}")
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old.size
+        if (not ttl > 0  # also refuses NaN
+                or self.max_entries == 0
+                or (self.max_bytes is not None and size > self.max_bytes)):
+            return False
+        self._entries[key] = _Entry(value, now + ttl, size, negative)
+        self._bytes += size
+        self._evict()
+        return True
+
+    def _evict(self) -> None:
+        # The newest entry is at the MRU end and fits on its own, so this never reaches it.
+        entries = self._entries
+        max_bytes = self.max_bytes
+        while (len(entries) > self.max_entries
+               or (max_bytes is not None and self._bytes > max_bytes)):
+            _, victim = entries.popitem(last=False)
+            self._bytes -= victim.size
+            self.evictions += 1
+
+    def invalidate(self, key: Hashable) -> bool:
+        """Drop ``key``; return whether it was present (expired or not)."""
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        self._bytes -= entry.size
+        return True
+
+    def clear(self) -> None:
+        """Drop every entry; counters are kept."""
+        self._entries.clear()
+        self._bytes = 0
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, key: Hashable, now: float) -> Hit | None:
+        """Look ``key`` up at time ``now``; a hit (fresh or stale) becomes most recently used."""
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        expires_at = entry.expires_at
+        if now < expires_at:
+            stale = False
+            self.hits += 1
+        elif now < expires_at + self.stale_window:
+            stale = True
+            self.stale_hits += 1
+        else:
+            del self._entries[key]
+            self._bytes -= entry.size
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        return Hit(entry.value, entry.negative, stale, expires_at)
+
+    @staticmethod
+    def remaining_ttl(hit: Hit, now: float) -> int:
+        """Same as ``hit.remaining_ttl(now)``."""
+        return hit.remaining_ttl(now)
+
+    def __len__(self) -> int:
+        """Entries held, including expired ones not yet dropped."""
+        return len(self._entries)
+
+    @property
+    def bytes_used(self) -> int:
+        return self._bytes
+
+    def stats(self) -> dict[str, int | None]:
+        return {
+            "entries": len(self._entries),
+            "bytes_used": self._bytes,
+            "max_entries": self.max_entries,
+            "max_bytes": self.max_bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "stale_hits": self.stale_hits,
+            "evictions": self.evictions,
+        }
+
+    def __repr__(self) -> str:
+        return (f"TTLCache(entries={len(self._entries)}/{self.max_entries}, "
+                f"bytes={self._bytes}/{self.max_bytes}, stale_window={self.stale_window})")
+
+
+def answer_ttl(ttls: Iterable[int], *, floor: int = 0, ceiling: int = 86400) -> int:
+    """TTL to cache a record for: its smallest value TTL, clamped to ``[floor, ceiling]``.
+
+    Handle values each carry their own TTL; a record is cached as a unit, so the shortest one
+    governs. No values -> ``floor``. TTLs must already be relative seconds (convert a value with
+    an absolute ``ttlType`` to ``expiry - now`` first). A result of 0 means "do not cache",
+    which :meth:`TTLCache.put` honours.
+    """
+    if floor > ceiling:
+        raise ValueError(f"floor {floor} > ceiling {ceiling}")
+    smallest = min(ttls, default=None)
+    if smallest is None:
+        return floor
+    return math.floor(max(floor, min(ceiling, smallest)))
