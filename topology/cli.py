@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="host processes (default: one per core)")
     up.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
+    up.add_argument("--recursive-processes", type=int, default=1,
+                    help="processes sharing the recursive node's port (SO_REUSEPORT)")
     up.set_defaults(func=cmd_up)
 
     load = sub.add_parser("load", help="run a Locust scenario and summarise it")
@@ -235,7 +237,8 @@ def cmd_up(args) -> int:
     topo = topo.with_ports(args.port, host=args.host)
     if args.demo is not None:
         topo = replace(topo, identifiers_per_enterprise=args.demo)
-    cluster = Cluster(topo, Path(args.data), workers=args.workers, store=args.store)
+    cluster = Cluster(topo, Path(args.data), workers=args.workers, store=args.store,
+                      recursive_processes=args.recursive_processes)
     total = len(topo.enterprises) * topo.identifiers_per_enterprise
     t0 = time.perf_counter()
     console.print(f"starting [bold]{topo.name}[/]: {len(topo.secondaries) + 2} nodes in "

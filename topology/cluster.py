@@ -42,16 +42,18 @@ def make_logins(topo: Topology, old: dict | None = None) -> dict:
     }
 
 
-def plan_workers(topo: Topology, workers: int) -> list[list[str]]:
+def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1) -> list[list[str]]:
     """Which nodes each process runs: the recursive and top-level nodes together, the
-    secondary nodes spread over the other processes (all in one when ``workers`` is 1)."""
+    secondary nodes spread over the other processes (all in one when ``workers`` is 1); then
+    ``recursive_processes - 1`` more processes serving the recursive node's port alone."""
     codes = [s.code for s in topo.secondaries]
     if workers <= 1:
-        return [["top", "recursive", *codes]]
-    plan = [["top", "recursive"]] + [[] for _ in range(workers - 1)]
-    for i, code in enumerate(codes):
-        plan[1 + i % (workers - 1)].append(code)
-    return [p for p in plan if p]
+        plan = [["top", "recursive", *codes]]
+    else:
+        plan = [["top", "recursive"]] + [[] for _ in range(workers - 1)]
+        for i, code in enumerate(codes):
+            plan[1 + i % (workers - 1)].append(code)
+    return [p for p in plan if p] + [["recursive"] for _ in range(recursive_processes - 1)]
 
 
 def examples(topo: Topology, n: int = 5) -> list[str]:
@@ -72,6 +74,8 @@ class Cluster:
     data_dir: Path
     workers: int = max(1, os.cpu_count() or 1)
     store: str = "lmdb"
+    recursive_processes: int = 1
+    answer_cache: int = 1_000_000
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -93,20 +97,20 @@ class Cluster:
         path.chmod(0o600)
         return logins
 
-    def start(self, on_event: Callable[[dict], None] | None = None,
-              demo_per_enterprise: int | None = None) -> None:
+    def start(self, on_event: Callable[[dict], None] | None = None) -> None:
         """Spawn the host processes and block until every one says ready (or one fails)."""
         self.prepare()
         events: list[dict] = []
         cond = threading.Condition()
         logs = self.data_dir / "logs"
         logs.mkdir(exist_ok=True)
-        for i, nodes in enumerate(plan_workers(self.topology, self.workers)):
+        for i, nodes in enumerate(plan_workers(self.topology, self.workers,
+                                               self.recursive_processes)):
             cmd = [sys.executable, "-m", "topology.host", "--topology",
                    str(self.data_dir / "topology.toml"), "--data", str(self.data_dir),
-                   "--store", self.store]
-            if demo_per_enterprise is not None:
-                cmd += ["--demo", str(demo_per_enterprise)]
+                   "--store", self.store, "--answer-cache", str(self.answer_cache)]
+            if self.recursive_processes > 1 and "recursive" in nodes:
+                cmd.append("--reuse-port")
             with open(logs / f"host-{i}.log", "w") as log:
                 proc = subprocess.Popen(cmd + nodes, stdout=subprocess.PIPE, stderr=log,
                                         text=True, start_new_session=True)

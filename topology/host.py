@@ -11,9 +11,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -70,13 +71,17 @@ def site_of(topo: Topology, code: str) -> Site:
 
 
 async def start_host(topo: Topology, names: list[str], *, data_dir: Path, logins: dict,
-                     demo_per_enterprise: int | None = None, store: str = "lmdb",
+                     store: str = "lmdb",
                      progress: Callable[[str, int], None] | None = None,
-                     reuse_port: bool = False, clock: Callable[[], float] = time.time) -> Host:
-    """Start the named nodes. ``logins`` holds the secrets: see ``cluster.make_logins``."""
+                     reuse_port: bool = False, clock: Callable[[], float] = time.time,
+                     answer_cache: int = 1_000_000) -> Host:
+    """Start the named nodes. ``logins`` holds the secrets: see ``cluster.make_logins``.
+
+    ``reuse_port`` lets several processes serve the recursive node's HTTP port (each with its
+    own cache; only the first needs its RPC port); ``answer_cache`` bounds its answer cache
+    (0 turns it off: every resolve asks the secondary node, delegations stay cached).
+    """
     host = Host()
-    per_enterprise = topo.identifiers_per_enterprise if demo_per_enterprise is None \
-        else demo_per_enterprise
     try:
         for name in names:
             if name == "top":
@@ -88,20 +93,22 @@ async def start_host(topo: Topology, names: list[str], *, data_dir: Path, logins
                                         {"name": s.name, "industry": s.industry, "city": s.city})
                 addr = topo.top
             elif name == "recursive":
-                node = RecursiveNode("recursive", topo.top.rpc_addr, clock=clock)
+                node = RecursiveNode("recursive", topo.top.rpc_addr, clock=clock,
+                                     max_entries=answer_cache)
                 addr = topo.recursive
             else:
                 spec = topo.secondary(name)
                 node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code)),
                                      [spec.code])
                 await node.bootstrap(logins["nodes"][spec.code]["secret"])
-                await seed_node(node, topo, logins, per_enterprise, progress)
+                await seed_node(node, topo, logins, topo.identifiers_per_enterprise, progress)
                 addr = spec.address
             host.nodes[name] = node
             host.runners.append(await server.start_app(create_app(node), addr.host, addr.http_port,
                                                        reuse_port=reuse_port and name == "recursive"))
             if not (reuse_port and name == "recursive"):
-                host.rpc_servers.append(await RpcServer(node.rpc_handlers()).start(addr.host, addr.rpc_port))
+                host.rpc_servers.append(
+                    await RpcServer(node.rpc_handlers()).start(addr.host, addr.rpc_port))
         await register_with_top(host, topo, logins)
         top_client = RpcClient(*_addr(topo.top.rpc_addr))
         host.clients.append(top_client)
@@ -161,11 +168,13 @@ async def register_with_top(host: Host, topo: Topology, logins: dict) -> None:
 
 
 async def report_loop(host: Host, top: RpcClient) -> None:
+    tag = f"@{os.getpid()}"  # several processes may each run a recursive node
     while True:
         for name, node in host.nodes.items():
             if node.role != "top":
                 try:
-                    top.notify("report", name, node.report_stats())
+                    top.notify("report", name + tag if node.role == "recursive" else name,
+                               node.report_stats())
                 except Exception:  # reports are best effort; the node keeps serving
                     log.debug("report from %s failed", name, exc_info=True)
             else:
@@ -183,10 +192,12 @@ async def worker_main(args) -> None:
     topo = load(args.topology)
     data_dir = Path(args.data)
     logins = json.loads((data_dir / "logins.json").read_text())
+    if args.recursive_port:
+        topo = replace(topo, recursive=replace(topo.recursive, http_port=args.recursive_port))
     host = await start_host(topo, args.nodes, data_dir=data_dir, logins=logins,
-                            demo_per_enterprise=args.demo, store=args.store,
+                            store=args.store,
                             progress=lambda code, n: emit("seeded", node=code, count=n),
-                            reuse_port=args.reuse_port)
+                            reuse_port=args.reuse_port, answer_cache=args.answer_cache)
     emit("ready", nodes=args.nodes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -201,9 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m topology.host")
     p.add_argument("--topology", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--demo", type=int, default=None)
     p.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
     p.add_argument("--reuse-port", action="store_true")
+    p.add_argument("--answer-cache", type=int, default=1_000_000,
+                   help="recursive node: answer cache entries (0 = off)")
+    p.add_argument("--recursive-port", type=int, help="recursive node: HTTP port override")
     p.add_argument("nodes", nargs="+")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
