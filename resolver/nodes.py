@@ -133,8 +133,9 @@ class SecondaryNode:
                 return True
             for v in self.values_of(handle) or ():  # a group: HS_VLIST of identities
                 if v.index == index and v.type == "HS_VLIST" and isinstance(v.value, list):
-                    if any(identity.matches(int(m.get("index", 0)), str(m.get("handle", "")))
-                           for m in v.value if isinstance(m, dict)):
+                    if any(identity.matches(m["index"], m["handle"]) for m in v.value
+                           if isinstance(m, dict) and isinstance(m.get("index"), int)
+                           and isinstance(m.get("handle"), str)):
                         return True
         return False
 
@@ -146,6 +147,14 @@ class SecondaryNode:
             if values and self._names(identity, records.admins(values)):
                 return True
         return False
+
+    def may_read_hidden(self, identity: auth.Identity, handle: Handle, rows: list[list]) -> bool:
+        """Admin-read values (HS_SECKEY…) are shown to the record's admins only."""
+        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
+        if self.administers(identity, prefix):
+            return True
+        return self._names(identity, [(r[3]["index"], r[3]["handle"]) for r in rows
+                                      if r[1] == "HS_ADMIN" and isinstance(r[3], dict)])
 
     def check_may_write(self, identity: auth.Identity | None, handle: Handle,
                         current: list[Value] | None) -> None:
@@ -193,15 +202,20 @@ class SecondaryNode:
             data = self.store.get(handle.key)
             text, current = records.decode(data) if data is not None else (handle.text, None)
             self.check_may_write(identity, handle, current)
-            if current is not None and not overwrite:
-                raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
-                                         handle=handle.text)
             if indexes:
                 if current is None:
                     raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
                                              handle=handle.text)
+                taken = indexes & {v.index for v in current}
+                if taken and not overwrite:
+                    raise errors.HandleError(errors.VALUE_ALREADY_EXISTS,
+                                             f"values exist at index {sorted(taken)}",
+                                             handle=handle.text)
                 values = [v for v in values if v.index in indexes]
                 values = records.merge(current, values)
+            elif current is not None and not overwrite:
+                raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
+                                         handle=handle.text)
             values = self._prepare(handle, values, identity)
             await self.store.put_many([(handle.key, records.encode(text, values))])
         self.stats["registrations"] += current is None
@@ -221,7 +235,7 @@ class SecondaryNode:
                 kept = [v for v in current if v.index not in indexes]
                 if len(kept) == len(current):
                     raise errors.HandleError(errors.VALUES_NOT_FOUND, "Values not found",
-                                             handle=handle.text, status=404)
+                                             handle=handle.text, status=400)
                 if kept:
                     await self.store.put_many([(handle.key, records.encode(text, kept))])
                     return

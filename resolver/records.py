@@ -19,6 +19,7 @@ from functools import lru_cache
 from typing import Any, Iterable
 
 import msgpack
+import orjson
 
 from resolver import errors
 
@@ -222,9 +223,26 @@ def _check_data(fmt: str, val: Any, where: str) -> Any:
         if not 0 <= admin_index <= MAX_INDEX:  # unbounded ints would not even encode (msgpack)
             raise invalid(f"{where}.index must be between 0 and {MAX_INDEX}")
         val = {"handle": val["handle"], "index": admin_index, "permissions": perms}
+    elif fmt == "vlist":
+        if not isinstance(val, list):
+            raise invalid(f"{where} must be a list of {{handle, index}} for format 'vlist'")
+        val = [{"handle": _vlist_handle(m, f"{where}[{i}]"),
+                "index": _int(m.get("index"), f"{where}[{i}].index")}
+               for i, m in enumerate(val)]
     elif val is None:
         raise invalid(f"{where} is missing")
+    else:  # site, key: any JSON document (bytes or non-text keys, say from msgpack, are not)
+        try:
+            orjson.dumps(val)
+        except TypeError:
+            raise invalid(f"{where} must be a JSON value (text keys, no bytes)") from None
     return val
+
+
+def _vlist_handle(member: Any, where: str) -> str:
+    if not isinstance(member, dict) or not isinstance(member.get("handle"), str):
+        raise invalid(f"{where} must be {{handle, index}}")
+    return member["handle"]
 
 
 def merge(old: list[Value], new: list[Value]) -> list[Value]:

@@ -7,7 +7,9 @@ documents as msgpack.
 """
 from __future__ import annotations
 
+import html
 import logging
+import re
 from urllib.parse import unquote
 
 import msgpack
@@ -21,6 +23,7 @@ log = logging.getLogger("idsim.web")
 
 JSON = "application/json;charset=utf-8"
 MSGPACK = "application/msgpack"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_BODY = 16 * 2**20  # a batch of 10,000 registrations fits with room to spare
 NODE_KEY = web.AppKey("node", object)  # a SecondaryNode, TopNode or RecursiveNode
 
@@ -31,7 +34,9 @@ def answer(request: web.Request, doc: dict, status: int = 200) -> web.Response:
     if MSGPACK in request.headers.get("Accept", ""):
         return web.Response(body=msgpack.packb(doc, use_bin_type=True), status=status,
                             headers={"Content-Type": MSGPACK})
-    opts = orjson.OPT_INDENT_2 if "pretty" in request.query else 0
+    pretty = request.query.get("pretty")  # lenient: error answers go through here too
+    opts = orjson.OPT_INDENT_2 if pretty is not None and pretty.lower() not in (
+        "false", "0", "no") else 0
     return web.Response(body=orjson.dumps(doc, option=opts), status=status,
                         headers={"Content-Type": JSON})
 
@@ -160,9 +165,10 @@ async def get_handle(request: web.Request) -> web.Response:
     types = request.query.getall("type", ())
     indexes = int_params(request, "index")
     fresh = flag(request, "auth", False)
-    authorised = "Authorization" in request.headers and identity_of(request) is not None
+    identity = identity_of(request) if "Authorization" in request.headers else None
     data = await node.resolve(handle, fresh=fresh)
     _, rows = records.decode_rows(data)
+    authorised = identity is not None and node.may_read_hidden(identity, handle, rows)
     values = records.rest_values(rows, types=types, indexes=indexes, authorised=authorised)
     if not values and (types or indexes):
         return answer(request, {"responseCode": errors.VALUES_NOT_FOUND, "values": [],
@@ -298,15 +304,19 @@ async def redirect(request: web.Request) -> web.Response:
     """``GET /88.118.8/SN-1`` (no /api): 302 to the record's first URL, as Handle proxies do."""
     if request.match_info["prefix"] == "api":
         raise web.HTTPNotFound()
+    if request.method not in ("GET", "HEAD"):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
     node = request.app[NODE_KEY]
     text = unquote(request.raw_path.split("?", 1)[0][1:])
     handle = node.parse(text)
     _, rows = records.decode_rows(await node.resolve(handle, fresh=False))
-    url = next((r[3] for r in rows if r[1].upper() == "URL" and r[6] & records.PUBLIC_READ), None)
+    url = next((r[3] for r in rows if r[1].upper() == "URL" and r[6] & records.PUBLIC_READ
+                and isinstance(r[3], str) and not _CONTROL.search(r[3])), None)
     if url is None:
-        raise errors.HandleError(errors.VALUES_NOT_FOUND, "handle has no URL value",
+        raise errors.HandleError(errors.VALUES_NOT_FOUND, "handle has no URL value to redirect to",
                                  handle=text, status=404)
-    page = f'<html><head><title>Handle Redirect</title></head>\n<body><a href="{url}">{url}</a></body></html>'
+    link = html.escape(url, quote=True)
+    page = f'<html><head><title>Handle Redirect</title></head>\n<body><a href="{link}">{link}</a></body></html>'
     return web.Response(status=302, headers={"Location": url, "Content-Type": "text/html;charset=utf-8"},
                         text=page)
 
@@ -356,7 +366,7 @@ def add_routes(app: web.Application, role: str) -> None:
         r.add_get("/api/prefixes", list_prefixes)
         r.add_post("/api/admin/prefixes", create_prefix)
         r.add_post("/api/batch/register", batch_register)
-    r.add_get("/{prefix}/{suffix:.*}", redirect)
+    r.add_route("*", "/{prefix}/{suffix:.*}", redirect)
 
 
 def create_app(node) -> web.Application:

@@ -1,0 +1,74 @@
+"""Shared fixtures: a secondary node in memory, its Handle REST app under a test client, and
+Basic-auth headers built exactly as pyhandle builds them."""
+from __future__ import annotations
+
+import base64
+import urllib.parse
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from resolver import auth, server
+from resolver.nodes import SecondaryNode
+from resolver.store import open_store
+from resolver.web import create_app
+
+NODE_ADMIN = "300:0.NA/88.118"
+NODE_ADMIN_SECRET = "node-admin-secret"
+ENT8 = "300:0.NA/88.118.8"
+ENT8_SECRET = "ent-secret-8"
+ENT9 = "300:0.NA/88.118.9"
+ENT9_SECRET = "ent-secret-9"
+
+
+def basic_token(user: str, secret: str) -> str:
+    """pyhandle's header value: ``Basic base64(quote(user) + ':' + secret)``.
+
+    ``urllib.parse.quote`` with its default ``safe='/'``: ':' becomes %3A, '/' stays.
+    """
+    raw = urllib.parse.quote(user) + ":" + secret
+    return "Basic " + base64.b64encode(raw.encode("utf-8")).decode("ascii")
+
+
+def auth_headers(user: str, secret: str, **extra: str) -> dict[str, str]:
+    return {"Authorization": basic_token(user, secret), **extra}
+
+
+def ent8_headers(**extra: str) -> dict[str, str]:
+    return auth_headers(ENT8, ENT8_SECRET, **extra)
+
+
+def ent9_headers(**extra: str) -> dict[str, str]:
+    return auth_headers(ENT9, ENT9_SECRET, **extra)
+
+
+def admin_headers(**extra: str) -> dict[str, str]:
+    return auth_headers(NODE_ADMIN, NODE_ADMIN_SECRET, **extra)
+
+
+@pytest.fixture
+async def node():
+    """Node "gz" homing 88.118, bootstrapped, with enterprises 88.118.8 and 88.118.9."""
+    n = SecondaryNode("gz", open_store("memory:"), ["88.118"])
+    creds = await n.bootstrap(NODE_ADMIN_SECRET)
+    assert creds.username == NODE_ADMIN
+    admin = auth.Identity(auth.SECRET_INDEX, "0.NA/88.118")
+    c8 = await n.create_prefix("88.118.8", identity=admin, secret=ENT8_SECRET)
+    c9 = await n.create_prefix("88.118.9", identity=admin, secret=ENT9_SECRET)
+    assert (c8.username, c9.username) == (ENT8, ENT9)
+    yield n
+    await n.close()
+
+
+@pytest.fixture
+async def client(node):
+    """A test client for ``create_app(node)``, served with the same limits as ``start_app``."""
+    app = create_app(node)
+    srv = TestServer(app, host="127.0.0.1")
+    # TestServer drops constructor kwargs; the runner's limits go to start_server.
+    await srv.start_server(max_line_size=server.MAX_LINE, max_field_size=server.MAX_FIELD,
+                           max_headers=server.MAX_HEADERS)
+    cli = TestClient(srv)
+    await cli.start_server()
+    yield cli
+    await cli.close()
