@@ -19,9 +19,10 @@ The clock is a parameter (``now``, float seconds) of every call that needs it ra
 ``time.time()`` inside: the module stays pure logic, the simulator can drive it from virtual
 time, and tests can step time across expiry boundaries exactly without sleeping.
 
-Values served from cache must not advertise their original TTL, or downstream caches would keep
-them past our own expiry; :meth:`Hit.remaining_ttl` gives the seconds left for rewriting those
-TTL fields (Handle/DNS style). :func:`answer_ttl` picks the TTL to cache a whole record for.
+Answers are served from cache with the TTLs the serving node gave (as Handle.Net's proxy
+does; a downstream cache may keep them up to one TTL longer than we do), which lets the
+recursive node render an answer once and serve the same bytes until it expires.
+:func:`answer_ttl` picks the TTL to cache a whole record for.
 
 Not thread-safe; meant for one event loop.
 """
@@ -51,13 +52,6 @@ class Hit:
     negative: bool
     stale: bool
     expires_at: float
-
-    def remaining_ttl(self, now: float) -> int:
-        """Whole seconds until expiry, floored at 0 (0 for a stale hit)."""
-        left = self.expires_at - now
-        if not left > 0:  # also catches NaN
-            return 0
-        return math.floor(left)
 
 
 class _Entry:
@@ -181,11 +175,6 @@ class TTLCache:
             return None
         self._entries.move_to_end(key)
         return Hit(entry.value, entry.negative, stale, expires_at)
-
-    @staticmethod
-    def remaining_ttl(hit: Hit, now: float) -> int:
-        """Same as ``hit.remaining_ttl(now)``."""
-        return hit.remaining_ttl(now)
 
     def __len__(self) -> int:
         """Entries held, including expired ones not yet dropped."""

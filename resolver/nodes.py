@@ -64,6 +64,7 @@ class SecondaryNode:
         self.name = name
         self.store = store
         self.homed = [identifiers.check_prefix(p) for p in homed]
+        self._homes: dict[str, bool] = {}  # prefix → homed here (resolve path: no re-check)
         self.case_sensitive = case_sensitive
         self.clock = clock
         self.locks = KeyLocks()
@@ -78,7 +79,12 @@ class SecondaryNode:
         return identifiers.make_key(text, self.case_sensitive)
 
     def homes(self, prefix: str) -> bool:
-        return any(identifiers.is_under(prefix, p) for p in self.homed)
+        known = self._homes.get(prefix)
+        if known is None:
+            if len(self._homes) > 100_000:
+                self._homes.clear()
+            known = self._homes[prefix] = any(identifiers.is_under(prefix, p) for p in self.homed)
+        return known
 
     def check_homed(self, handle: Handle) -> None:
         prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
@@ -96,9 +102,9 @@ class SecondaryNode:
             raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found", handle=handle.text)
         return data
 
-    async def resolve(self, handle: Handle, *, fresh: bool = False) -> bytes:
+    async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """As ``lookup``; the interface every role shares (``fresh`` matters to caches only)."""
-        return self.lookup(handle)
+        return records.Answer(self.lookup(handle))
 
     def values_of(self, text: str) -> list[Value] | None:
         data = self.store.get(self.key(text))

@@ -96,6 +96,37 @@ def decode(data: bytes) -> tuple[str, list[Value]]:
     return text, [Value(r[0], r[1], r[3], r[2], r[4], r[5], r[6]) for r in rows]
 
 
+class Answer:
+    """A record as a node answers it: the stored bytes, decoded and rendered at most once.
+
+    The recursive node caches these, so a warm resolve renders nothing: ``public_json`` (the
+    REST ``values`` array an anonymous, unfiltered GET gets) is built on first use and kept.
+    """
+
+    __slots__ = ("data", "_rows", "_public")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._rows: list[list] | None = None
+        self._public: bytes | None = None
+
+    def __len__(self) -> int:
+        """Bytes it holds, roughly: the stored form plus, once rendered, the JSON (~as large)."""
+        return 2 * len(self.data)
+
+    @property
+    def rows(self) -> list[list]:
+        if self._rows is None:
+            self._rows = decode_rows(self.data)[1]
+        return self._rows
+
+    @property
+    def public_json(self) -> bytes:
+        if self._public is None:
+            self._public = orjson.dumps(rest_values(self.rows))
+        return self._public
+
+
 def rest_values(rows: list[list], *, types: Iterable[str] = (), indexes: Iterable[int] = (),
                 authorised: bool = False) -> list[dict]:
     """Render stored rows as REST JSON values, filtered as Handle.Net filters them.
@@ -257,5 +288,5 @@ def admins(values: Iterable[Value]) -> list[tuple[int, str]]:
             if v.type == "HS_ADMIN" and isinstance(v.value, dict)]
 
 
-__all__ = ["Value", "admin_value", "encode", "decode", "decode_rows", "rest_values",
+__all__ = ["Answer", "Value", "admin_value", "encode", "decode", "decode_rows", "rest_values",
            "values_from_json", "value_from_json", "merge", "admins", "min_ttl", "iso_timestamp"]

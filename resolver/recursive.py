@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from functools import partial
 from typing import Callable
 
 from resolver import errors, identifiers, records
@@ -36,6 +37,7 @@ class RecursiveNode:
         self.caches = Caches(TTLCache(max_entries=max_entries, max_bytes=max_bytes, stale_window=60),
                              TTLCache(max_entries=100_000, stale_window=3600))
         self.timeout = timeout
+        self.top_rpc = top_rpc
         self.top = RpcClient(*_split(top_rpc), timeout=timeout)
         self._peers: dict[str, RpcClient] = {}
         self._inflight: dict[bytes, asyncio.Future] = {}
@@ -51,26 +53,27 @@ class RecursiveNode:
 
     # ------------------------------------------------------------------ upstream
     async def _ask_top(self, prefix: str) -> tuple[Site, int]:
+        if prefix.upper() == identifiers.NA_PREFIX:  # prefix records live at the top-level node
+            return Site(identifiers.NA_PREFIX, "", self.top_rpc), 86400
         self.stats["delegation_calls"] += 1
         site, ttl = await self.top.call("delegate", prefix)
         return Site(*site), ttl
 
-    async def _ask_node(self, site: Site, handle: str) -> tuple[bytes, list[int]]:
+    async def _ask_node(self, site: Site, handle: str) -> tuple[records.Answer, list[int]]:
         peer = self._peers.get(site.rpc_addr)
         if peer is None:
             peer = self._peers[site.rpc_addr] = RpcClient(*_split(site.rpc_addr),
                                                           timeout=self.timeout)
         self.stats["upstream_calls"] += 1
-        data = await peer.call("resolve", handle)
-        _, rows = records.decode_rows(data)
-        return data, [r[4] for r in rows]
+        answer = records.Answer(await peer.call("resolve", handle))
+        return answer, [r[4] for r in answer.rows]
 
     async def site_of(self, prefix: str) -> Site:
         return (await self._ask_top(prefix))[0]
 
     # ------------------------------------------------------------------ resolving
-    async def resolve(self, handle: Handle, *, fresh: bool = False) -> bytes:
-        """The record bytes, from cache or upstream; HandleError 100 / 503 otherwise."""
+    async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
+        """The record, from cache or upstream; HandleError 100 / 503 otherwise."""
         self.stats["resolutions"] += 1
         prefix = handle.prefix
         gen = steps(handle.text, handle.key, identifiers.make_key(prefix, self.case_sensitive),
@@ -84,23 +87,25 @@ class RecursiveNode:
             gen.close()
             self.stats["coalesced"] += 1
             return self._result(await asyncio.shield(waiting), handle)
-        fut = asyncio.get_running_loop().create_future()
+        # The upstream work runs as its own task: a caller that goes away (client disconnect)
+        # cancels only its own wait, never the answer others are waiting for.
+        task = asyncio.ensure_future(drive(gen, self._ask_top, self._ask_node, first=need))
         if not fresh:
-            self._inflight[handle.key] = fut
+            self._inflight[handle.key] = task
+            task.add_done_callback(partial(self._landed, handle.key))
         try:
-            outcome = await drive(gen, self._ask_top, self._ask_node, first=need)
+            outcome = await asyncio.shield(task)
         except errors.HandleError as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: waiters re-raise it; no "never retrieved" warning
             raise exc.with_handle(handle.text)
-        else:
-            fut.set_result(outcome)
-        finally:
-            if self._inflight.get(handle.key) is fut:
-                del self._inflight[handle.key]
         return self._result(outcome, handle)
 
-    def _result(self, outcome: Outcome, handle: Handle) -> bytes:
+    def _landed(self, key: bytes, task: asyncio.Task) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # mark retrieved: every waiter re-raises it itself
+
+    def _result(self, outcome: Outcome, handle: Handle) -> records.Answer:
         self.stats[outcome.source] += 1
         if outcome.data is None:
             message = outcome.error.message if outcome.error else "Handle not found"
@@ -116,7 +121,7 @@ class RecursiveNode:
 
     def rpc_handlers(self) -> dict:
         async def resolve(text: str) -> bytes:
-            return await self.resolve(self.parse(text))
+            return (await self.resolve(self.parse(text))).data
         return {"resolve": resolve, "stats": self.report_stats}
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ from typing import Awaitable, Callable, Generator
 
 from resolver import errors
 from resolver.cache import TTLCache, answer_ttl
+from resolver.records import Answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class AskNode:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    data: bytes | None          # the stored record bytes; None for "not found"
+    data: "Answer | None"       # the record (records.Answer: len() is its size); None: not found
     source: str                 # "cache", "stale", "upstream", "negative"
     error: errors.HandleError | None = None
 

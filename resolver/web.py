@@ -22,6 +22,7 @@ from resolver.nodes import MAX_BATCH_RESOLVE
 log = logging.getLogger("idsim.web")
 
 JSON = "application/json;charset=utf-8"
+JSON_HEADERS = {"Content-Type": JSON}
 MSGPACK = "application/msgpack"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_BODY = 16 * 2**20  # a batch of 10,000 registrations fits with room to spare
@@ -162,12 +163,19 @@ async def get_handle(request: web.Request) -> web.Response:
             raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
                                      handle=text) from None
         raise
+    if not request.query_string and "Authorization" not in request.headers:
+        # the common case: anonymous, unfiltered. The values are rendered once per answer.
+        ans = await node.resolve(handle, fresh=False)
+        if MSGPACK not in request.headers.get("Accept", ""):
+            return web.Response(body=b'{"responseCode":1,"handle":' + orjson.dumps(text) +
+                                b',"values":' + ans.public_json + b'}', headers=JSON_HEADERS)
+        return answer(request, {"responseCode": errors.SUCCESS, "handle": text,
+                                "values": records.rest_values(ans.rows)})
     types = request.query.getall("type", ())
     indexes = int_params(request, "index")
     fresh = flag(request, "auth", False)
     identity = identity_of(request) if "Authorization" in request.headers else None
-    data = await node.resolve(handle, fresh=fresh)
-    _, rows = records.decode_rows(data)
+    rows = (await node.resolve(handle, fresh=fresh)).rows
     authorised = identity is not None and node.may_read_hidden(identity, handle, rows)
     values = records.rest_values(rows, types=types, indexes=indexes, authorised=authorised)
     if not values and (types or indexes):
@@ -292,9 +300,9 @@ async def batch_resolve(request: web.Request) -> web.Response:
         try:
             if not isinstance(text, str):
                 raise errors.HandleError(errors.INVALID_HANDLE, "handle must be a string")
-            _, rows = records.decode_rows(await node.resolve(node.parse(text), fresh=False))
+            ans = await node.resolve(node.parse(text), fresh=False)
             results.append({"responseCode": errors.SUCCESS, "handle": text,
-                            "values": records.rest_values(rows)})
+                            "values": records.rest_values(ans.rows)})
         except errors.HandleError as exc:
             results.append(exc.with_handle(str(text)).body())
     return answer(request, {"responseCode": errors.SUCCESS, "results": results})
@@ -309,7 +317,7 @@ async def redirect(request: web.Request) -> web.Response:
     node = request.app[NODE_KEY]
     text = unquote(request.raw_path.split("?", 1)[0][1:])
     handle = node.parse(text)
-    _, rows = records.decode_rows(await node.resolve(handle, fresh=False))
+    rows = (await node.resolve(handle, fresh=False)).rows
     url = next((r[3] for r in rows if r[1].upper() == "URL" and r[6] & records.PUBLIC_READ
                 and isinstance(r[3], str) and not _CONTROL.search(r[3])), None)
     if url is None:

@@ -41,7 +41,6 @@ def test_stale_window_hit_then_gone():
     c.put(b"k", b"v", ttl=10, now=T0, size=1)
     hit = c.get(b"k", T0 + 10)  # expiry boundary starts the stale window
     assert hit is not None and hit.stale and hit.value == b"v"
-    assert hit.remaining_ttl(T0 + 10) == 0
     hit = c.get(b"k", T0 + 39.5)
     assert hit is not None and hit.stale
     assert c.get(b"k", T0 + 40) is None  # window is half-open too
@@ -200,19 +199,6 @@ def test_counters_and_stats():
     }
 
 
-def test_remaining_ttl():
-    c = TTLCache(max_entries=10, stale_window=60)
-    c.put(b"k", b"v", ttl=300, now=T0)
-    hit = c.get(b"k", T0 + 0.4)
-    assert hit.remaining_ttl(T0 + 0.4) == 299  # floored, never rounds up
-    assert TTLCache.remaining_ttl(hit, T0 + 0.4) == 299
-    assert c.remaining_ttl(hit, T0) == 300
-    assert hit.remaining_ttl(T0 + 299.99) == 0
-    assert hit.remaining_ttl(T0 + 300) == 0
-    assert hit.remaining_ttl(T0 + 1e6) == 0  # floored at 0
-    assert isinstance(hit.remaining_ttl(T0 + 0.4), int)
-
-
 @pytest.mark.parametrize(("ttls", "kwargs", "expected"), [
     ([300, 60, 3600], {}, 60),
     ([], {}, 0),
@@ -313,9 +299,6 @@ class CacheMachine(RuleBasedStateMachine):
         self.order.remove(key)
         self.order.append(key)
         assert got == Hit(value, negative, stale, expires_at)
-        left = got.remaining_ttl(self.now)
-        assert left == (0 if stale else int(expires_at - self.now))
-        assert 0 <= left <= 10
 
     @rule(key=KEYS)
     def invalidate(self, key):

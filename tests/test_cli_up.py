@@ -1,0 +1,274 @@
+"""``idsim up`` as a user runs it: a launcher subprocess with host processes under it.
+
+Each test starts ``python -m topology.cli up --preset mini`` on free ports with its own data
+directory, waits for ``cluster.json``, talks HTTP to the recursive node, and stops the launcher
+with SIGINT (Ctrl-C). Every process started here is killed in ``finally`` whatever happens.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from network_fixtures import basic_token, free_topology
+from topology import demo
+
+REPO = Path(__file__).resolve().parent.parent
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class Up:
+    """One ``idsim up`` launcher and what it told us."""
+
+    def __init__(self, proc: subprocess.Popen, data: Path, log: Path) -> None:
+        self.proc = proc
+        self.data = data
+        self.log = log
+        self.state: dict = {}
+        self.host_pids: set[int] = set()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
+
+    def wait_ready(self) -> dict:
+        path = self.data / "cluster.json"
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"idsim up exited with {self.proc.returncode}:\n{self.output()}")
+            if path.exists():
+                try:
+                    self.state = json.loads(path.read_text())
+                except ValueError:  # caught mid-write
+                    pass
+                else:
+                    self.host_pids.update(self.state["pids"])
+                    self._note_children()
+                    return self.state
+            self._note_children()
+            time.sleep(0.2)
+        pytest.fail(f"no cluster.json after {READY_TIMEOUT:.0f} s:\n{self.output()}")
+
+    def _note_children(self) -> None:
+        try:
+            kids = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            return
+        self.host_pids.update(k.pid for k in kids)
+
+    def interrupt(self) -> int:
+        """Ctrl-C the launcher; its exit code (fails when it takes longer than STOP_TIMEOUT)."""
+        self._note_children()
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"idsim up still running {STOP_TIMEOUT:.0f} s after SIGINT:\n{self.output()}")
+
+    def kill_all(self) -> None:
+        """Kill the launcher and every host process it started that is still alive."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        for pid in self.host_pids:
+            if is_our_host(pid, self.data):
+                try:
+                    psutil.Process(pid).kill()
+                except psutil.Error:
+                    pass
+
+
+def is_our_host(pid: int, data: Path) -> bool:
+    """True when ``pid`` is a live (not zombie) host process serving ``data``."""
+    try:
+        p = psutil.Process(pid)
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        cmd = p.cmdline()
+    except psutil.Error:
+        return False
+    return "topology.host" in cmd and str(data) in cmd
+
+
+@contextmanager
+def idsim_up(base: int, data: Path, tag: str):
+    log = data.parent / f"up-{tag}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "topology.cli", "up", "--preset", "mini", "--port", str(base),
+             "--data", str(data), "--workers", "2"],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)  # our SIGINT reaches the launcher only
+    up = Up(proc, data, log)
+    try:
+        yield up
+    finally:
+        up.kill_all()
+
+
+def get_json(url: str, timeout: float = 10.0) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def put_json(url: str, body: dict, authorization: str) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": authorization})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def check_demo_record(body: dict, handle: str) -> None:
+    assert body["responseCode"] == 1 and body["handle"] == handle
+    by_type = {v["type"]: v["data"]["value"] for v in body["values"]}
+    assert by_type["URL"] == f"https://ex.com/{handle}"
+    assert by_type["CHECKSUM"].startswith("sha1:")
+
+
+def assert_stopped(up: Up) -> None:
+    assert up.host_pids, "no host process was seen"
+    deadline = time.monotonic() + 5
+    while any(is_our_host(pid, up.data) for pid in up.host_pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in up.host_pids if is_our_host(pid, up.data)]
+    assert not left, f"topology.host processes left running: {left}"
+    assert not (up.data / "cluster.json").exists(), "cluster.json left behind"
+
+
+@pytest.fixture
+def base_port() -> int:
+    return free_topology("mini").recursive.http_port
+
+
+def test_up_status_and_ctrl_c(tmp_path: Path, base_port: int) -> None:
+    data = tmp_path / "data"
+    with idsim_up(base_port, data, "1") as up:
+        state = up.wait_ready()
+        assert state["topology"] == "mini"
+        assert len(state["pids"]) == 2  # --workers 2
+        assert state["recursiveUrl"] == f"http://127.0.0.1:{base_port}"
+        examples = state["examples"]
+        assert examples and all(e.endswith("/" + demo.suffix(0)) for e in examples)
+
+        status, body = get_json(f"{state['recursiveUrl']}/api/handles/{examples[0]}")
+        assert status == 200, body
+        check_demo_record(body, examples[0])
+        # every example resolves, whichever host process serves it
+        for ex in examples[1:]:
+            status, body = get_json(f"{state['recursiveUrl']}/api/handles/{ex}")
+            assert status == 200, (ex, body)
+
+        run = subprocess.run([sys.executable, "-m", "topology.cli", "status", "--data", str(data),
+                              "--json"], cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stderr
+        shown = json.loads(run.stdout)
+        names = {n["name"] for n in shown["nodes"]}
+        assert names == {"recursive", "top", "88.101", "88.118", "88.201"}
+        assert all(n["up"] is True for n in shown["nodes"]), shown["nodes"]
+        logins = Path(shown["logins"])
+        assert logins == (data / "logins.json").resolve() and logins.exists()
+        assert logins.stat().st_mode & 0o777 == 0o600
+        doc = json.loads(logins.read_text())
+        assert set(doc) == {"top", "nodes", "enterprises"}
+        assert len(doc["enterprises"]) == 12
+
+        # a second cluster on the same ports refuses to start, and says why
+        other = subprocess.run([sys.executable, "-m", "topology.cli", "up", "--preset", "mini",
+                                "--port", str(base_port), "--data", str(tmp_path / "other"),
+                                "--workers", "2"], cwd=REPO, capture_output=True, text=True,
+                               timeout=30, stdin=subprocess.DEVNULL)
+        assert other.returncode == 1
+        assert "ports in use" in other.stdout + other.stderr
+
+        code = up.interrupt()
+        assert code == 0, up.output()
+        assert_stopped(up)
+
+        # with nothing running, status says so
+        run = subprocess.run([sys.executable, "-m", "topology.cli", "status", "--data", str(data),
+                              "--json"], cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 1
+
+
+def test_restart_keeps_data_and_logins(tmp_path: Path, base_port: int) -> None:
+    data = tmp_path / "data"
+    with idsim_up(base_port, data, "1") as up:
+        state = up.wait_ready()
+        handle = state["examples"][0]
+        url = f"{state['recursiveUrl']}/api/handles/{handle}"
+        status, first = get_json(url)
+        assert status == 200, first
+        check_demo_record(first, handle)
+        logins_before = json.loads((data / "logins.json").read_text())
+        # an identifier registered by an enterprise must survive the restart too
+        prefix = handle.partition("/")[0]
+        login = logins_before["enterprises"][prefix]
+        mine = f"{prefix}/REGISTERED-BEFORE-RESTART"
+        status, body = put_json(f"{login['httpUrl']}/api/handles/{mine}",
+                                {"values": [{"index": 1, "type": "URL",
+                                             "data": "https://ex.com/kept"}]},
+                                basic_token(login["username"], login["secret"]))
+        assert status == 201, body
+        assert up.interrupt() == 0, up.output()
+        assert_stopped(up)
+
+    with idsim_up(base_port, data, "2") as up:
+        state = up.wait_ready()
+        assert state["examples"][0] == handle
+        status, again = get_json(url)
+        assert status == 200, again
+        assert again == first  # same record, same timestamps: read back from the stores
+        status, body = get_json(f"{state['recursiveUrl']}/api/handles/{mine}")
+        assert status == 200, body
+        assert body["values"][0]["data"]["value"] == "https://ex.com/kept"
+        logins_after = json.loads((data / "logins.json").read_text())
+        assert logins_after == logins_before
+        assert logins_after["enterprises"][prefix] == login
+        # ...and the kept secret still works against the restarted node
+        status, body = put_json(f"{login['httpUrl']}/api/handles/{prefix}/AFTER-RESTART",
+                                {"values": [{"index": 1, "type": "URL",
+                                             "data": "https://ex.com/after"}]},
+                                basic_token(login["username"], login["secret"]))
+        assert status == 201, body
+        assert up.interrupt() == 0, up.output()
+        assert_stopped(up)
+
+
+def test_down_stops_a_cluster_started_elsewhere(tmp_path: Path, base_port: int) -> None:
+    data = tmp_path / "data"
+    with idsim_up(base_port, data, "1") as up:
+        state = up.wait_ready()
+        run = subprocess.run([sys.executable, "-m", "topology.cli", "down", "--data", str(data)],
+                             cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stderr
+        try:
+            code = up.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"idsim up still running {STOP_TIMEOUT:.0f} s after idsim down")
+        assert code == 0, up.output()
+        assert_stopped(up)
+        with pytest.raises(OSError):
+            urllib.request.urlopen(f"{state['recursiveUrl']}/api/stats", timeout=2)

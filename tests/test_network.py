@@ -1,0 +1,461 @@
+"""A whole ``mini`` network in the test's own event loop: top-level node, recursive node and the
+three secondary nodes, real HTTP to the recursive node and real msgpack-RPC between the nodes.
+The recursive node runs on a fake clock, so TTL expiry is stepped, never waited for.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from pyhandle.client.resthandleclient import RESTHandleClient
+from pyhandle.handleclient import PyHandleClient
+
+from network_fixtures import Net, net  # noqa: F401  (net is a fixture)
+from resolver import errors
+from resolver.recursive import RecursiveNode
+from topology import demo
+
+ENT = "88.118.8"  # the mini preset always has it
+DEMO = f"{ENT}/{demo.suffix(0)}"
+
+
+def demo_id(prefix: str, i: int = 0) -> str:
+    return f"{prefix}/{demo.suffix(i)}"
+
+
+def enterprise_of(n: Net, node_code: str, k: int = 0) -> str:
+    return n.topo.enterprises_of(node_code)[k].prefix
+
+
+async def register(n: Net, handle: str, url: str, ttl: int | None = None) -> None:
+    value = {"index": 1, "type": "URL", "data": {"format": "string", "value": url}}
+    if ttl is not None:
+        value["ttl"] = ttl
+    prefix = handle.partition("/")[0]
+    async with n.http.put(f"{n.node_url(prefix)}/api/handles/{handle}", json={"values": [value]},
+                          headers=n.auth(prefix)) as resp:
+        body = await resp.json(content_type=None)
+        assert resp.status in (200, 201), body
+        assert body == {"responseCode": 1, "handle": handle}
+
+
+# ----------------------------------------------------------------------------- resolving
+
+async def test_resolve_through_recursive_matches_the_secondary(net: Net) -> None:
+    status, via_recursive = await net.get(f"{net.url}/api/handles/{DEMO}")
+    assert status == 200, via_recursive
+    status, direct = await net.get(f"{net.node_url(ENT)}/api/handles/{DEMO}")
+    assert status == 200, direct
+    assert via_recursive == direct
+    assert via_recursive["responseCode"] == 1 and via_recursive["handle"] == DEMO
+    by_type = {v["type"]: v["data"]["value"] for v in via_recursive["values"]}
+    assert by_type["URL"] == f"https://ex.com/{DEMO}"
+    assert by_type["CHECKSUM"].startswith("sha1:")
+
+
+async def test_every_node_is_reachable_through_recursive(net: Net) -> None:
+    for s in net.topo.secondaries:
+        h = demo_id(enterprise_of(net, s.code), 1)
+        status, body = await net.get(f"{net.url}/api/handles/{h}")
+        assert status == 200, (h, body)
+        assert body["handle"] == h
+        assert body["values"][0]["data"]["value"] == f"https://ex.com/{h}"
+
+
+async def test_second_resolve_makes_no_upstream_call(net: Net) -> None:
+    before = net.upstream()
+    delegations = net.recursive.stats["delegation_calls"]
+    status, first = await net.get(f"{net.url}/api/handles/{DEMO}")
+    assert status == 200
+    assert net.upstream() == before + 1
+    assert net.recursive.stats["delegation_calls"] == delegations + 1
+    status, second = await net.get(f"{net.url}/api/handles/{DEMO}")
+    assert status == 200 and second == first
+    assert net.upstream() == before + 1
+    # another identifier under the same prefix: the delegation is cached, the answer is not
+    status, _ = await net.get(f"{net.url}/api/handles/{demo_id(ENT, 1)}")
+    assert status == 200
+    assert net.upstream() == before + 2
+    assert net.recursive.stats["delegation_calls"] == delegations + 1
+
+
+async def test_ttl_expiry_refetches(net: Net) -> None:
+    h = f"{ENT}/TTL-60"
+    await register(net, h, "https://ex.com/ttl", ttl=60)
+    url = f"{net.url}/api/handles/{h}"
+    before = net.upstream()
+    status, body = await net.get(url)
+    assert status == 200, body
+    assert min(v["ttl"] for v in body["values"]) == 60
+    assert net.upstream() == before + 1
+    net.clock.advance(59)
+    assert (await net.get(url))[0] == 200
+    assert net.upstream() == before + 1  # still fresh
+    net.clock.advance(2)  # 61 s after the first answer
+    status, again = await net.get(url)
+    assert status == 200
+    assert again["values"] == body["values"]
+    assert net.upstream() == before + 2
+    assert (await net.get(url))[0] == 200
+    assert net.upstream() == before + 2  # cached again
+
+
+async def test_changed_record_is_seen_after_ttl(net: Net) -> None:
+    h = f"{ENT}/CHANGING"
+    await register(net, h, "https://ex.com/v1", ttl=30)
+    url = f"{net.url}/api/handles/{h}"
+    assert (await net.get(url))[1]["values"][0]["data"]["value"] == "https://ex.com/v1"
+    await register(net, h, "https://ex.com/v2", ttl=30)
+    assert (await net.get(url))[1]["values"][0]["data"]["value"] == "https://ex.com/v1"  # cached
+    net.clock.advance(30)
+    assert (await net.get(url))[1]["values"][0]["data"]["value"] == "https://ex.com/v2"
+
+
+async def test_auth_true_bypasses_the_cache(net: Net) -> None:
+    url = f"{net.url}/api/handles/{DEMO}"
+    assert (await net.get(url))[0] == 200
+    before = net.upstream()
+    for i in range(1, 4):
+        status, body = await net.get(url, params={"auth": "true"})
+        assert status == 200 and body["handle"] == DEMO
+        assert net.upstream() == before + i
+    # ...and refills it: a plain resolve after that is served from cache
+    assert (await net.get(url))[0] == 200
+    assert net.upstream() == before + 3
+
+
+async def test_fresh_answer_refills_cache_with_new_record(net: Net) -> None:
+    h = f"{ENT}/REFILL"
+    await register(net, h, "https://ex.com/old")
+    url = f"{net.url}/api/handles/{h}"
+    assert (await net.get(url))[1]["values"][0]["data"]["value"] == "https://ex.com/old"
+    await register(net, h, "https://ex.com/new")
+    status, body = await net.get(url, params={"auth": "true"})
+    assert body["values"][0]["data"]["value"] == "https://ex.com/new"
+    before = net.upstream()
+    assert (await net.get(url))[1]["values"][0]["data"]["value"] == "https://ex.com/new"
+    assert net.upstream() == before
+
+
+async def test_negative_caching(net: Net) -> None:
+    h = f"{ENT}/NO-SUCH-THING"
+    url = f"{net.url}/api/handles/{h}"
+    before = net.upstream()
+    for _ in range(2):
+        status, body = await net.get(url)
+        assert status == 404
+        assert body["responseCode"] == 100 and body["handle"] == h
+    assert net.upstream() == before + 1
+    net.clock.advance(net.recursive.policy.negative_ttl - 0.5)
+    assert (await net.get(url))[0] == 404
+    assert net.upstream() == before + 1
+    net.clock.advance(0.5)
+    assert (await net.get(url))[0] == 404
+    assert net.upstream() == before + 2
+
+
+async def test_created_handle_visible_after_negative_ttl(net: Net) -> None:
+    h = f"{ENT}/LATE"
+    url = f"{net.url}/api/handles/{h}"
+    assert (await net.get(url))[0] == 404
+    await register(net, h, "https://ex.com/late")
+    assert (await net.get(url))[0] == 404  # the miss is remembered...
+    net.clock.advance(net.recursive.policy.negative_ttl)
+    status, body = await net.get(url)  # ...for negative_ttl only
+    assert status == 200 and body["values"][0]["data"]["value"] == "https://ex.com/late"
+
+
+async def test_unknown_prefix_is_404(net: Net) -> None:
+    for h in ("99.999/X", "88.999.1/X"):
+        status, body = await net.get(f"{net.url}/api/handles/{h}")
+        assert status == 404, body
+        assert body["responseCode"] == 100
+        assert isinstance(body.get("message"), str) and body["message"]
+        assert body["handle"] == h
+
+
+async def test_unknown_enterprise_under_known_node_is_404(net: Net) -> None:
+    h = "88.118.999/X"  # delegated to node 88.118, which has no such handle
+    status, body = await net.get(f"{net.url}/api/handles/{h}")
+    assert status == 404 and body["responseCode"] == 100
+
+
+async def test_case_insensitive_resolution_shares_the_cache(net: Net) -> None:
+    h = f"{ENT}/{demo.suffix(2)}"
+    status, upper = await net.get(f"{net.url}/api/handles/{h}")
+    assert status == 200
+    before = net.upstream()
+    status, lower = await net.get(f"{net.url}/api/handles/{h.lower()}")
+    assert status == 200
+    assert lower["values"] == upper["values"]
+    assert net.upstream() == before
+
+
+# ----------------------------------------------------------------------------- coalescing
+
+async def test_concurrent_http_requests_make_one_upstream_call(net: Net) -> None:
+    h = demo_id(ENT, 5)
+    url = f"{net.url}/api/handles/{h}"
+    before = net.upstream()
+    answers = await asyncio.gather(*(net.get(url) for _ in range(100)))
+    assert net.upstream() == before + 1
+    assert all(status == 200 for status, _ in answers)
+    first = answers[0][1]
+    assert first["handle"] == h and first["values"][0]["data"]["value"] == f"https://ex.com/{h}"
+    assert all(body == first for _, body in answers)
+
+
+async def test_concurrent_resolves_coalesce(net: Net) -> None:
+    rec: RecursiveNode = net.recursive
+    h = rec.parse(demo_id(ENT, 6))
+    before, coalesced = net.upstream(), rec.stats["coalesced"]
+    answers = await asyncio.gather(*(rec.resolve(h) for _ in range(100)))
+    assert net.upstream() == before + 1
+    assert rec.stats["coalesced"] == coalesced + 99
+    assert len(set(answers)) == 1 and answers[0] is not None
+    status, direct = await net.get(f"{net.node_url(ENT)}/api/handles/{h.text}")
+    assert status == 200 and direct["handle"] == h.text
+    assert rec._inflight == {}
+
+
+async def test_concurrent_misses_coalesce(net: Net) -> None:
+    rec: RecursiveNode = net.recursive
+    h = rec.parse(f"{ENT}/MISSING-CONCURRENT")
+    before = net.upstream()
+    results = await asyncio.gather(*(rec.resolve(h) for _ in range(50)), return_exceptions=True)
+    assert net.upstream() == before + 1
+    assert all(isinstance(r, errors.HandleError) and r.code == 100 for r in results)
+
+
+# ----------------------------------------------------------------------------- failures
+
+def rpc_server_of(n: Net, code: str):
+    port = n.topo.secondary(code).address.rpc_port
+    return next(r for r in n.host.rpc_servers if r.port == port)
+
+
+async def test_unreachable_secondary_is_503(net: Net) -> None:
+    code = "88.201"
+    ent = enterprise_of(net, code)
+    cached = demo_id(ent, 0)
+    assert (await net.get(f"{net.url}/api/handles/{cached}"))[0] == 200
+    await rpc_server_of(net, code).close()
+
+    h = demo_id(ent, 1)  # not cached
+    status, body = await asyncio.wait_for(net.get(f"{net.url}/api/handles/{h}"), 10)
+    assert status == 503, body
+    assert body["responseCode"] == errors.SERVER_TOO_BUSY
+    assert isinstance(body.get("message"), str) and body["message"]
+    assert body["handle"] == h
+    # the failure is not remembered as "not found": still 503
+    assert (await asyncio.wait_for(net.get(f"{net.url}/api/handles/{h}"), 10))[0] == 503
+    # what is in cache is still answered, and other nodes are unaffected
+    assert (await net.get(f"{net.url}/api/handles/{cached}"))[0] == 200
+    assert (await net.get(f"{net.url}/api/handles/{DEMO}"))[0] == 200
+
+
+async def test_unreachable_secondary_serves_stale(net: Net) -> None:
+    code = "88.201"
+    h = demo_id(enterprise_of(net, code), 2)
+    status, fresh = await net.get(f"{net.url}/api/handles/{h}")
+    assert status == 200
+    await rpc_server_of(net, code).close()
+    net.clock.advance(min(v["ttl"] for v in fresh["values"]) + 1)  # expired, within stale window
+    stale_before = net.recursive.stats["stale"]
+    status, body = await asyncio.wait_for(net.get(f"{net.url}/api/handles/{h}"), 10)
+    assert status == 200, body
+    assert body["values"] == fresh["values"]
+    assert net.recursive.stats["stale"] == stale_before + 1
+    net.clock.advance(3600)  # past the stale window: nothing left to serve
+    status, body = await asyncio.wait_for(net.get(f"{net.url}/api/handles/{h}"), 10)
+    assert status == 503 and body["responseCode"] == 3
+
+
+async def test_unreachable_secondary_in_batch(net: Net) -> None:
+    code = "88.201"
+    h = demo_id(enterprise_of(net, code), 3)
+    await rpc_server_of(net, code).close()
+    async with net.http.post(f"{net.url}/api/batch/resolve",
+                             json={"handles": [DEMO, h]}) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert [r["responseCode"] for r in body["results"]] == [1, 3]
+
+
+# ----------------------------------------------------------------------------- statistics
+
+async def test_top_stats_report_the_network(net: Net) -> None:
+    counts = net.topo.counts()
+    expected_identifiers = counts["identifiers"]
+    deadline = time.monotonic() + 5
+    while True:
+        status, body = await net.get(f"{net.top_url}/api/stats")
+        assert status == 200
+        totals = body["totals"]
+        if totals["identifiers"] == expected_identifiers or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)  # the report loop runs every second
+    assert body["responseCode"] == 1
+    assert totals["secondaryNodes"] == counts["secondary_nodes"] == 3
+    assert totals["industries"] == counts["industries_served"] == 3
+    assert totals["enterprises"] == counts["enterprises"] == 12
+    assert totals["identifiers"] == expected_identifiers
+    rows = {r["node"]: r for r in body["nodes"]}
+    assert set(rows) == {s.code for s in net.topo.secondaries}
+    for code, k in net.topo.enterprises_per_node().items():
+        assert rows[code]["enterprises"] == k
+        assert rows[code]["identifiers"] == k * net.topo.identifiers_per_enterprise
+        assert rows[code]["httpUrl"] == net.topo.secondary(code).address.http_url
+        assert rows[code]["industry"] == net.topo.secondary(code).industry
+
+
+async def test_top_stats_count_resolutions(net: Net) -> None:
+    for _ in range(3):
+        await net.get(f"{net.url}/api/handles/{DEMO}", params={"auth": "true"})
+    net.top.report("recursive", net.recursive.report_stats())
+    net.top.report("88.118", net.host.nodes["88.118"].report_stats())
+    status, body = await net.get(f"{net.top_url}/api/stats")
+    assert status == 200
+    assert body["totals"]["recursiveResolutions"] >= 3
+    assert body["recursive"]["recursive"]["upstreamCalls"] >= 3
+    row = next(r for r in body["nodes"] if r["node"] == "88.118")
+    assert row["resolutions"] >= 3
+
+
+async def test_recursive_stats_endpoint(net: Net) -> None:
+    await net.get(f"{net.url}/api/handles/{DEMO}")
+    await net.get(f"{net.url}/api/handles/{DEMO}")
+    status, body = await net.get(f"{net.url}/api/stats")
+    assert status == 200
+    assert body["role"] == "recursive" and body["node"] == "recursive"
+    assert body["upstreamCalls"] == net.upstream() >= 1
+    assert body["cacheHits"] >= 1 and body["cacheEntries"] >= 1
+
+
+# ----------------------------------------------------------------------------- writes elsewhere
+
+async def test_put_to_recursive_names_the_serving_node(net: Net) -> None:
+    h = f"{ENT}/WRITE-HERE"
+    body = {"values": [{"index": 1, "type": "URL", "data": "https://ex.com/x"}]}
+    async with net.http.put(f"{net.url}/api/handles/{h}", json=body,
+                            headers=net.auth(ENT)) as resp:
+        assert resp.status == 400
+        doc = await resp.json(content_type=None)
+    assert doc["responseCode"] == errors.SERVER_NOT_RESP
+    assert net.node_url(ENT) in doc["message"]
+    async with net.http.delete(f"{net.url}/api/handles/{DEMO}", headers=net.auth(ENT)) as resp:
+        assert resp.status == 400
+        doc = await resp.json(content_type=None)
+    assert doc["responseCode"] == errors.SERVER_NOT_RESP and net.node_url(ENT) in doc["message"]
+    # nothing was written
+    assert (await net.get(f"{net.node_url(ENT)}/api/handles/{h}"))[0] == 404
+    async with net.http.post(f"{net.url}/api/batch/register", json={"handles": []}) as resp:
+        assert resp.status == 400
+        assert (await resp.json(content_type=None))["responseCode"] == errors.SERVER_NOT_RESP
+
+
+# ----------------------------------------------------------------------------- batch resolve
+
+async def test_batch_resolve_through_recursive(net: Net) -> None:
+    other = demo_id(enterprise_of(net, "88.101"), 4)
+    handles = [DEMO, other, f"{ENT}/NOPE", "99.99/X", "no-slash"]
+    async with net.http.post(f"{net.url}/api/batch/resolve", json={"handles": handles}) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["responseCode"] == 1
+    results = body["results"]
+    assert [r["responseCode"] for r in results] == [1, 1, 100, 100, 102]
+    assert [r["handle"] for r in results] == handles
+    _, direct = await net.get(f"{net.node_url(ENT)}/api/handles/{DEMO}")
+    assert results[0]["values"] == direct["values"]
+    before = net.upstream()
+    async with net.http.post(f"{net.url}/api/batch/resolve", json={"handles": handles[:2]}) as resp:
+        assert resp.status == 200
+    assert net.upstream() == before  # both answered from cache
+
+
+# ----------------------------------------------------------------------------- pyhandle
+
+async def test_pyhandle_resolves_through_recursive(net: Net) -> None:
+    def work():
+        client = RESTHandleClient(handle_server_url=net.url, HTTPS_verify=False)
+        rec = client.retrieve_handle_record(DEMO)
+        url = client.get_value_from_handle(DEMO, "URL")
+        missing = client.retrieve_handle_record(f"{ENT}/NOT-THERE")
+        full = client.retrieve_handle_record_json(DEMO)
+        return rec, url, missing, full
+
+    rec, url, missing, full = await asyncio.to_thread(work)
+    assert rec["URL"] == f"https://ex.com/{DEMO}"
+    assert rec["CHECKSUM"].startswith("sha1:")
+    assert url == f"https://ex.com/{DEMO}"
+    assert missing is None
+    assert full["handle"] == DEMO and full["responseCode"] == 1
+
+
+async def test_pyhandle_wrapper_client(net: Net) -> None:
+    h = demo_id(enterprise_of(net, "88.201"), 0)
+
+    def work():
+        # the wrapper's own client always reads hdl.handle.net; use the instance it returns
+        client = PyHandleClient("rest").instantiate_for_read_access(handle_server_url=net.url)
+        return client.retrieve_handle_record(h), client.get_value_from_handle(h, "URL")
+
+    rec, url = await asyncio.to_thread(work)
+    assert rec["URL"] == url == f"https://ex.com/{h}"
+
+
+# ----------------------------------------------------------------------------- TTLs in answers
+
+# ----------------------------------------------------------------------------- top-level node down
+
+async def test_top_down_cached_delegations_still_work(net: Net) -> None:
+    assert (await net.get(f"{net.url}/api/handles/{DEMO}"))[0] == 200  # delegation for ENT cached
+    top_rpc = next(r for r in net.host.rpc_servers if r.port == net.topo.top.rpc_port)
+    await top_rpc.close()
+    status, body = await asyncio.wait_for(net.get(f"{net.url}/api/handles/{demo_id(ENT, 7)}"), 10)
+    assert status == 200, body
+    other = demo_id(enterprise_of(net, "88.201"), 7)  # its delegation is not cached
+    status, body = await asyncio.wait_for(net.get(f"{net.url}/api/handles/{other}"), 10)
+    assert status == 503, body
+    assert body["responseCode"] == errors.SERVER_TOO_BUSY
+
+
+# ----------------------------------------------------------------------------- known bugs
+
+async def test_coalesced_request_survives_leader_disconnect(net: Net) -> None:
+    rpc = rpc_server_of(net, "88.118")
+    lookup = rpc._handlers["resolve"]
+
+    async def slow(text: str):
+        await asyncio.sleep(1.5)  # well after the impatient client gives up, within the RPC timeout
+        return lookup(text)
+    rpc._handlers["resolve"] = slow  # the node answers, slowly
+    url = f"{net.url}/api/handles/{demo_id(ENT, 8)}"
+
+    async def impatient():
+        try:
+            async with net.http.get(url, timeout=aiohttp.ClientTimeout(total=0.2)) as resp:
+                return resp.status
+        except asyncio.TimeoutError:
+            return None
+    leader = asyncio.ensure_future(impatient())
+    await asyncio.sleep(0.05)
+    patient = asyncio.ensure_future(net.get(url))
+    await leader
+    assert net.recursive.stats["coalesced"] == 1
+    try:
+        status, body = await asyncio.wait_for(patient, 3)
+    except TimeoutError:
+        pytest.fail("the coalesced request hung after the leading client disconnected")
+    assert status in (200, 503), body
+
+
+async def test_prefix_handle_resolves_through_recursive(net: Net) -> None:
+    status, direct = await net.get(f"{net.top_url}/api/handles/0.NA/{ENT}")
+    assert status == 200
+    status, body = await net.get(f"{net.url}/api/handles/0.NA/{ENT}")
+    assert status == 200, body
+    assert body["values"] == direct["values"]
