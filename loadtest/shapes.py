@@ -3,15 +3,11 @@ from __future__ import annotations
 
 from locust import LoadTestShape
 
+from loadtest.workload import RAMP_STAGES, stage_at
+
 
 class Ramp(LoadTestShape):
-    """(seconds from start, users, spawn rate) stages: warm up, double, peak, cool down."""
-
-    stages = [(10, 10, 10), (25, 25, 10), (45, 50, 10), (55, 10, 20)]
+    """Warm up, double, peak, cool down: see ``workload.RAMP_STAGES``."""
 
     def tick(self):
-        t = self.get_run_time()
-        for until, users, rate in self.stages:
-            if t < until:
-                return users, rate
-        return None
+        return stage_at(RAMP_STAGES, self.get_run_time())

@@ -68,3 +68,15 @@ class Workload:
         """Fresh suffixes for registrations that will not collide across users or runs."""
         base = f"{tag}-{self.rng.getrandbits(40):010x}"
         return [f"{base}-{i}" for i in range(count)]
+
+
+# (until second, users, spawn rate per second): warm up, double, peak, cool down
+RAMP_STAGES = ((10, 10, 10), (25, 25, 10), (45, 50, 10), (55, 10, 20))
+
+
+def stage_at(stages, t: float) -> tuple[int, float] | None:
+    """The (users, spawn rate) a staged shape wants at ``t`` seconds; None once it is over."""
+    for until, users, rate in stages:
+        if t < until:
+            return users, rate
+    return None
