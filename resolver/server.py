@@ -1,4 +1,4 @@
-"""Serving apps: limits on what a request may be, an AppRunner per node, uvloop when run alone."""
+"""Serving nodes: limits on what a request may be, a runner per node, uvloop for every loop."""
 from __future__ import annotations
 
 import asyncio
@@ -22,11 +22,12 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def start_app(app: web.Application, host: str, port: int, *,
-                    reuse_port: bool = False) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE,
-                           handler_cancellation=True, max_line_size=MAX_LINE,
-                           max_field_size=MAX_FIELD, max_headers=MAX_HEADERS)
+async def serve(handler, host: str, port: int, *, reuse_port: bool = False) -> web.ServerRunner:
+    """Serve a low-level aiohttp request handler (``web.NodeAPI``) on host:port."""
+    srv = web.Server(handler, handler_cancellation=True, access_log=None,
+                     keepalive_timeout=KEEPALIVE, max_line_size=MAX_LINE,
+                     max_field_size=MAX_FIELD, max_headers=MAX_HEADERS)
+    runner = web.ServerRunner(srv)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()

@@ -6,12 +6,12 @@ import base64
 import urllib.parse
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import RawTestServer, TestClient
 
 from resolver import auth, server
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
-from resolver.web import create_app
+from resolver.web import NodeAPI
 
 NODE_ADMIN = "300:0.NA/88.118"
 NODE_ADMIN_SECRET = "node-admin-secret"
@@ -62,10 +62,9 @@ async def node():
 
 @pytest.fixture
 async def client(node):
-    """A test client for ``create_app(node)``, served with the same limits as ``start_app``."""
-    app = create_app(node)
-    srv = TestServer(app, host="127.0.0.1")
-    # TestServer drops constructor kwargs; the runner's limits go to start_server.
+    """A test client for ``NodeAPI(node)``, served with the same limits as ``server.serve``."""
+    srv = RawTestServer(NodeAPI(node), host="127.0.0.1")
+    # RawTestServer drops constructor kwargs; the server's limits go to start_server.
     await srv.start_server(max_line_size=server.MAX_LINE, max_field_size=server.MAX_FIELD,
                            max_headers=server.MAX_HEADERS)
     cli = TestClient(srv)

@@ -1,4 +1,4 @@
-"""The Handle REST API as a user sees it: ``create_app(node)`` under an aiohttp test client.
+"""The Handle REST API as a user sees it: ``NodeAPI(node)`` under an aiohttp test client.
 
 Where ``shared/reference/handle-rest-9.3.1.txt`` records a real Handle.Net 9.3.1 answer, the
 test replays the same request against a node holding the same records (same values, same
@@ -707,10 +707,10 @@ async def test_many_headers_is_400_not_500(client):
     assert r.status == 404
 
 
-async def test_many_headers_with_start_app_limits(node):
-    """The limits ``idsim node`` actually serves with (resolver.server.start_app)."""
-    from resolver.web import create_app
-    runner = await server.start_app(create_app(node), "127.0.0.1", 0)
+async def test_many_headers_with_serve_limits(node):
+    """The limits ``idsim node`` actually serves with (resolver.server.serve)."""
+    from resolver.web import NodeAPI
+    runner = await server.serve(NodeAPI(node), "127.0.0.1", 0)
     try:
         url = f"http://127.0.0.1:{server.bound_port(runner)}"
         async with ClientSession() as s:
@@ -951,15 +951,15 @@ async def test_concurrent_create_same_handle_exactly_one_wins(client):
 
 async def test_concurrent_create_same_handle_lmdb(tmp_path):
     """The same race on the durable store, whose commits really yield to the event loop."""
-    from aiohttp.test_utils import TestClient, TestServer
+    from aiohttp.test_utils import RawTestServer, TestClient
     from resolver.nodes import SecondaryNode
     from resolver.store import open_store
-    from resolver.web import create_app
+    from resolver.web import NodeAPI
     node = SecondaryNode("gz", open_store(f"lmdb:{tmp_path / 'db'}"), ["88.118"])
     await node.bootstrap("node-admin-secret")
     await node.create_prefix("88.118.8", identity=auth.Identity(300, "0.NA/88.118"),
                              secret=ENT8_SECRET)
-    client = TestClient(TestServer(create_app(node)))
+    client = TestClient(RawTestServer(NodeAPI(node)))
     await client.start_server()
     try:
         async def attempt(i):
@@ -976,7 +976,8 @@ async def test_concurrent_create_same_handle_lmdb(tmp_path):
         r = await client.get("/api/handles?prefix=88.118.8&pageSize=1", headers=ent8_headers())
         assert (await r.json())["totalCount"] == "51"
     finally:
-        await client.close()  # closes the app, hence the node and its store
+        await client.close()
+        await node.close()
 
 
 # ------------------------------------------------------------------ stored data that breaks reads

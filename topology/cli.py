@@ -27,7 +27,7 @@ from urllib.parse import quote
 from resolver import auth, server
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
-from resolver.web import create_app
+from resolver.web import NodeAPI
 from topology import demo
 
 DEFAULT_DATA = "idsim-data"
@@ -77,7 +77,7 @@ async def run_node(args) -> None:
         logins.append(json.loads(secret_file.read_text()))
         added = await seed(node, prefix, args.demo)
         print(f"seeded {added} identifiers under {prefix} ({node.store.count(node.key(prefix))} in all)")
-    runner = await server.start_app(create_app(node), args.host, args.port)
+    runner = await server.serve(NodeAPI(node), args.host, args.port)
     url = f"http://{args.host}:{server.bound_port(runner)}"
     logins_path = data / "logins.json"
     logins_path.write_text(json.dumps({"node_admin": {"username": admin.username,
@@ -92,6 +92,7 @@ async def run_node(args) -> None:
     await wait_for_signal()
     print("stopping…")
     await runner.cleanup()
+    await node.close()
 
 
 async def wait_for_signal() -> None:

@@ -27,7 +27,7 @@ from resolver.resolution import Site
 from resolver.rpc import RpcClient, RpcServer
 from resolver.store import open_store
 from resolver.top import TopNode
-from resolver.web import create_app
+from resolver.web import NodeAPI
 from topology import demo
 from topology.model import Topology, load
 
@@ -44,7 +44,7 @@ def _addr(rpc_addr: str) -> tuple[str, int]:
 @dataclass
 class Host:
     nodes: dict[str, object] = field(default_factory=dict)
-    runners: list[web.AppRunner] = field(default_factory=list)
+    runners: list[web.BaseRunner] = field(default_factory=list)
     rpc_servers: list[RpcServer] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
     clients: list[RpcClient] = field(default_factory=list)
@@ -57,8 +57,10 @@ class Host:
             await client.close()
         for rpc in self.rpc_servers:
             await rpc.close()
-        for runner in self.runners:  # closes each node (and its store) on cleanup
+        for runner in self.runners:
             await runner.cleanup()
+        for node in self.nodes.values():  # stores close last: nothing is writing any more
+            await node.close()
 
 
 def store_url(kind: str, data_dir: Path, name: str) -> str:
@@ -104,8 +106,8 @@ async def start_host(topo: Topology, names: list[str], *, data_dir: Path, logins
                 await seed_node(node, topo, logins, topo.identifiers_per_enterprise, progress)
                 addr = spec.address
             host.nodes[name] = node
-            host.runners.append(await server.start_app(create_app(node), addr.host, addr.http_port,
-                                                       reuse_port=reuse_port and name == "recursive"))
+            host.runners.append(await server.serve(NodeAPI(node), addr.host, addr.http_port,
+                                                   reuse_port=reuse_port and name == "recursive"))
             if not (reuse_port and name == "recursive"):
                 host.rpc_servers.append(
                     await RpcServer(node.rpc_handlers()).start(addr.host, addr.rpc_port))
