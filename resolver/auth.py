@@ -17,6 +17,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import unquote
 
 from resolver import errors
@@ -107,6 +108,11 @@ def parse_basic(header: str | None) -> tuple[Identity, str] | None:
     """The identity and secret from an ``Authorization: Basic`` header; None when absent."""
     if not header:
         return None
+    return _parse_basic(header)
+
+
+@lru_cache(maxsize=4096)  # clients send the same header with every request
+def _parse_basic(header: str) -> tuple[Identity, str]:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic":
         raise errors.HandleError(errors.AUTHENTICATION_FAILED,

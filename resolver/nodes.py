@@ -66,6 +66,8 @@ class SecondaryNode:
         self.homed = [identifiers.check_prefix(p) for p in homed]
         self._homes: dict[str, bool] = {}  # prefix → homed here (resolve path: no re-check)
         self.case_sensitive = case_sensitive
+        self._consulted: dict[bytes, list[Value] | None] = {}  # see _consult
+        self._decisions: dict[tuple, bool] = {}
         self.clock = clock
         self.locks = KeyLocks()
         self.verifier = auth.Verifier()
@@ -110,6 +112,38 @@ class SecondaryNode:
         data = self.store.get(self.key(text))
         return None if data is None else records.decode(data)[1]
 
+    def _consult(self, text: str) -> list[Value] | None:
+        """A record read to decide who may do what (0.NA/ records, identities, admin groups).
+
+        Kept decoded, and so are the decisions drawn from them: every write goes through
+        ``_store``, which forgets both when it touches a record that was consulted.
+        """
+        key = self.key(text)
+        if key in self._consulted:
+            return self._consulted[key]
+        if len(self._consulted) > 100_000:
+            self._forget()
+        data = self.store.get(key)
+        values = self._consulted[key] = None if data is None else records.decode(data)[1]
+        return values
+
+    def _forget(self) -> None:
+        self._consulted.clear()
+        self._decisions.clear()
+
+    async def _store(self, puts: list[tuple[bytes, bytes]], delete: bytes | None = None) -> None:
+        """The one way this node writes its store: durable on return, caches kept true."""
+        keys = [k for k, _ in puts] + ([delete] if delete is not None else [])
+        consulted = self._consulted
+        if any(k in consulted for k in keys):
+            self._forget()
+        if puts:
+            await self.store.put_many(puts)
+        if delete is not None:
+            await self.store.delete(delete)
+        if any(k in consulted for k in keys):  # read again while the commit ran
+            self._forget()
+
     def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         """One page of the handles registered under ``prefix``, in key order."""
         group = self.key(prefix)
@@ -126,18 +160,23 @@ class SecondaryNode:
 
     # ---------------------------------------------------------------- authority
     def authenticate(self, identity: auth.Identity, secret: str) -> auth.Identity:
-        values = self.values_of(identity.handle) or []
-        for v in values:
-            if v.index == identity.index and v.type == "HS_SECKEY" and isinstance(v.value, str):
-                if self.verifier.verify(secret, v.value):
-                    return identity
-        raise errors.HandleError(errors.AUTHENTICATION_FAILED, f"Identity not verified: {identity}")
+        decided = ("login", identity, secret)
+        ok = self._decisions.get(decided)
+        if ok is None:
+            ok = self._decisions[decided] = any(
+                v.index == identity.index and v.type == "HS_SECKEY" and isinstance(v.value, str)
+                and self.verifier.verify(secret, v.value)
+                for v in self._consult(identity.handle) or ())
+        if not ok:
+            raise errors.HandleError(errors.AUTHENTICATION_FAILED,
+                                     f"Identity not verified: {identity}")
+        return identity
 
     def _names(self, identity: auth.Identity, entries: Iterable[tuple[int, str]]) -> bool:
         for index, handle in entries:
             if identity.matches(index, handle):
                 return True
-            for v in self.values_of(handle) or ():  # a group: HS_VLIST of identities
+            for v in self._consult(handle) or ():  # a group: HS_VLIST of identities
                 if v.index == index and v.type == "HS_VLIST" and isinstance(v.value, list):
                     if any(identity.matches(m["index"], m["handle"]) for m in v.value
                            if isinstance(m, dict) and isinstance(m.get("index"), int)
@@ -147,12 +186,16 @@ class SecondaryNode:
 
     def administers(self, identity: auth.Identity, prefix: str) -> bool:
         """True when the identity is an admin of ``prefix`` or of a prefix above it."""
+        decided = ("admin", identity, self.key(prefix))
+        known = self._decisions.get(decided)
+        if known is not None:
+            return known
         segs = prefix.split(".")
-        for n in range(len(segs), 0, -1):
-            values = self.values_of(f"{identifiers.NA_PREFIX}/{'.'.join(segs[:n])}")
-            if values and self._names(identity, records.admins(values)):
-                return True
-        return False
+        known = any(self._names(identity, records.admins(values))
+                    for n in range(len(segs), 0, -1)
+                    if (values := self._consult(f"{identifiers.NA_PREFIX}/{'.'.join(segs[:n])}")))
+        self._decisions[decided] = known
+        return known
 
     def may_read_hidden(self, identity: auth.Identity, handle: Handle, rows: list[list]) -> bool:
         """Admin-read values (HS_SECKEY…) are shown to the record's admins only."""
@@ -223,7 +266,7 @@ class SecondaryNode:
                 raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
                                          handle=handle.text)
             values = self._prepare(handle, values, identity)
-            await self.store.put_many([(handle.key, records.encode(text, values))])
+            await self._store([(handle.key, records.encode(text, values))])
         self.stats["registrations"] += current is None
         return current is None
 
@@ -243,9 +286,9 @@ class SecondaryNode:
                     raise errors.HandleError(errors.VALUES_NOT_FOUND, "Values not found",
                                              handle=handle.text, status=400)
                 if kept:
-                    await self.store.put_many([(handle.key, records.encode(text, kept))])
+                    await self._store([(handle.key, records.encode(text, kept))])
                     return
-            await self.store.delete(handle.key)
+            await self._store([], delete=handle.key)
 
     async def register_many(self, items: list[tuple[str, object]], *,
                             identity: auth.Identity | None, overwrite: bool = False) -> list[dict]:
@@ -290,7 +333,7 @@ class SecondaryNode:
                     writes.append((key, records.encode(handle.text, values)))
                 except errors.HandleError as exc:
                     results[pos] = exc.with_handle(handle.text).body()
-            await self.store.put_many(writes)
+            await self._store(writes)
         self.stats["registrations"] += len(writes)
         return results
 
@@ -321,7 +364,7 @@ class SecondaryNode:
             handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
             if self.store.get(handle.key) is None:
                 values = prefix_record(handle.text, admin_secret, now=int(self.clock()), token=token)
-                await self.store.put_many([(handle.key, records.encode(handle.text, values))])
+                await self._store([(handle.key, records.encode(handle.text, values))])
             creds = creds or Credentials(prefix, f"{auth.SECRET_INDEX}:0.NA/{prefix}", admin_secret)
         return creds
 

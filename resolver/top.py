@@ -83,7 +83,7 @@ class TopNode(SecondaryNode):
         now = int(self.clock())
         values = prefix_record(handle.text, secret, now=now, token=True) + [site_value(site, now=now)]
         if self.store.get(handle.key) is None:
-            await self.store.put_many([(handle.key, records.encode(handle.text, values))])
+            await self._store([(handle.key, records.encode(handle.text, values))])
         self.nodes_info[code] = dict(info or {}, http_url=site.http_url, rpc_addr=site.rpc_addr)
 
     async def register_prefixes(self, user: str, secret: str, prefixes: list[str],

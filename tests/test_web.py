@@ -1006,3 +1006,19 @@ async def test_malformed_admin_group_member_does_not_break_writes(client):
     assert r.status == 403, await r.text()
     r = await client.put("/api/handles/88.118.8/AFTER3", json=URL_BODY, headers=admin_headers())
     assert r.status == 201, await r.text()
+
+
+async def test_rotated_secret_takes_effect_at_once(client):
+    """Logins are checked against decoded 0.NA/ records the node keeps; a change to one (here
+    the enterprise's HS_SECKEY, rotated by the node admin) must count from the next request."""
+    assert (await client.put("/api/handles/88.118.8/ROT1", json=URL_BODY,
+                             headers=ent8_headers())).status == 201
+    r = await client.put("/api/handles/0.NA/88.118.8?index=300", headers=admin_headers(), json={
+        "values": [{"index": 300, "type": "HS_SECKEY", "data": "a-brand-new-secret",
+                    "permissions": "1100"}]})
+    assert r.status == 200, await r.text()
+    old = await client.put("/api/handles/88.118.8/ROT2", json=URL_BODY, headers=ent8_headers())
+    assert old.status == 401 and (await old.json())["responseCode"] == 403
+    new = await client.put("/api/handles/88.118.8/ROT2", json=URL_BODY,
+                           headers=auth_headers(ENT8, "a-brand-new-secret"))
+    assert new.status == 201
