@@ -16,6 +16,7 @@ from resolver.cache import TTLCache
 from resolver.recursive import RecursiveNode
 from resolver.records import Value
 from resolver.resolution import AskNode, AskTop, Caches, Outcome, Policy, Site, drive, steps
+from network_fixtures import FakeClock
 
 SITE = Site("88.118", "http://127.0.0.1:9002", "127.0.0.1:10002")
 OTHER_SITE = Site("88.201", "http://127.0.0.1:9004", "127.0.0.1:10004")
@@ -25,17 +26,6 @@ H3 = "88.118.8/SN000000003"
 STALE_WINDOW = 60.0
 
 
-class Clock:
-    """A fake clock: a mutable float, advanced by hand."""
-
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def record(text: str, *ttls: int) -> bytes:
@@ -54,7 +44,7 @@ class World:
 
     def __init__(self, *, stale_window: float = STALE_WINDOW, delegation_stale: float = 0.0,
                  policy: Policy | None = None) -> None:
-        self.clock = Clock()
+        self.clock = FakeClock(1_000_000.0)
         self.caches = Caches(TTLCache(max_entries=1000, stale_window=stale_window),
                              TTLCache(max_entries=1000, stale_window=delegation_stale))
         self.policy = policy or Policy()
@@ -518,7 +508,7 @@ class SlowUpstream:
 
 @pytest.fixture
 async def recursive():
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     node = RecursiveNode("r", "127.0.0.1:9", clock=clock)  # never connects: upstream is faked
     node.fake_clock = clock
     yield node
