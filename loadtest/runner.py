@@ -6,6 +6,7 @@ when Locust itself is saturated its numbers measure Locust, so the summary says 
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,7 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
         log = (out / "locust.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"locust wrote no statistics (exit {proc.returncode}):\n{log}")
     rows, total = parse_stats(stats)
+    shutil.rmtree(out, ignore_errors=True)
     workers = max(1, processes)
     return Result(rows, total, sum(cpu_seen.values()) / elapsed / workers, workers, elapsed)
 

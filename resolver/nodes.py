@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Awaitable, Callable, Iterable
 
 from resolver import auth, errors, identifiers, records
 from resolver.identifiers import Handle
@@ -66,6 +66,8 @@ class SecondaryNode:
         self.homed = [identifiers.check_prefix(p) for p in homed]
         self._homes: dict[str, bool] = {}  # prefix → homed here (resolve path: no re-check)
         self.case_sensitive = case_sensitive
+        # called with each prefix allocated here, before it is stored (see topology.host)
+        self.announce: Callable[[str], Awaitable] | None = None
         self._consulted: dict[bytes, list[Value] | None] = {}  # see _consult
         self._decisions: dict[tuple, bool] = {}
         self.clock = clock
@@ -347,6 +349,13 @@ class SecondaryNode:
         """
         identifiers.check_prefix(prefix)
         handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
+        self.check_homed(handle)
+        self.check_may_write(identity, handle, None)
+        if self.store.get(handle.key) is not None:
+            raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "prefix already exists",
+                                     handle=handle.text)
+        if self.announce is not None:  # first the network learns where it lives
+            await self.announce(prefix)
         token = token or secret is None
         secret = secret or auth.new_secret()
         values = prefix_record(handle.text, secret, now=int(self.clock()), token=token)

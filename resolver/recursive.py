@@ -66,7 +66,7 @@ class RecursiveNode:
                                                           timeout=self.timeout)
         self.stats["upstream_calls"] += 1
         answer = records.Answer(await peer.call("resolve", handle))
-        return answer, [r[4] for r in answer.rows]
+        return answer, answer.ttls
 
     async def site_of(self, prefix: str) -> Site:
         return (await self._ask_top(prefix))[0]

@@ -81,8 +81,15 @@ class TopNode(SecondaryNode):
         """Register a secondary node (its prefix, site and login); idempotent across restarts."""
         handle = self.parse(f"{identifiers.NA_PREFIX}/{code}")
         now = int(self.clock())
-        values = prefix_record(handle.text, secret, now=now, token=True) + [site_value(site, now=now)]
-        if self.store.get(handle.key) is None:
+        current = self.values_of(handle.text)
+        if current is None:
+            values = prefix_record(handle.text, secret, now=now, token=True)
+        elif any(v.type == "HS_SITE" and parse_site(code, v.value) == site for v in current):
+            values = None  # as it was: keep the record (and the login it holds)
+        else:  # the node moved (another --port): a new HS_SITE, the same login
+            values = [v for v in current if v.type != "HS_SITE"]
+        if values is not None:
+            values = values + [site_value(site, now=now)]
             await self._store([(handle.key, records.encode(handle.text, values))])
         self.nodes_info[code] = dict(info or {}, http_url=site.http_url, rpc_addr=site.rpc_addr)
 

@@ -12,7 +12,9 @@ import pytest
 from pyhandle.client.resthandleclient import RESTHandleClient
 from pyhandle.handleclient import PyHandleClient
 
-from network_fixtures import Net, net  # noqa: F401  (net is a fixture)
+from network_fixtures import Net, basic_token, free_topology, net  # noqa: F401  (net: fixture)
+from topology.cluster import make_logins
+from topology.host import start_host
 from resolver import errors
 from resolver.recursive import RecursiveNode
 from topology import demo
@@ -459,3 +461,59 @@ async def test_prefix_handle_resolves_through_recursive(net: Net) -> None:
     status, body = await net.get(f"{net.url}/api/handles/0.NA/{ENT}")
     assert status == 200, body
     assert body["values"] == direct["values"]
+
+
+async def test_restart_on_other_ports_moves_the_delegations(tmp_path) -> None:
+    """A data directory started again with other ports (``idsim up --port``): the top-level
+    node's HS_SITE records follow the nodes, and the logins they hold stay the same."""
+    first = free_topology()
+    logins = make_logins(first)
+    names = ["top", "recursive", *(s.code for s in first.secondaries)]
+    host = await start_host(first, names, data_dir=tmp_path, logins=logins, store="lmdb")
+    await host.close()
+    second = free_topology()
+    assert second.top.http_port != first.top.http_port
+    host = await start_host(second, names, data_dir=tmp_path, logins=logins, store="lmdb")
+    try:
+        code = second.secondaries[0].code
+        node_url = second.secondary(code).address.http_url
+        admin = logins["nodes"][code]
+        auth = {"Authorization": basic_token(admin["username"], admin["secret"])}
+        async with aiohttp.ClientSession() as s:
+            # a handle under the node's own prefix: delegated by 0.NA/<node> alone
+            async with s.put(f"{node_url}/api/handles/{code}/NODE-INFO", headers=auth,
+                             json={"values": [{"index": 1, "type": "URL",
+                                               "data": "https://ex.com/node"}]}) as r:
+                assert r.status == 201, await r.text()
+            async with s.get(f"{second.recursive.http_url}/api/handles/{code}/NODE-INFO") as r:
+                assert r.status == 200, await r.text()
+    finally:
+        await host.close()
+
+
+async def test_prefix_made_by_the_admin_api_resolves_through_the_network(net: Net) -> None:
+    """A prefix allocated at a secondary node is announced to the top-level node, so the
+    recursive node finds it; its new login registers there at once."""
+    code = net.topo.secondaries[0].code
+    node_url = net.topo.secondary(code).address.http_url
+    admin = net.logins["nodes"][code]
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{node_url}/api/admin/prefixes", json={"prefix": f"{code}.777"},
+                          headers={"Authorization": basic_token(admin["username"],
+                                                                admin["secret"])}) as r:
+            assert r.status == 201, await r.text()
+            login = await r.json()
+        async with s.put(f"{node_url}/api/handles/{code}.777/FIRST",
+                         json={"values": [{"index": 1, "type": "URL", "data": "https://ex.com/1"}]},
+                         headers={"Authorization": basic_token(login["username"],
+                                                               login["secret"])}) as r:
+            assert r.status == 201, await r.text()
+        async with s.get(f"{net.topo.recursive.http_url}/api/handles/{code}.777/FIRST") as r:
+            assert r.status == 200, await r.text()
+            assert (await r.json())["values"][0]["data"]["value"] == "https://ex.com/1"
+        # the top-level node holds the new prefix's record, pointing at the node that serves it
+        async with s.get(f"{net.topo.top.http_url}/api/handles/0.NA/{code}.777?type=HS_SITE") as r:
+            assert r.status == 200, await r.text()
+            site = (await r.json())["values"][0]["data"]["value"]
+            assert site["servers"][0]["interfaces"][0]["port"] == \
+                net.topo.secondary(code).address.http_port

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -112,8 +113,12 @@ async def start_host(topo: Topology, names: list[str], *, data_dir: Path, logins
                 host.rpc_servers.append(
                     await RpcServer(node.rpc_handlers()).start(addr.host, addr.rpc_port))
         await register_with_top(host, topo, logins)
-        top_client = RpcClient(*_addr(topo.top.rpc_addr))
+        top_client = RpcClient(*_addr(topo.top.rpc_addr), timeout=10.0)
         host.clients.append(top_client)
+        for name, node in host.nodes.items():
+            if node.role == "secondary":
+                node.announce = partial(announce, top_client, logins["nodes"][name],
+                                        site_of(topo, name))
         host.tasks.append(asyncio.get_running_loop().create_task(report_loop(host, top_client)))
     except BaseException:
         await host.close()
@@ -167,6 +172,12 @@ async def register_with_top(host: Host, topo: Topology, logins: dict) -> None:
                     await asyncio.sleep(0.2)
     finally:
         await top.close()
+
+
+async def announce(top: RpcClient, creds: dict, site: Site, prefix: str) -> None:
+    """Register a prefix allocated at a secondary node with the top-level node (HS_SITE)."""
+    await top.call("register_prefixes", creds["username"], creds["secret"], [prefix],
+                   [site.prefix, site.http_url, site.rpc_addr])
 
 
 async def report_loop(host: Host, top: RpcClient) -> None:
