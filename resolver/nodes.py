@@ -106,6 +106,10 @@ class SecondaryNode:
             raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found", handle=handle.text)
         return data
 
+    def cached(self, text: str) -> None:
+        """Nothing is cached here: the store is the answer (see RecursiveNode.cached)."""
+        return None
+
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """As ``lookup``; the interface every role shares (``fresh`` matters to caches only)."""
         return records.Answer(self.lookup(handle))

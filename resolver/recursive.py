@@ -72,6 +72,21 @@ class RecursiveNode:
         return (await self._ask_top(prefix))[0]
 
     # ------------------------------------------------------------------ resolving
+    def cached(self, text: str) -> records.Answer | None:
+        """A fresh cached answer for this handle text, or None (then ``resolve`` it).
+
+        The warm path: one key and one dict lookup, no parsing. Only handles that parsed
+        went into the cache, so a text whose key is found is a valid handle; anything else
+        (``hdl:``, a bad handle, a miss, a stale or negative entry) takes the full path.
+        """
+        hit = self.caches.answers.get(identifiers.make_key(text, self.case_sensitive),
+                                      self.clock())
+        if hit is None or hit.stale or hit.negative:
+            return None
+        self.stats["resolutions"] += 1
+        self.stats["cache"] += 1
+        return hit.value
+
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """The record, from cache or upstream; HandleError 100 / 503 otherwise."""
         self.stats["resolutions"] += 1

@@ -134,8 +134,20 @@ async def json_body(request: web.BaseRequest):
 
 # ------------------------------------------------------------------ handlers
 
+def record_json(text: str, ans: records.Answer) -> web.Response:
+    """The anonymous, unfiltered answer: bytes joined around the values rendered once."""
+    return web.Response(body=b'{"responseCode":1,"handle":' + orjson.dumps(text) +
+                        b',"values":' + ans.public_json + b'}', headers=JSON_HEADERS)
+
+
 async def get_handle(node, request: web.BaseRequest) -> web.Response:
     text = handle_text(request)
+    plain = not request.query_string and "Authorization" not in request.headers
+    as_json = MSGPACK not in request.headers.get("Accept", "")
+    if plain and as_json:
+        ans = node.cached(text)  # the warm path of a recursive node
+        if ans is not None:
+            return record_json(text, ans)
     try:
         handle = node.parse(text)
     except errors.HandleError as exc:
@@ -143,12 +155,10 @@ async def get_handle(node, request: web.BaseRequest) -> web.Response:
             raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
                                      handle=text) from None
         raise
-    if not request.query_string and "Authorization" not in request.headers:
-        # the common case: anonymous, unfiltered. The values are rendered once per answer.
+    if plain:
         ans = await node.resolve(handle, fresh=False)
-        if MSGPACK not in request.headers.get("Accept", ""):
-            return web.Response(body=b'{"responseCode":1,"handle":' + orjson.dumps(text) +
-                                b',"values":' + ans.public_json + b'}', headers=JSON_HEADERS)
+        if as_json:
+            return record_json(text, ans)
         return answer(request, {"responseCode": errors.SUCCESS, "handle": text,
                                 "values": records.rest_values(ans.rows)})
     types = request.query.getall("type", ())
