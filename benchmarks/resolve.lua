@@ -6,10 +6,17 @@ for p in string.gmatch(os.getenv("IDSIM_PREFIXES") or "88.118.8", "[^,]+") do
 end
 local count = tonumber(os.getenv("IDSIM_COUNT") or "1000")
 local seeded = false
+local next_id = 0
+
+-- each wrk thread has its own Lua state: give each its own seed, or they draw the same keys
+function setup(thread)
+  thread:set("tid", next_id)
+  next_id = next_id + 1
+end
 
 request = function()
   if not seeded then
-    math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+    math.randomseed(os.time() + math.floor(os.clock() * 1e6) + 7919 * (tid or 0))
     seeded = true
   end
   local p = prefixes[math.random(#prefixes)]

@@ -1,0 +1,1 @@
+"""idsim benchmark suite: run ``python benchmarks/run.py [--quick]``."""

@@ -1,0 +1,110 @@
+"""Child processes the benchmark starts, and their clean-up on any exit.
+
+Every child is started in its own session (so a terminal's Ctrl-C reaches only us and we stop
+the children in order) and registered here; ``stop_all`` runs from ``finally`` blocks, from
+``atexit`` and on SIGTERM/SIGHUP. Children are stopped by their own process-group id only.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import psutil
+
+_children: list[subprocess.Popen] = []
+
+
+def spawn(cmd: list[str], **kw) -> subprocess.Popen:
+    kw.setdefault("text", True)
+    proc = subprocess.Popen(cmd, start_new_session=True, **kw)
+    _children.append(proc)
+    return proc
+
+
+def forget(proc: subprocess.Popen) -> None:
+    if proc in _children:
+        _children.remove(proc)
+
+
+def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the child's process group, then SIGKILL if it does not go in ``timeout``."""
+    if proc.poll() is None:  # not yet reaped, so its pid (and group id) is still its own
+        _signal_group(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+    forget(proc)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_all() -> None:
+    for proc in reversed(list(_children)):
+        stop(proc)
+    # children started by library code (loadtest.runner's Locust) are not in the registry
+    for child in psutil.Process().children():
+        try:
+            child.terminate()
+            child.wait(5)
+        except psutil.TimeoutExpired:
+            child.kill()
+        except psutil.Error:
+            pass
+
+
+def install_handlers() -> None:
+    """Clean up at interpreter exit and turn SIGTERM/SIGHUP into a normal exit (finally runs)."""
+    atexit.register(stop_all)
+
+    def _exit(signum, _frame):
+        raise SystemExit(128 + signum)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _exit)
+    # Ctrl-C: even when started from a shell that set SIGINT to "ignore" (background jobs)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def rss_anon_kib(pid: int) -> int | None:
+    """Anonymous resident memory of a process (``RssAnon`` in /proc/PID/status), in KiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args[0]} exited {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
