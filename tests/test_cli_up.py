@@ -195,6 +195,23 @@ def test_up_status_and_ctrl_c(tmp_path: Path, base_port: int) -> None:
         assert set(doc) == {"top", "nodes", "enterprises"}
         assert len(doc["enterprises"]) == 12
 
+        # register and resolve as a user does: the serving node and the login are found
+        cli = [sys.executable, "-m", "topology.cli"]
+        run = subprocess.run(cli + ["register", "88.118.8/CLI-1", "--url", "https://ex.com/cli",
+                                    "--value", "EMAIL=qa@ex.com", "--data", str(data)],
+                             cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert json.loads(run.stdout)["responseCode"] == 1
+        run = subprocess.run(cli + ["resolve", "88.118.8/CLI-1", "--via", state["recursiveUrl"]],
+                             cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 0, run.stderr
+        values = {v["type"]: v["data"]["value"] for v in json.loads(run.stdout)["values"]}
+        assert values["URL"] == "https://ex.com/cli" and values["EMAIL"] == "qa@ex.com"
+        run = subprocess.run(cli + ["register", "88.118.8/CLI-1", "--url", "https://ex.com/again",
+                                    "--data", str(data)],
+                             cwd=REPO, capture_output=True, text=True, timeout=30)
+        assert run.returncode == 1 and json.loads(run.stdout)["responseCode"] == 101
+
         # a second cluster on the same ports refuses to start, and says why
         other = subprocess.run([sys.executable, "-m", "topology.cli", "up", "--preset", "mini",
                                 "--port", str(base_port), "--data", str(tmp_path / "other"),

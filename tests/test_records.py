@@ -378,3 +378,29 @@ def test_min_ttl():
     assert records.min_ttl(stored_rows(values)) == 60
     assert records.min_ttl(stored_rows(values_from_json([URL], now=NOW))) == 86400
     assert records.min_ttl([]) == 0
+
+
+def test_a_cached_answer_costs_what_it_says():
+    """The recursive node's cache bounds itself by ``len(answer)``: that must not undercount
+    what an answer really holds (orjson's output once kept ~4 KiB of spare capacity each)."""
+    import gc
+    import tracemalloc
+
+    from resolver.cache import TTLCache
+    from topology import demo
+
+    items = demo.demo_batch("88.118.8", 0, 2000)
+    datas = [records.encode(h, records.values_from_json(d, now=1795402493)) for h, d in items]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        cache = TTLCache(max_entries=10**6, max_bytes=2**30)
+        before = tracemalloc.get_traced_memory()[0]
+        for (h, _), data in zip(items, datas):
+            ans = records.Answer(data)
+            cache.put(h.upper().encode(), ans, ttl=86400, now=0, size=len(ans))
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held <= 1.25 * cache.bytes_used, (held / 2000, cache.bytes_used / 2000)

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote
 
-from resolver import auth, server
+from resolver import auth, identifiers, server
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
 from resolver.web import NodeAPI
@@ -136,14 +136,32 @@ def cmd_resolve(args) -> int:
 
 
 def cmd_register(args) -> int:
+    """PUT an identifier at the node serving its prefix. With a cluster running from --data,
+    the node and the enterprise's login are found there; --via/--user/--secret override."""
+    prefix = args.handle.partition("/")[0]
+    via, user, secret = args.via, args.user, args.secret
+    state = read_state(args.data)
+    if state is not None:
+        homes = [n for n in state["nodes"] if n["role"] == "secondary"
+                 and identifiers.is_under(prefix, n["name"])]
+        if via is None and homes:
+            via = max(homes, key=lambda n: len(n["name"]))["httpUrl"]
+        login = json.loads(Path(state["logins"]).read_text())["enterprises"].get(prefix)
+        if login and user is None:
+            user, secret = login["username"], secret or login["secret"]
+    if via is None or user is None or secret is None:
+        print("idsim register needs --via, --user and --secret (or a cluster running from "
+              "--data that serves the prefix and holds its login)", file=sys.stderr)
+        return 2
     values = [{"index": 1, "type": "URL", "data": {"format": "string", "value": args.url}}]
     for i, kv in enumerate(args.value, start=2):
         vtype, _, val = kv.partition("=")
         values.append({"index": i, "type": vtype, "data": {"format": "string", "value": val}})
     q = "" if args.overwrite else "?overwrite=false"
-    status, doc = http("PUT", f"{args.via}/api/handles/{args.handle}{q}", {"values": values},
-                       args.user, args.secret)
+    status, doc = http("PUT", f"{via}/api/handles/{args.handle}{q}", {"values": values},
+                       user, secret)
     print(json.dumps(doc, indent=2, ensure_ascii=False))
+    print(f"HTTP {status} from {via} as {user}", file=sys.stderr)
     return 0 if status in (200, 201) else 1
 
 
@@ -213,10 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("handle")
     reg.add_argument("--url", required=True)
     reg.add_argument("--value", action="append", default=[], metavar="TYPE=TEXT")
-    reg.add_argument("--user", required=True, help="e.g. 300:0.NA/88.118.8")
+    reg.add_argument("--user", help="e.g. 300:0.NA/88.118.8 (default: from the cluster's logins)")
     reg.add_argument("--secret", default=os.environ.get("IDSIM_SECRET"))
     reg.add_argument("--overwrite", action="store_true")
-    reg.add_argument("--via", default="http://127.0.0.1:8000")
+    reg.add_argument("--via", help="the serving node's URL (default: found in the cluster)")
+    reg.add_argument("--data", default=DEFAULT_DATA, help="the running cluster's data directory")
     reg.set_defaults(func=cmd_register)
     return p
 
