@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
@@ -26,27 +25,39 @@ ADMIN_GROUP_INDEX = 200
 
 
 class KeyLocks:
-    """All-or-nothing locks on sets of keys: a write holds every key it reads and writes."""
+    """All-or-nothing locks on sets of keys: a write holds every key it reads and writes.
+
+    ``async with locks.hold(keys):`` (a plain context object: on the register path an
+    ``@asynccontextmanager`` generator cost more than the uncontended lock itself)."""
 
     def __init__(self) -> None:
         self._busy: dict[bytes, list[asyncio.Future]] = {}
 
-    @asynccontextmanager
-    async def hold(self, keys: Iterable[bytes]):
-        keys = set(keys)
-        while busy := next((k for k in keys if k in self._busy), None):
+    def hold(self, keys: Iterable[bytes]) -> "_Held":
+        return _Held(self._busy, set(keys))
+
+
+class _Held:
+    __slots__ = ("busy", "keys")
+
+    def __init__(self, busy: dict[bytes, list[asyncio.Future]], keys: set[bytes]) -> None:
+        self.busy = busy
+        self.keys = keys
+
+    async def __aenter__(self) -> None:
+        busy = self.busy
+        while (taken := next((k for k in self.keys if k in busy), None)) is not None:
             fut = asyncio.get_running_loop().create_future()
-            self._busy[busy].append(fut)
+            busy[taken].append(fut)
             await fut
-        for k in keys:
-            self._busy[k] = []
-        try:
-            yield
-        finally:
-            for k in keys:
-                for fut in self._busy.pop(k):
-                    if not fut.done():
-                        fut.set_result(None)
+        for k in self.keys:
+            busy[k] = []
+
+    async def __aexit__(self, *exc) -> None:
+        for k in self.keys:
+            for fut in self.busy.pop(k):
+                if not fut.done():
+                    fut.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ documents as msgpack.
 """
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import re
@@ -112,13 +113,20 @@ async def json_body(request: web.BaseRequest):
         raise errors.HandleError(errors.PROTOCOL_ERROR, "request body is empty")
     too_big = errors.HandleError(errors.PROTOCOL_ERROR,
                                  f"request body larger than {MAX_BODY} bytes", status=413)
-    if (request.content_length or 0) > MAX_BODY:
-        raise too_big
-    body = bytearray()
-    while chunk := await request.content.read(2**16):
-        body += chunk
-        if len(body) > MAX_BODY:
+    length = request.content_length
+    if length is not None:  # one read of a known size: no wait for a separate end-of-body
+        if length > MAX_BODY:
             raise too_big
+        try:
+            body = await request.content.readexactly(length)
+        except asyncio.IncompleteReadError:
+            raise errors.HandleError(errors.PROTOCOL_ERROR, "request body ended early") from None
+    else:  # chunked: read up to the limit
+        body = bytearray()
+        while chunk := await request.content.read(2**16):
+            body += chunk
+            if len(body) > MAX_BODY:
+                raise too_big
     if ctype == MSGPACK:
         try:
             return msgpack.unpackb(body, raw=False)
