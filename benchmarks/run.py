@@ -433,10 +433,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temporary data directories")
     p.add_argument("--report-only", action="store_true",
                    help="measure nothing: rewrite README.md and the plots from results/latest.json")
+    p.add_argument("--out", type=Path, default=None,
+                   help="write latest.json, the plots and README.md here instead of benchmarks/")
     args = p.parse_args(argv)
+    out = Outputs(args.out / "results", args.out / "README.md") if args.out else Outputs()
     if args.report_only:
-        res = json.loads((RESULTS / "latest.json").read_text())
-        finish(res)
+        res = json.loads((out.results / "latest.json").read_text())
+        finish(res, out)
         return 0
     s = QUICK if args.quick else FULL
     procs.install_handlers()
@@ -466,29 +469,36 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     res["machine"]["loadavg_end"] = os.getloadavg()
     res["duration_s"] = round(time.monotonic() - started, 1)
-    finish(res)
-    log(f"done in {res['duration_s']:.0f} s: {RESULTS / 'latest.json'}, {HERE / 'README.md'}")
+    finish(res, out)
+    log(f"done in {res['duration_s']:.0f} s: {out.results / 'latest.json'}, {out.readme}")
     return 0
 
 
-def finish(res: dict) -> None:
+@dataclass(frozen=True)
+class Outputs:
+    results: Path = RESULTS
+    readme: Path = HERE / "README.md"
+
+
+def finish(res: dict, out: Outputs) -> None:
     """Derived figures, target verdicts, then every output file."""
     res["cache_memory"] = report.cache_memory(res["resolve"])
     checks = evaluate(res)
     res["targets"] = [c.as_dict() for c in checks]
     res["unexpected_answers"] = unexpected_answers(res)
-    write_outputs(res, checks)
+    write_outputs(res, checks, out)
     log(f"\n{report.results_table(res, checks)}\n")
 
 
-def write_outputs(res: dict, checks: list[report.Check]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    tmp = RESULTS / "latest.json.tmp"
+def write_outputs(res: dict, checks: list[report.Check], out: Outputs) -> None:
+    out.results.mkdir(parents=True, exist_ok=True)
+    tmp = out.results / "latest.json.tmp"
     tmp.write_text(json.dumps(res, indent=2, default=str))
-    tmp.replace(RESULTS / "latest.json")
-    report.plot_resolve(res["resolve"]["summary"], res["resolve"]["rounds"], RESULTS / "resolve.png")
-    report.plot_store(res["store_size"], RESULTS / "store_size.png")
-    (HERE / "README.md").write_text(report.readme(res, checks))
+    tmp.replace(out.results / "latest.json")
+    report.plot_resolve(res["resolve"]["summary"], res["resolve"]["rounds"],
+                        out.results / "resolve.png")
+    report.plot_store(res["store_size"], out.results / "store_size.png")
+    out.readme.write_text(report.readme(res, checks))
 
 
 if __name__ == "__main__":

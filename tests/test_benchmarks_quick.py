@@ -1,0 +1,41 @@
+"""The benchmark suite runs end to end (``--quick``, about a minute) and every figure in it is
+a real measurement: no target is asserted here (timings belong to the benchmark), only that
+each scenario ran, answered correctly and was written out."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import tools
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmark_runs_and_reports(tmp_path):
+    try:  # the suite installs wrk and nginx itself; without a package registry it cannot
+        tools.ensure("wrk", ["wrk"])
+        tools.ensure("nginx", ["nginx-light", "nginx"])
+    except RuntimeError as exc:
+        pytest.skip(f"wrk/nginx unavailable: {exc}")
+    run = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--out", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=580)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    res = json.loads((tmp_path / "results" / "latest.json").read_text())
+    assert res["mode"] == "quick" and res["unexpected_answers"] == 0
+    summary = res["resolve"]["summary"]
+    for scenario in ("nginx", "warm", "cold", "secondary", "register"):
+        key = "rate" if scenario == "register" else "rps"
+        assert summary[scenario][key] > 0, scenario
+    assert summary["batch"]["rate"] > 0 and summary["locust"]["rps"] > 0
+    assert len(res["targets"]) == 6  # each judged on a value measured in this run
+    assert all(isinstance(t["value"], float) and isinstance(t["passed"], bool)
+               for t in res["targets"]), res["targets"]
+    for png in ("resolve.png", "store_size.png"):
+        assert (tmp_path / "results" / png).read_bytes()[:4] == b"\x89PNG"
+    readme = (tmp_path / "README.md").read_text()
+    assert "python benchmarks/run.py" in readme and "| figure |" in readme
