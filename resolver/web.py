@@ -54,7 +54,7 @@ def error_answer(request: web.BaseRequest, exc: errors.HandleError) -> web.Respo
 
 def handle_text(request: web.BaseRequest) -> str:
     """The handle from the raw path, percent-decoded once (``%2F`` counts as ``/``)."""
-    raw = request.raw_path.split("?", 1)[0][len("/api/handles/"):]
+    raw = request.raw_path.split("?", 1)[0][len(HANDLES):]
     if "%" in raw:
         try:
             raw = unquote(raw, errors="strict")

@@ -29,6 +29,7 @@ from resolver.nodes import SecondaryNode
 from resolver.store import open_store
 from resolver.web import NodeAPI
 from topology import demo
+from topology.host import seed
 
 DEFAULT_DATA = "idsim-data"
 
@@ -43,19 +44,6 @@ def load_or_make_secret(path: Path) -> str:
     path.write_text(json.dumps({"admin_secret": secret}))
     path.chmod(0o600)
     return secret
-
-
-async def seed(node: SecondaryNode, prefix: str, count: int, *, batch: int = 5000,
-               progress=None) -> int:
-    """Register ``count`` demo identifiers under ``prefix`` (skipping those already there)."""
-    have = node.store.count(node.key(prefix))
-    admin = auth.Identity(auth.SECRET_INDEX, f"0.NA/{node.homed[0]}")
-    for start in range(have, count, batch):
-        n = min(batch, count - start)
-        await node.register_many(demo.demo_batch(prefix, start, n), identity=admin, overwrite=True)
-        if progress:
-            progress(n)
-    return max(0, count - have)
 
 
 async def run_node(args) -> None:
@@ -75,7 +63,7 @@ async def run_node(args) -> None:
                                                "secret": creds.secret}))
             secret_file.chmod(0o600)
         logins.append(json.loads(secret_file.read_text()))
-        added = await seed(node, prefix, args.demo)
+        added = await seed(node, {prefix: args.demo})
         print(f"seeded {added} identifiers under {prefix} ({node.store.count(node.key(prefix))} in all)")
     runner = await server.serve(NodeAPI(node), args.host, args.port)
     url = f"http://{args.host}:{server.bound_port(runner)}"
