@@ -186,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
     up.add_argument("--recursive-processes", type=int, default=1,
                     help="processes sharing the recursive node's port (SO_REUSEPORT)")
+    up.add_argument("--answer-cache", type=int, default=1_000_000,
+                    help="recursive node's answer cache, entries (0: off, every resolve asks "
+                         "the serving node; delegations stay cached)")
     up.set_defaults(func=cmd_up)
 
     load = sub.add_parser("load", help="run a Locust scenario and summarise it")
@@ -246,7 +249,7 @@ def cmd_up(args) -> int:
     if args.demo is not None:
         topo = replace(topo, identifiers_per_enterprise=args.demo)
     cluster = Cluster(topo, Path(args.data), workers=args.workers, store=args.store,
-                      recursive_processes=args.recursive_processes)
+                      recursive_processes=args.recursive_processes, answer_cache=args.answer_cache)
     total = len(topo.enterprises) * topo.identifiers_per_enterprise
     t0 = time.perf_counter()
     console.print(f"starting [bold]{topo.name}[/]: {len(topo.secondaries) + 2} nodes in "
