@@ -27,6 +27,7 @@ JSON_HEADERS = {"Content-Type": JSON}
 MSGPACK = "application/msgpack"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_BODY = 16 * 2**20  # a batch of 10,000 registrations fits with room to spare
+BODY_TIMEOUT = 30.0    # seconds to receive a whole request body
 HANDLES = "/api/handles/"
 
 
@@ -114,19 +115,23 @@ async def json_body(request: web.BaseRequest):
     too_big = errors.HandleError(errors.PROTOCOL_ERROR,
                                  f"request body larger than {MAX_BODY} bytes", status=413)
     length = request.content_length
-    if length is not None:  # one read of a known size: no wait for a separate end-of-body
-        if length > MAX_BODY:
-            raise too_big
-        try:
-            body = await request.content.readexactly(length)
-        except asyncio.IncompleteReadError:
-            raise errors.HandleError(errors.PROTOCOL_ERROR, "request body ended early") from None
-    else:  # chunked: read up to the limit
-        body = bytearray()
-        while chunk := await request.content.read(2**16):
-            body += chunk
-            if len(body) > MAX_BODY:
-                raise too_big
+    if length is not None and length > MAX_BODY:
+        raise too_big
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):  # a body that trickles in holds no handler
+            if length is not None:  # one read of a known size: no wait for a separate end
+                body = await request.content.readexactly(length)
+            else:  # chunked: read up to the limit
+                body = bytearray()
+                while chunk := await request.content.read(2**16):
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        raise too_big
+    except asyncio.IncompleteReadError:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, "request body ended early") from None
+    except TimeoutError:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, f"request body not received within "
+                                 f"{BODY_TIMEOUT:g} s", status=408) from None
     if ctype == MSGPACK:
         try:
             return msgpack.unpackb(body, raw=False)

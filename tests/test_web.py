@@ -1022,3 +1022,24 @@ async def test_rotated_secret_takes_effect_at_once(client):
     new = await client.put("/api/handles/88.118.8/ROT2", json=URL_BODY,
                            headers=auth_headers(ENT8, "a-brand-new-secret"))
     assert new.status == 201
+
+
+async def test_a_body_that_never_arrives_gets_408_not_a_hang(node, monkeypatch):
+    """Headers promising a body, then silence: the node answers 408 in Handle's shape and
+    frees the handler, instead of waiting for ever."""
+    from resolver import web as web_module
+    from resolver.web import NodeAPI
+    monkeypatch.setattr(web_module, "BODY_TIMEOUT", 0.2)
+    runner = await server.serve(NodeAPI(node), "127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port(runner))
+        token = ent8_headers()["Authorization"]
+        writer.write(b"PUT /api/handles/88.118.8/SLOW HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 100\r\n"
+                     b"Authorization: " + token.encode() + b"\r\n\r\n{\"values\":")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408")
+        writer.close()
+    finally:
+        await runner.cleanup()
