@@ -10,8 +10,9 @@ Phases:
 1. tools: wrk and nginx (apt-get installs them if missing);
 2. resolve & register: nginx + an idsim ``mini`` network (top and secondaries in one process,
    a warm recursive node in two processes on one port, a cold one (also two) with its answer
-   cache off),
-   R rounds of nginx / warm / cold / secondary resolves, durable single registrations, batch
+   cache off; the secondary nodes in two processes),
+   R rounds of nginx / warm / cold / secondary resolves, durable single registrations at one
+   node and at two nodes in two processes at once (all cores, like the warm figure), batch
    registrations and the same warm resolve load through Locust;
 3. store size: one secondary node serving a small and a large cached LMDB store, R rounds of
    random lookups over each whole key range, anonymous memory of the serving processes and of
@@ -33,6 +34,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,6 +57,7 @@ GiB_KiB = 2**20
 RESOLVES = ["nginx", "warm", "cold", "secondary"]
 SECONDARY = "88.118"            # the node measured directly, and whose enterprise registers
 ENTERPRISE = "88.118.8"
+OTHER_NODE = "88.201"           # served by a second process: registrations use both
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,9 @@ def basic_token(login: dict) -> str:
     return base64.b64encode(f"{user}:{login['secret']}".encode()).decode()
 
 
-def wrk_register(url: str, login: dict, seconds: float) -> dict:
-    res = wrk.run(url, seconds, script=REGISTER_LUA,
+def wrk_register(url: str, login: dict, seconds: float, threads: int = 2,
+                 connections: int = 64) -> dict:
+    res = wrk.run(url, seconds, script=REGISTER_LUA, threads=threads, connections=connections,
                   env={"IDSIM_PREFIX": login["prefix"], "IDSIM_AUTH": basic_token(login),
                        "IDSIM_TAG": uuid.uuid4().hex[:10]})
     out = res.as_dict()
@@ -105,6 +109,22 @@ def wrk_register(url: str, login: dict, seconds: float) -> dict:
     out["other"] = int(res.extra.get("other", 0))
     out["first_other_status"] = int(res.extra.get("first_other", 0))
     out["rate"] = out["created"] / res.seconds if res.seconds else 0.0
+    return out
+
+
+def wrk_register_spread(targets: list[tuple[str, dict]], seconds: float) -> dict:
+    """Durable single registrations at several nodes at once (one wrk each, half the
+    connections): what the network takes with every core in use, as the warm resolve figure
+    has. Rates add up; latencies are the worst of the nodes'."""
+    with ThreadPoolExecutor(len(targets)) as pool:
+        parts = list(pool.map(lambda t: wrk_register(t[0], t[1], seconds, threads=1,
+                                                     connections=64 // len(targets)), targets))
+    out = {k: sum(p[k] for p in parts) for k in ("created", "other", "rate")}
+    out.update(p50_ms=max(p["p50_ms"] for p in parts), p99_ms=max(p["p99_ms"] for p in parts),
+               non2xx=sum(p["non2xx"] for p in parts), rps=out["rate"],
+               socket_errors={k: sum(p["socket_errors"].get(k, 0) for p in parts)
+                              for k in set().union(*(p["socket_errors"] for p in parts))},
+               nodes=parts)
     return out
 
 
@@ -200,7 +220,9 @@ def start_resolve_network(s: Settings, tmp: Path) -> tuple[Network, dict]:
     log(f"  idsim mini network on ports {topo.recursive.http_port}..; seeding "
         f"{s.per_enterprise:,} identifiers × {len(topo.enterprises)} enterprises")
     t0 = time.monotonic()
-    net.start("core", ["top", *codes])
+    # the secondary nodes in two processes, as registrations at more than one node use them
+    net.start("core", ["top", SECONDARY])
+    net.start("core-2", [c for c in codes if c != SECONDARY])
     cold_port = procs.free_port()
     warm = [net.spawn(f"warm-{i}", ["recursive"], "--reuse-port") for i in range(2)]
     # the cold node gets the same two processes as the warm one: the ratio compares like
@@ -211,7 +233,8 @@ def start_resolve_network(s: Settings, tmp: Path) -> tuple[Network, dict]:
     net.write_state()
     log(f"  network ready in {time.monotonic() - t0:.1f} s")
     urls = {"warm": topo.recursive.http_url, "cold": f"http://127.0.0.1:{cold_port}",
-            "secondary": net.http(SECONDARY), "top": topo.top.http_url}
+            "secondary": net.http(SECONDARY), "other": net.http(OTHER_NODE),
+            "top": topo.top.http_url}
     return net, urls
 
 
@@ -225,6 +248,7 @@ def resolve_phase(s: Settings, tmp: Path, nginx_bin: str) -> dict:
         urls["nginx"] = f"http://127.0.0.1:{port}"
         all_prefixes = net.prefixes()
         login = net.logins["enterprises"][ENTERPRISE]
+        other_login = net.logins["enterprises"][net.prefixes(OTHER_NODE)[0]]
         runs = {
             "nginx": lambda: wrk_plain(urls["nginx"], s.seconds),
             "warm": lambda: wrk_resolve(urls["warm"], all_prefixes, s.per_enterprise, s.seconds),
@@ -245,8 +269,13 @@ def resolve_phase(s: Settings, tmp: Path, nginx_bin: str) -> dict:
                 rnd[name] = runs[name]()
             for name in RESOLVES:
                 log("    " + describe(name, rnd[name], rnd["nginx"]["rps"]))
-            rnd["register"] = wrk_register(urls["secondary"], login, s.seconds)
-            log("    " + describe("register", rnd["register"], rnd["warm"]["rps"], "warm")
+            rnd["register_one"] = wrk_register(urls["secondary"], login, s.seconds)
+            log("    " + describe("reg 1 node", rnd["register_one"], rnd["warm"]["rps"], "warm")
+                + f"  (201: {rnd['register_one']['created']:,}, "
+                  f"other: {rnd['register_one']['other']})")
+            rnd["register"] = wrk_register_spread([(urls["secondary"], login),
+                                                   (urls["other"], other_login)], s.seconds)
+            log("    " + describe("reg 2 nodes", rnd["register"], rnd["warm"]["rps"], "warm")
                 + f"  (201: {rnd['register']['created']:,}, other: {rnd['register']['other']})")
             rnd["batch"] = batch_register(urls["secondary"], login, s)
             log("    " + describe("batch", rnd["batch"], rnd["register"]["rate"], "single")
@@ -309,10 +338,18 @@ def summarise(rounds: list[dict]) -> dict:
                                             for r in rounds),
                        "ratio_to_warm": per_round("register", "rate", "warm"),
                        "ratio_to_nginx": per_round("register", "rate", "nginx")}
+    out["register_one"] = {"rate": per_round("register_one", "rate"),
+                           "rps": per_round("register_one", "rate"),
+                           "p50_ms": per_round("register_one", "p50_ms"),
+                           "p99_ms": per_round("register_one", "p99_ms"),
+                           "non2xx": sum(r["register_one"]["other"] for r in rounds),
+                           "socket_errors": sum(sum(r["register_one"]["socket_errors"].values())
+                                                for r in rounds),
+                           "ratio_to_warm": per_round("register_one", "rate", "warm")}
     out["batch"] = {"rate": per_round("batch", "rate"),
                     "failed": sum(r["batch"]["failed"] + r["batch"]["http_errors"] for r in rounds),
                     "batch_p50_ms": per_round("batch", "batch_p50_ms"),
-                    "ratio_to_register": per_round("batch", "rate", "register", "rate")}
+                    "ratio_to_register": per_round("batch", "rate", "register_one", "rate")}
     out["locust"] = {"rps": per_round("locust", "rps"), "cpu": per_round("locust", "cpu"),
                      "failures": sum(r["locust"]["failures"] for r in rounds),
                      "p50_ms": per_round("locust", "p50_ms"), "p99_ms": per_round("locust", "p99_ms"),
@@ -419,7 +456,8 @@ def evaluate(res: dict) -> list[report.Check]:
 
 def unexpected_answers(res: dict) -> int:
     summ = res["resolve"]["summary"]
-    n = sum(summ[k]["non2xx"] + summ[k]["socket_errors"] for k in [*RESOLVES, "register"])
+    n = sum(summ[k]["non2xx"] + summ[k]["socket_errors"]
+            for k in [*RESOLVES, "register", "register_one"])
     n += summ["batch"]["failed"] + summ["locust"]["failures"]
     n += sum(v["non2xx"] for v in res["store_size"]["summary"].values())
     return n
