@@ -144,10 +144,6 @@ def rest_values(rows: list[list], *, types: Iterable[str] = (), indexes: Iterabl
     return out
 
 
-def min_ttl(rows: list[list]) -> int:
-    return min((r[4] for r in rows), default=0)
-
-
 # ---------------------------------------------------------------- what clients send
 
 def values_from_json(doc: Any, *, now: int) -> list[Value]:
@@ -287,4 +283,4 @@ def admins(values: Iterable[Value]) -> list[tuple[int, str]]:
 
 
 __all__ = ["Answer", "Value", "admin_value", "encode", "decode", "decode_rows", "rest_values",
-           "values_from_json", "value_from_json", "merge", "admins", "min_ttl", "iso_timestamp"]
+           "values_from_json", "value_from_json", "merge", "admins", "iso_timestamp"]

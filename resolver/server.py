@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from aiohttp import web
 
@@ -34,15 +33,8 @@ async def serve(handler, host: str, port: int, *, reuse_port: bool = False) -> w
     return runner
 
 
-def bound_port(runner: web.AppRunner) -> int:
-    for site in runner.sites:
-        server = site._server  # aiohttp keeps the asyncio server here
-        if server and server.sockets:
-            return server.sockets[0].getsockname()[1]
-    raise RuntimeError("runner has no bound socket")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def bound_port(runner: web.BaseRunner) -> int:
+    """The port a runner listens on (for servers started on port 0)."""
+    if not runner.addresses:
+        raise RuntimeError("runner has no bound socket")
+    return runner.addresses[0][1]

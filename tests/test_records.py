@@ -372,14 +372,6 @@ def test_admins():
     assert records.admins([records.admin_value("88.118/ADMIN", 200)]) == [(200, "88.118/ADMIN")]
 
 
-def test_min_ttl():
-    values = values_from_json([{**URL, "ttl": 3600}, {**URL, "index": 2, "ttl": 60},
-                               {**URL, "index": 3}], now=NOW)
-    assert records.min_ttl(stored_rows(values)) == 60
-    assert records.min_ttl(stored_rows(values_from_json([URL], now=NOW))) == 86400
-    assert records.min_ttl([]) == 0
-
-
 def test_a_cached_answer_costs_what_it_says():
     """The recursive node's cache bounds itself by ``len(answer)``: that must not undercount
     what an answer really holds (orjson's output once kept ~4 KiB of spare capacity each)."""
