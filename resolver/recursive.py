@@ -1,7 +1,8 @@
 """The recursive node: the clients' entry point. It resolves any identifier by asking the
 top-level node where its prefix is served (cached by TTL), then that node (the answer cached
 by its smallest value TTL); "not found" is cached briefly; identical questions in flight share
-one upstream call. The rules are in ``resolution``; this is the I/O around them.
+one upstream call. The rules are in ``resolution``; this is the I/O around them. Writes sent
+here are passed on over HTTP to the node that serves the handle (``forward``).
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import time
 from collections import Counter
 from functools import partial
 from typing import Callable
+
+import aiohttp
+from multidict import CIMultiDict
 
 from resolver import errors, identifiers, records
 from resolver.cache import TTLCache
@@ -41,6 +45,7 @@ class RecursiveNode:
         self.top = RpcClient(*_split(top_rpc), timeout=timeout)
         self._peers: dict[str, RpcClient] = {}
         self._inflight: dict[bytes, asyncio.Future] = {}
+        self._http: aiohttp.ClientSession | None = None  # for writes passed on (forward)
         self.stats: Counter[str] = Counter()
 
     def parse(self, text: str) -> Handle:
@@ -69,7 +74,42 @@ class RecursiveNode:
         return answer, answer.ttls
 
     async def site_of(self, prefix: str) -> Site:
-        return (await self._ask_top(prefix))[0]
+        """Where a prefix is served: the delegation cache, else the top-level node."""
+        key = identifiers.make_key(prefix, self.case_sensitive)
+        hit = self.caches.delegations.get(key, self.clock())
+        if hit is not None and not hit.stale:
+            return hit.value
+        site, ttl = await self._ask_top(prefix)
+        self.caches.delegations.put(key, site, ttl=ttl or self.policy.delegation_ttl,
+                                    now=self.clock())
+        return site
+
+    async def forward(self, method: str, handle: Handle, target: str, body: bytes | None,
+                      headers: dict[str, str]) -> tuple[int, bytes, CIMultiDict]:
+        """A write sent to this node, passed over HTTP to the node serving the handle, with
+        the client's credentials as they came (that node checks them). The cached answer for
+        the handle is dropped, so the next resolve here sees the write."""
+        if handle.is_prefix_handle:
+            raise errors.HandleError(errors.SERVER_NOT_RESP, "prefix records are written at "
+                                     "the top-level node, not through a recursive node",
+                                     handle=handle.text)
+        site = await self.site_of(handle.prefix)
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        self.caches.answers.invalidate(handle.key)
+        try:
+            async with self._http.request(method, site.http_url + target, data=body,
+                                          headers=headers, allow_redirects=False) as resp:
+                payload = await resp.read()
+                passed = CIMultiDict((k, v) for k, v in resp.headers.items()
+                                     if k in ("Content-Type", "WWW-Authenticate", "Allow"))
+                status = resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise errors.PeerUnavailable(f"node {site.http_url} did not take the write: "
+                                         f"{type(exc).__name__}", handle=handle.text) from None
+        finally:
+            self.caches.answers.invalidate(handle.key)
+        return status, payload, passed
 
     # ------------------------------------------------------------------ resolving
     def cached(self, text: str) -> records.Answer | None:
@@ -140,6 +180,8 @@ class RecursiveNode:
         return {"resolve": resolve, "stats": self.report_stats}
 
     async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
         await self.top.close()
         for peer in self._peers.values():
             await peer.close()

@@ -112,6 +112,22 @@ async def json_body(request: web.BaseRequest):
     ctype = request.content_type
     if not request.body_exists:
         raise errors.HandleError(errors.PROTOCOL_ERROR, "request body is empty")
+    body = await read_body(request)
+    if ctype == MSGPACK:
+        try:
+            return msgpack.unpackb(body, raw=False)
+        except Exception:
+            raise errors.HandleError(errors.PROTOCOL_ERROR, "body is not valid msgpack") from None
+    if ctype not in ("application/json", "text/json", "application/octet-stream", ""):
+        raise errors.HandleError(errors.PROTOCOL_ERROR, f"Unsupported media type {ctype}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, f"body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: web.BaseRequest) -> bytes:
+    """The whole body, at most MAX_BODY bytes, within BODY_TIMEOUT seconds."""
     too_big = errors.HandleError(errors.PROTOCOL_ERROR,
                                  f"request body larger than {MAX_BODY} bytes", status=413)
     length = request.content_length
@@ -132,17 +148,7 @@ async def json_body(request: web.BaseRequest):
     except TimeoutError:
         raise errors.HandleError(errors.PROTOCOL_ERROR, f"request body not received within "
                                  f"{BODY_TIMEOUT:g} s", status=408) from None
-    if ctype == MSGPACK:
-        try:
-            return msgpack.unpackb(body, raw=False)
-        except Exception:
-            raise errors.HandleError(errors.PROTOCOL_ERROR, "body is not valid msgpack") from None
-    if ctype not in ("application/json", "text/json", "application/octet-stream", ""):
-        raise errors.HandleError(errors.PROTOCOL_ERROR, f"Unsupported media type {ctype}")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.HandleError(errors.PROTOCOL_ERROR, f"body is not valid JSON: {exc}") from None
+    return bytes(body)
 
 
 # ------------------------------------------------------------------ handlers
@@ -332,18 +338,25 @@ async def stats(node, request: web.BaseRequest) -> web.Response:
                             **node.report_stats()})
 
 
+async def forward_write(node, request: web.BaseRequest) -> web.Response:
+    """PUT or DELETE of a handle at a recursive node: passed to the node that serves it."""
+    text = handle_text(request)
+    handle = node.parse(text)
+    body = await read_body(request) if request.body_exists else None
+    headers = {k: request.headers[k] for k in ("Authorization", "Content-Type", "Accept")
+               if k in request.headers}
+    status, payload, passed = await node.forward(request.method, handle, request.raw_path,
+                                                 body, headers)
+    return web.Response(status=status, body=payload, headers=passed)
+
+
 async def write_elsewhere(node, request: web.BaseRequest) -> web.Response:
-    """Writes sent to a recursive node: say where the prefix is served."""
-    text = handle_text(request) if request.path.startswith(HANDLES) else ""
-    where = ""
-    if "/" in text:
-        try:
-            where = f": send it to {(await node.site_of(text.partition('/')[0])).http_url}"
-        except errors.HandleError:
-            pass
+    """A batch registration sent to a recursive node: its identifiers may live at several
+    nodes, so it is refused with the way to do it."""
     raise errors.HandleError(errors.SERVER_NOT_RESP,
-                             f"a recursive node resolves but does not store identifiers{where}",
-                             handle=text or None)
+                             "a recursive node does not take batch registrations: post them to "
+                             "the node serving their prefix (its URL: GET /api/handles/0.NA/"
+                             "<prefix> at the top-level node, or idsim status)")
 
 
 class NodeAPI:
@@ -367,8 +380,8 @@ class NodeAPI:
             "/api/admin/prefixes": {"POST": create_prefix} if writes else {},
         }
         self.handle_methods = {"GET": get_handle, "HEAD": get_handle,
-                               "PUT": put_handle if writes else write_elsewhere,
-                               "DELETE": delete_handle if writes else write_elsewhere}
+                               "PUT": put_handle if writes else forward_write,
+                               "DELETE": delete_handle if writes else forward_write}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:

@@ -336,26 +336,58 @@ async def test_recursive_stats_endpoint(net: Net) -> None:
     assert body["cacheHits"] >= 1 and body["cacheEntries"] >= 1
 
 
-# ----------------------------------------------------------------------------- writes elsewhere
+# ----------------------------------------------------------------------------- writes through it
 
-async def test_put_to_recursive_names_the_serving_node(net: Net) -> None:
+async def test_writes_through_the_recursive_node_reach_the_serving_node(net: Net) -> None:
+    """One URL for everything: PUT and DELETE at the recursive node are passed to the node
+    serving the prefix, with the client's credentials, and the node's answer comes back."""
     h = f"{ENT}/WRITE-HERE"
+    status, _ = await net.get(f"{net.url}/api/handles/{h}")
+    assert status == 404  # and now "not found" is cached here...
     body = {"values": [{"index": 1, "type": "URL", "data": "https://ex.com/x"}]}
-    async with net.http.put(f"{net.url}/api/handles/{h}", json=body,
+    async with net.http.put(f"{net.url}/api/handles/{h}?overwrite=false", json=body,
                             headers=net.auth(ENT)) as resp:
-        assert resp.status == 400
-        doc = await resp.json(content_type=None)
-    assert doc["responseCode"] == errors.SERVER_NOT_RESP
-    assert net.node_url(ENT) in doc["message"]
-    async with net.http.delete(f"{net.url}/api/handles/{DEMO}", headers=net.auth(ENT)) as resp:
-        assert resp.status == 400
-        doc = await resp.json(content_type=None)
-    assert doc["responseCode"] == errors.SERVER_NOT_RESP and net.node_url(ENT) in doc["message"]
-    # nothing was written
-    assert (await net.get(f"{net.node_url(ENT)}/api/handles/{h}"))[0] == 404
+        assert resp.status == 201, await resp.text()
+        assert (await resp.json()) == {"responseCode": 1, "handle": h}
+    # ...but the write dropped it: the next resolve here sees the new record
+    status, doc = await net.get(f"{net.url}/api/handles/{h}")
+    assert status == 200 and doc["values"][0]["data"]["value"] == "https://ex.com/x"
+    assert (await net.get(f"{net.node_url(ENT)}/api/handles/{h}"))[0] == 200
+    # the serving node's refusals come back as they are (here: 409/101, then 401 + challenge)
+    async with net.http.put(f"{net.url}/api/handles/{h}?overwrite=false", json=body,
+                            headers=net.auth(ENT)) as resp:
+        assert resp.status == 409 and (await resp.json())["responseCode"] == 101
+    async with net.http.put(f"{net.url}/api/handles/{ENT}/NO-LOGIN", json=body) as resp:
+        assert resp.status == 401 and "Basic" in resp.headers["WWW-Authenticate"]
+        assert (await resp.json())["responseCode"] == 402
+    async with net.http.delete(f"{net.url}/api/handles/{h}", headers=net.auth(ENT)) as resp:
+        assert resp.status == 200
+    assert (await net.get(f"{net.url}/api/handles/{h}"))[0] == 404
+
+
+async def test_batch_registration_at_the_recursive_node_is_refused(net: Net) -> None:
     async with net.http.post(f"{net.url}/api/batch/register", json={"handles": []}) as resp:
         assert resp.status == 400
-        assert (await resp.json(content_type=None))["responseCode"] == errors.SERVER_NOT_RESP
+        doc = await resp.json(content_type=None)
+    assert doc["responseCode"] == errors.SERVER_NOT_RESP and "batch" in doc["message"]
+
+
+async def test_pyhandle_writes_through_the_recursive_node(net: Net) -> None:
+    """pyhandle, unchanged, given only the recursive node's URL and an enterprise's login."""
+    login = net.logins["enterprises"][ENT]
+    h = f"{ENT}/PYHANDLE-VIA-RECURSIVE"
+
+    def work():
+        client = PyHandleClient("rest").instantiate_with_username_and_password(
+            net.url, login["username"], login["secret"])
+        client.register_handle(h, "https://ex.com/one")
+        client.modify_handle_value(h, URL="https://ex.com/two")
+        url = client.get_value_from_handle(h, "URL")
+        client.delete_handle(h)
+        return url, client.retrieve_handle_record(h)
+
+    url, gone = await asyncio.to_thread(work)
+    assert url == "https://ex.com/two" and gone is None
 
 
 # ----------------------------------------------------------------------------- batch resolve
