@@ -112,9 +112,9 @@ async def start_host(topo: Topology, names: list[str], *, data_dir: Path, logins
             if not (reuse_port and name == "recursive"):
                 host.rpc_servers.append(
                     await RpcServer(node.rpc_handlers()).start(addr.host, addr.rpc_port))
-        await register_with_top(host, topo, logins)
         top_client = RpcClient(*_addr(topo.top.rpc_addr), timeout=10.0)
         host.clients.append(top_client)
+        await register_with_top(host, topo, logins, top_client)
         for name, node in host.nodes.items():
             if node.role == "secondary":
                 node.announce = partial(announce, top_client, logins["nodes"][name],
@@ -168,35 +168,27 @@ async def seed(node: SecondaryNode, wanted: dict[str, int], progress=None,
     return added
 
 
-async def register_with_top(host: Host, topo: Topology, logins: dict) -> None:
+async def register_with_top(host: Host, topo: Topology, logins: dict, top: RpcClient) -> None:
     """Each secondary registers its enterprise prefixes at the top-level node (retrying while
     the top-level node starts, up to a deadline)."""
-    secondaries = [(n, node) for n, node in host.nodes.items() if node.role == "secondary"]
-    if not secondaries:
-        return
-    top = RpcClient(*_addr(topo.top.rpc_addr), timeout=10.0)
-    try:
-        deadline = time.monotonic() + REGISTER_DEADLINE
-        for name, node in secondaries:
-            creds = logins["nodes"][name]
-            site = site_of(topo, name)
-            prefixes = [e.prefix for e in topo.enterprises_of(name)]
-            while True:
-                try:
-                    await top.call("register_prefixes", creds["username"], creds["secret"],
-                                   prefixes, [site.prefix, site.http_url, site.rpc_addr])
-                    break
-                except errors.PeerUnavailable:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
-    finally:
-        await top.close()
+    deadline = time.monotonic() + REGISTER_DEADLINE
+    for name, node in host.nodes.items():
+        if node.role != "secondary":
+            continue
+        prefixes = [e.prefix for e in topo.enterprises_of(name)]
+        while True:
+            try:
+                await announce(top, logins["nodes"][name], site_of(topo, name), *prefixes)
+                break
+            except errors.PeerUnavailable:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
 
-async def announce(top: RpcClient, creds: dict, site: Site, prefix: str) -> None:
-    """Register a prefix allocated at a secondary node with the top-level node (HS_SITE)."""
-    await top.call("register_prefixes", creds["username"], creds["secret"], [prefix],
+async def announce(top: RpcClient, creds: dict, site: Site, *prefixes: str) -> None:
+    """Register prefixes served at ``site`` with the top-level node (HS_SITE records)."""
+    await top.call("register_prefixes", creds["username"], creds["secret"], list(prefixes),
                    [site.prefix, site.http_url, site.rpc_addr])
 
 
