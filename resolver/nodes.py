@@ -334,18 +334,14 @@ class SecondaryNode:
                 results.append(exc.with_handle(str(text)).body())
         writes = []
         async with self.locks.hold(todo):
-            permitted: dict[str, bool] = {}
             for key, (pos, handle, values) in todo.items():
                 try:
                     data = self.store.get(key)
                     if data is not None and not overwrite:
                         raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
                                                  "Handle already exists", handle=handle.text)
-                    if handle.prefix not in permitted or data is not None:
-                        current = records.decode(data)[1] if data is not None else None
-                        self.check_may_write(identity, handle, current)
-                        if data is None:
-                            permitted[handle.prefix] = True
+                    current = records.decode(data)[1] if data is not None else None
+                    self.check_may_write(identity, handle, current)  # decisions are cached
                     values = self._prepare(handle, values, identity)
                     writes.append((key, records.encode(handle.text, values)))
                 except errors.HandleError as exc:
