@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import random
-import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +34,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def free_topology(preset: str = "mini", *, tries: int = 50, **kw) -> Topology:

@@ -39,3 +39,19 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
         assert (tmp_path / "results" / png).read_bytes()[:4] == b"\x89PNG"
     readme = (tmp_path / "README.md").read_text()
     assert "python benchmarks/run.py" in readme and "| figure |" in readme
+
+
+@pytest.mark.timeout(300)
+def test_cpu_per_request_runs_and_compares_with_its_reference():
+    try:
+        tools.ensure("wrk", ["wrk"])
+    except RuntimeError as exc:
+        pytest.skip(f"wrk unavailable: {exc}")
+    run = subprocess.run([sys.executable, "benchmarks/cpu_per_request.py", "--seconds", "1",
+                          "--rounds", "1"], cwd=REPO, capture_output=True, text=True, timeout=280)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    rows = {line[:34].strip(): line.split()[-1] for line in run.stdout.splitlines()
+            if line.endswith("×")}
+    assert set(rows) == {"reference GET", "resolve GET", "reference PUT", "register PUT"}
+    assert rows["reference GET"] == rows["reference PUT"] == "1.00×"
+    assert float(rows["resolve GET"].rstrip("×")) > 0 and float(rows["register PUT"].rstrip("×")) > 0

@@ -29,7 +29,7 @@ from pyhandle.handleexceptions import (  # noqa: E402
     GenericHandleError, HandleAlreadyExistsException, HandleAuthenticationError,
     HandleNotFoundException)
 
-from network_fixtures import free_port  # noqa: E402
+from benchmarks.procs import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENT = "88.118.8"
