@@ -1,0 +1,208 @@
+"""Every tunable default of a node, in one place, and where each effective value came from.
+
+A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``, ``store``,
+``host``). The defaults below are the only defaults: constructors take their values from a
+``Config`` and keep none of their own. Values are layered, later layers winning:
+
+    defaults  <  the topology file's sections  <  idsim.toml (--config)  <  --set / flags
+
+``layered`` builds the effective config from such layers and records, for each key, which
+layer set it (``Config.sources``); ``idsim config show`` prints both. A layer is a mapping
+``{section: {key: value}}`` as TOML gives it; unknown sections or keys and values of the
+wrong type are reported all at once in one ``ConfigError``. Pure: no file or socket here
+(``read_toml`` is the one helper that reads a file).
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+MiB = 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The recursive node's caches (``resolver.cache.TTLCache``) and TTL rules."""
+    answer_entries: int = 1_000_000       # 0 turns the answer cache off
+    answer_bytes: int = 512 * MiB
+    answer_stale: float = 60.0            # s an expired answer may serve while upstream fails
+    delegation_entries: int = 100_000
+    delegation_stale: float = 3600.0      # s an expired delegation may serve while top is down
+    delegation_ttl: float = 3600.0        # when the top-level node gives none
+    prefix_record_ttl: int = 86400        # 0.NA/<prefix> records, served by the top-level node
+    negative_ttl: float = 5.0             # how long "not found" is remembered
+    min_ttl: int = 0                      # clamp of a record's smallest value TTL
+    max_ttl: int = 86400
+
+
+@dataclass(frozen=True, slots=True)
+class RpcConfig:
+    """Node-to-node msgpack-RPC (``resolver.rpc``)."""
+    timeout: float = 2.0                  # s for an answer to a call
+    connect_timeout: float = 1.0
+    retry_after: float = 0.5              # s a failed connect makes later calls fail at once
+    max_message: int = 16 * MiB           # largest message either side accepts
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The Handle REST API (``resolver.web``, ``resolver.server``)."""
+    max_body: int = 16 * MiB              # a batch of 10,000 registrations fits
+    body_timeout: float = 30.0            # s to receive a whole request body
+    keepalive: float = 75.0
+    max_line: int = 8190                  # request line and each header line
+    max_field: int = 8190
+    max_headers: int = 64
+    forward_timeout: float = 30.0         # s for a write a recursive node passes on
+
+
+@dataclass(frozen=True, slots=True)
+class BatchConfig:
+    max_register: int = 10_000            # identifiers in one POST /api/batch/register
+    max_resolve: int = 1_000              # identifiers in one POST /api/batch/resolve
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    lmdb_map_size_gib: float = 64.0       # address space reserved per LMDB store (not disk)
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """A host process: the nodes it runs and how they reach the top-level node."""
+    report_every: float = 1.0             # s between statistics reports to the top-level node
+    register_deadline: float = 60.0       # s to keep retrying prefix registration at start
+
+
+SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
+                             "batch": BatchConfig, "store": StoreConfig, "host": HostConfig}
+DEFAULT_SOURCE = "default"
+
+
+class ConfigError(ValueError):
+    """A config layer is malformed; ``problems`` names every bad section, key or value."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__(f"{source}: invalid config ({len(problems)} problem"
+                         f"{'s' if len(problems) != 1 else ''}):\n"
+                         + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    rpc: RpcConfig = field(default_factory=RpcConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    host: HostConfig = field(default_factory=HostConfig)
+    # "section.key" -> the layer that set it; keys absent here are defaults
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def source(self, dotted: str) -> str:
+        return self.sources.get(dotted, DEFAULT_SOURCE)
+
+    def rows(self) -> list[tuple[str, Any, str]]:
+        """Every key as ``(section.key, value, source)``, in declaration order."""
+        out = []
+        for name in SECTIONS:
+            section = getattr(self, name)
+            for f in dataclasses.fields(section):
+                dotted = f"{name}.{f.name}"
+                out.append((dotted, getattr(section, f.name), self.source(dotted)))
+        return out
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """The effective values as TOML-ready sections (what ``--config`` reads back)."""
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
+
+    def with_values(self, source: str, values: Mapping[str, Mapping[str, Any]]) -> "Config":
+        """A copy with one more layer on top (see ``layered``)."""
+        return layered([(source, values)], base=self)
+
+
+def _check(section: str, key: str, kind: type, value: Any) -> tuple[Any, str | None]:
+    """The value converted to the field's type, or a problem."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, (f"{section}.{key} must be a number, got {type(value).__name__} "
+                      f"{value!r}")
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():
+            return None, f"{section}.{key} must be a whole number, got {value!r}"
+        value = int(value)
+    if value < 0:
+        return None, f"{section}.{key} must be >= 0, got {value!r}"
+    return kind(value), None
+
+
+def layered(layers: Iterable[tuple[str, Mapping[str, Any]]], *, base: Config | None = None
+            ) -> Config:
+    """Apply ``(source, {section: {key: value}})`` layers in order over ``base`` (defaults).
+
+    Raises ConfigError naming the source and every unknown section, unknown key and
+    ill-typed value of the first bad layer.
+    """
+    config = base or Config()
+    sections = {name: dataclasses.asdict(getattr(config, name)) for name in SECTIONS}
+    sources = dict(config.sources)
+    for source, layer in layers:
+        problems: list[str] = []
+        for name, values in layer.items():
+            cls = SECTIONS.get(name)
+            if cls is None:
+                problems.append(f"unknown section [{name}] (known: {', '.join(SECTIONS)})")
+                continue
+            if not isinstance(values, Mapping):
+                problems.append(f"[{name}] must be a table of key = value")
+                continue
+            kinds = {f.name: f.type for f in dataclasses.fields(cls)}
+            for key, value in values.items():
+                if key not in kinds:
+                    problems.append(f"unknown key {name}.{key} (known: {', '.join(kinds)})")
+                    continue
+                kind = int if kinds[key] in (int, "int") else float
+                converted, problem = _check(name, key, kind, value)
+                if problem:
+                    problems.append(problem)
+                    continue
+                sections[name][key] = converted
+                sources[f"{name}.{key}"] = source
+        if problems:
+            raise ConfigError(source, problems)
+    return Config(**{name: SECTIONS[name](**sections[name]) for name in SECTIONS},
+                  sources=sources)
+
+
+def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``["cache.answer_entries=0", "rpc.timeout=1.5"]`` -> a layer. ValueError if malformed."""
+    layer: dict[str, dict[str, Any]] = {}
+    for item in items:
+        dotted, eq, raw = item.partition("=")
+        section, dot, key = dotted.strip().partition(".")
+        if not eq or not dot or not section or not key:
+            raise ValueError(f"--set expects section.key=value, like cache.answer_entries=0; "
+                             f"got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise ValueError(f"--set {dotted}: {raw!r} is not a number") from None
+        layer.setdefault(section, {})[key] = value
+    return layer
+
+
+def config_sections(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The config sections of a parsed TOML document (a topology file may hold them too)."""
+    return {k: v for k, v in doc.items() if k in SECTIONS}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A config file's layer: its sections, checked later by ``layered``."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), [f"not valid TOML: {exc}"]) from None
