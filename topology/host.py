@@ -30,7 +30,8 @@ from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
 from topology import demo
-from topology.model import Topology, load
+from topology.model import Topology
+from topology.tomlio import load
 
 log = logging.getLogger("idsim.host")
 REPORT_EVERY = 1.0
