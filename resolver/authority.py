@@ -96,6 +96,10 @@ class Authority:
             return True
         return False
 
+    def held(self) -> tuple[int, int]:
+        """How many records and how many decisions are remembered now."""
+        return len(self._consulted), len(self._decisions)
+
     def clear(self) -> None:
         self._consulted.clear()
         self._decisions.clear()
