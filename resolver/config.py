@@ -25,7 +25,8 @@ MiB = 2**20
 
 @dataclass(frozen=True, slots=True)
 class CacheConfig:
-    """The recursive node's caches (``resolver.cache.TTLCache``) and TTL rules."""
+    """The recursive node's caches (``resolver.cache.TTLCache``) and TTL rules; the TTL the
+    top-level node gives delegations; the bound on a secondary node's memos."""
     answer_entries: int = 1_000_000       # 0 turns the answer cache off
     answer_bytes: int = 512 * MiB
     answer_stale: float = 60.0            # s an expired answer may serve while upstream fails
@@ -36,6 +37,9 @@ class CacheConfig:
     negative_ttl: float = 5.0             # how long "not found" is remembered
     min_ttl: int = 0                      # clamp of a record's smallest value TTL
     max_ttl: int = 86400
+    site_ttl: int = 3600                  # TTL of the HS_SITE values the top-level node writes
+    memo_entries: int = 100_000           # each memo of a secondary node (records and decisions
+                                          # consulted to decide who may write; homed prefixes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,63 +1,29 @@
-"""A node that homes prefixes and serves their records from a store: the secondary node.
+"""The secondary node: it homes prefixes and serves and writes their records in a store.
 
-Authority follows Handle.Net: the record ``0.NA/<prefix>`` names the prefix's admins in
-HS_ADMIN values; an admin entry ``i:h`` is either an identity (HS_SECKEY at index i of h) or a
-group (HS_VLIST at index i of h listing identities). Whoever administers a prefix, or any
-prefix above it, may write every handle under it and create prefixes below it. A handle's
-own HS_ADMIN values grant write access to that handle too.
+Invariants: a record is read and written only for a prefix this node homes (``check_homed``,
+301 otherwise); every write goes through ``_store`` (durable when it returns), which keeps the
+authority memos true; a write holds the locks of every key it reads and writes (``KeyLocks``),
+so concurrent writes of one handle are serialised. Who may write is decided by
+``resolver.authority`` reading this node's records; the batch limit and memo bounds come from
+``node.config``.
 """
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
 from resolver import auth, errors, identifiers, records
+from resolver.authority import Authority, prefix_above, prefix_record
+from resolver.clock import SYSTEM, Clock
+from resolver.config import Config
 from resolver.identifiers import Handle
+from resolver.locks import KeyLocks
 from resolver.records import Value
+from resolver.roles import Role
 from resolver.store import RecordStore
 
-MAX_BATCH_REGISTER = 10_000
-MAX_BATCH_RESOLVE = 1_000
-ADMIN_GROUP_INDEX = 200
-
-
-class KeyLocks:
-    """All-or-nothing locks on sets of keys: a write holds every key it reads and writes.
-
-    ``async with locks.hold(keys):`` (a plain context object: on the register path an
-    ``@asynccontextmanager`` generator cost more than the uncontended lock itself)."""
-
-    def __init__(self) -> None:
-        self._busy: dict[bytes, list[asyncio.Future]] = {}
-
-    def hold(self, keys: Iterable[bytes]) -> "_Held":
-        return _Held(self._busy, set(keys))
-
-
-class _Held:
-    __slots__ = ("busy", "keys")
-
-    def __init__(self, busy: dict[bytes, list[asyncio.Future]], keys: set[bytes]) -> None:
-        self.busy = busy
-        self.keys = keys
-
-    async def __aenter__(self) -> None:
-        busy = self.busy
-        while (taken := next((k for k in self.keys if k in busy), None)) is not None:
-            fut = asyncio.get_running_loop().create_future()
-            busy[taken].append(fut)
-            await fut
-        for k in self.keys:
-            busy[k] = []
-
-    async def __aexit__(self, *exc) -> None:
-        for k in self.keys:
-            for fut in self.busy.pop(k):
-                if not fut.done():
-                    fut.set_result(None)
+SCAN_CHUNK = 10_000  # rows per store scan when paging: how the work is cut, not a tunable
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,22 +34,23 @@ class Credentials:
 
 
 class SecondaryNode:
-    role = "secondary"
+    role = Role.SECONDARY
 
-    def __init__(self, name: str, store: RecordStore, homed: Iterable[str], *,
-                 case_sensitive: bool = False, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, name: str, store: RecordStore, homed: Iterable[str],
+                 config: Config | None = None, *, case_sensitive: bool = False,
+                 clock: Clock = SYSTEM) -> None:
         self.name = name
         self.store = store
+        self.config = config or Config()
         self.homed = [identifiers.check_prefix(p) for p in homed]
         self._homes: dict[str, bool] = {}  # prefix → homed here (resolve path: no re-check)
         self.case_sensitive = case_sensitive
         # called with each prefix allocated here, before it is stored (see topology.host)
         self.announce: Callable[[str], Awaitable] | None = None
-        self._consulted: dict[bytes, list[Value] | None] = {}  # see _consult
-        self._decisions: dict[tuple, bool] = {}
+        self.authority = Authority(self.values_of, case_sensitive=case_sensitive,
+                                   max_entries=self.config.cache.memo_entries)
         self.clock = clock
         self.locks = KeyLocks()
-        self.verifier = auth.Verifier()
         self.stats: Counter[str] = Counter()
 
     # ---------------------------------------------------------------- naming
@@ -96,14 +63,13 @@ class SecondaryNode:
     def homes(self, prefix: str) -> bool:
         known = self._homes.get(prefix)
         if known is None:
-            if len(self._homes) > 100_000:
+            if len(self._homes) >= self.config.cache.memo_entries:
                 self._homes.clear()
             known = self._homes[prefix] = any(identifiers.is_under(prefix, p) for p in self.homed)
         return known
 
     def check_homed(self, handle: Handle) -> None:
-        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
-        if not self.homes(prefix):
+        if not self.homes(prefix_above(handle)):
             raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
                                      handle=handle.text)
 
@@ -129,37 +95,15 @@ class SecondaryNode:
         data = self.store.get(self.key(text))
         return None if data is None else records.decode(data)[1]
 
-    def _consult(self, text: str) -> list[Value] | None:
-        """A record read to decide who may do what (0.NA/ records, identities, admin groups).
-
-        Kept decoded, and so are the decisions drawn from them: every write goes through
-        ``_store``, which forgets both when it touches a record that was consulted.
-        """
-        key = self.key(text)
-        if key in self._consulted:
-            return self._consulted[key]
-        if len(self._consulted) > 100_000:
-            self._forget()
-        data = self.store.get(key)
-        values = self._consulted[key] = None if data is None else records.decode(data)[1]
-        return values
-
-    def _forget(self) -> None:
-        self._consulted.clear()
-        self._decisions.clear()
-
     async def _store(self, puts: list[tuple[bytes, bytes]], delete: bytes | None = None) -> None:
-        """The one way this node writes its store: durable on return, caches kept true."""
+        """The one way this node writes its store: durable on return, authority memos kept true."""
         keys = [k for k, _ in puts] + ([delete] if delete is not None else [])
-        consulted = self._consulted
-        if any(k in consulted for k in keys):
-            self._forget()
+        self.authority.forget(keys)
         if puts:
             await self.store.put_many(puts)
         if delete is not None:
             await self.store.delete(delete)
-        if any(k in consulted for k in keys):  # read again while the commit ran
-            self._forget()
+        self.authority.forget(keys)  # read again while the commit ran
 
     def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         """One page of the handles registered under ``prefix``, in key order."""
@@ -168,7 +112,8 @@ class SecondaryNode:
         rows, after = [], None
         skip = page * page_size
         while len(rows) < skip + page_size:
-            chunk = self.store.scan(group + b"/", after=after, limit=min(10_000, skip + page_size))
+            chunk = self.store.scan(group + b"/", after=after,
+                                    limit=min(SCAN_CHUNK, skip + page_size))
             if not chunk:
                 break
             rows.extend(chunk)
@@ -176,67 +121,15 @@ class SecondaryNode:
         return total, [records.decode_rows(v)[0] for _, v in rows[skip:skip + page_size]]
 
     # ---------------------------------------------------------------- authority
+    # The rules are resolver.authority's (self.authority); the HTTP layer asks through these.
     def authenticate(self, identity: auth.Identity, secret: str) -> auth.Identity:
-        decided = ("login", identity, secret)
-        ok = self._decisions.get(decided)
-        if ok is None:
-            ok = self._decisions[decided] = any(
-                v.index == identity.index and v.type == "HS_SECKEY" and isinstance(v.value, str)
-                and self.verifier.verify(secret, v.value)
-                for v in self._consult(identity.handle) or ())
-        if not ok:
-            raise errors.HandleError(errors.AUTHENTICATION_FAILED,
-                                     f"Identity not verified: {identity}")
-        return identity
-
-    def _names(self, identity: auth.Identity, entries: Iterable[tuple[int, str]]) -> bool:
-        for index, handle in entries:
-            if identity.matches(index, handle):
-                return True
-            for v in self._consult(handle) or ():  # a group: HS_VLIST of identities
-                if v.index == index and v.type == "HS_VLIST" and isinstance(v.value, list):
-                    if any(identity.matches(m["index"], m["handle"]) for m in v.value
-                           if isinstance(m, dict) and isinstance(m.get("index"), int)
-                           and isinstance(m.get("handle"), str)):
-                        return True
-        return False
+        return self.authority.authenticate(identity, secret)
 
     def administers(self, identity: auth.Identity, prefix: str) -> bool:
-        """True when the identity is an admin of ``prefix`` or of a prefix above it."""
-        decided = ("admin", identity, self.key(prefix))
-        known = self._decisions.get(decided)
-        if known is not None:
-            return known
-        segs = prefix.split(".")
-        known = any(self._names(identity, records.admins(values))
-                    for n in range(len(segs), 0, -1)
-                    if (values := self._consult(f"{identifiers.NA_PREFIX}/{'.'.join(segs[:n])}")))
-        self._decisions[decided] = known
-        return known
+        return self.authority.administers(identity, prefix)
 
     def may_read_hidden(self, identity: auth.Identity, handle: Handle, rows: list[list]) -> bool:
-        """Admin-read values (HS_SECKEY…) are shown to the record's admins only."""
-        prefix = handle.suffix if handle.is_prefix_handle else handle.prefix
-        if self.administers(identity, prefix):
-            return True
-        return self._names(identity, [(r[3]["index"], r[3]["handle"]) for r in rows
-                                      if r[1] == "HS_ADMIN" and isinstance(r[3], dict)])
-
-    def check_may_write(self, identity: auth.Identity | None, handle: Handle,
-                        current: list[Value] | None) -> None:
-        if identity is None:
-            raise errors.HandleError(errors.AUTHENTICATION_NEEDED, "Authentication needed",
-                                     handle=handle.text)
-        if handle.is_prefix_handle:
-            parent = handle.suffix.rpartition(".")[0]
-            allowed = self.administers(identity, handle.suffix if current else parent) if parent \
-                else False
-        else:
-            allowed = self.administers(identity, handle.prefix) or bool(
-                current and self._names(identity, records.admins(current)))
-        if not allowed:
-            raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
-                                     f"{identity} may not change {handle.text}", handle=handle.text)
+        return self.authority.may_read_hidden(identity, handle, rows)
 
     # ---------------------------------------------------------------- writes
     def _prepare(self, handle: Handle, values: list[Value], identity: auth.Identity) -> list[Value]:
@@ -267,7 +160,7 @@ class SecondaryNode:
         async with self.locks.hold([handle.key]):
             data = self.store.get(handle.key)
             text, current = records.decode(data) if data is not None else (handle.text, None)
-            self.check_may_write(identity, handle, current)
+            self.authority.check_may_write(identity, handle, current)
             if indexes:
                 if current is None:
                     raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
@@ -296,7 +189,7 @@ class SecondaryNode:
                 raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
                                          handle=handle.text)
             text, current = records.decode(data)
-            self.check_may_write(identity, handle, current)
+            self.authority.check_may_write(identity, handle, current)
             if indexes:
                 kept = [v for v in current if v.index not in indexes]
                 if len(kept) == len(current):
@@ -314,9 +207,10 @@ class SecondaryNode:
         ``items`` are (handle text, values JSON). Items that fail (invalid, exists, not
         permitted) are answered with their own responseCode; the rest are written.
         """
-        if len(items) > MAX_BATCH_REGISTER:
+        limit = self.config.batch.max_register
+        if len(items) > limit:
             raise errors.HandleError(errors.INVALID_VALUE,
-                                     f"a batch registers at most {MAX_BATCH_REGISTER} identifiers; "
+                                     f"a batch registers at most {limit} identifiers; "
                                      f"got {len(items)}", status=413)
         now = int(self.clock())
         results: list[dict] = []
@@ -341,7 +235,7 @@ class SecondaryNode:
                         raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
                                                  "Handle already exists", handle=handle.text)
                     current = records.decode(data)[1] if data is not None else None
-                    self.check_may_write(identity, handle, current)  # decisions are cached
+                    self.authority.check_may_write(identity, handle, current)  # memoised
                     values = self._prepare(handle, values, identity)
                     writes.append((key, records.encode(handle.text, values)))
                 except errors.HandleError as exc:
@@ -361,7 +255,7 @@ class SecondaryNode:
         identifiers.check_prefix(prefix)
         handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
         self.check_homed(handle)
-        self.check_may_write(identity, handle, None)
+        self.authority.check_may_write(identity, handle, None)
         if self.store.get(handle.key) is not None:
             raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "prefix already exists",
                                      handle=handle.text)
@@ -405,15 +299,3 @@ class SecondaryNode:
     async def close(self) -> None:
         await self.store.close()
 
-
-def prefix_record(na_handle: str, secret: str, *, now: int, token: bool = False) -> list[Value]:
-    """The values of ``0.NA/<prefix>``: HS_ADMIN → group 200, HS_VLIST 200 → [300:self],
-    HS_SECKEY 300 holding the owner's secret, hashed."""
-    return [
-        records.admin_value(na_handle, ADMIN_GROUP_INDEX, timestamp=now),
-        Value(ADMIN_GROUP_INDEX, "HS_VLIST", [{"index": auth.SECRET_INDEX, "handle": na_handle}],
-              "vlist", timestamp=now),
-        Value(auth.SECRET_INDEX, "HS_SECKEY", auth.hash_secret(secret, token=token), "string",
-              timestamp=now,
-              perms=records.SECRET_PERMS),
-    ]

@@ -4,6 +4,11 @@ It holds ``0.NA/<prefix>`` records, as Handle's Global Handle Registry does: an 
 says which node serves the prefix (its HTTP and msgpack-RPC interfaces), HS_ADMIN who may
 change it. Secondary nodes register their enterprise prefixes here, authenticated as the
 owner of their own node prefix (``300:0.NA/88.118``), and report counts.
+
+Invariants: it stores and serves only ``0.NA/<prefix>`` records (any other handle is 301);
+a prefix is served by the longest registered prefix above it that has an HS_SITE value; the
+HS_SITE values it writes carry ``config.cache.site_ttl``. Writes follow the secondary node's
+rules (``resolver.authority``), through the same ``_store``.
 """
 from __future__ import annotations
 
@@ -11,17 +16,22 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from resolver import auth, errors, identifiers, records
+from resolver.authority import ADMIN_GROUP_INDEX, prefix_record
+from resolver.clock import SYSTEM, Clock
+from resolver.config import Config
 from resolver.identifiers import Handle
-from resolver.nodes import ADMIN_GROUP_INDEX, SecondaryNode, prefix_record
+from resolver.nodes import SCAN_CHUNK, SecondaryNode
 from resolver.records import Value
 from resolver.resolution import Site
+from resolver.roles import Role
 
+# Protocol data, not tunables: where HS_SITE sits in a 0.NA/<prefix> record and the name of
+# the msgpack-RPC interface in it are what every node reads back (parse_site).
 SITE_INDEX = 1
-DELEGATION_TTL = 3600
 RPC_PROTOCOL = "MSGPACK-RPC"
 
 
-def site_value(site: Site, *, ttl: int = DELEGATION_TTL, now: int = 0) -> Value:
+def site_value(site: Site, *, ttl: int, now: int = 0) -> Value:
     """An HS_SITE value in Handle.Net's JSON shape, with an HTTP and a msgpack-RPC interface."""
     http = urlsplit(site.http_url)
     host, _, rpc_port = site.rpc_addr.rpartition(":")
@@ -47,12 +57,12 @@ def parse_site(prefix: str, value: Any) -> Site:
 
 
 class TopNode(SecondaryNode):
-    role = "top"
+    role = Role.TOP
 
-    def __init__(self, name: str, store, national: str = "88", *, nodes_info=None, clock=None,
-                 case_sensitive: bool = False) -> None:
-        kw = {"clock": clock} if clock else {}
-        super().__init__(name, store, [national], case_sensitive=case_sensitive, **kw)
+    def __init__(self, name: str, store, national: str = "88", config: Config | None = None, *,
+                 nodes_info=None, clock: Clock = SYSTEM, case_sensitive: bool = False) -> None:
+        super().__init__(name, store, [national], config, case_sensitive=case_sensitive,
+                         clock=clock)
         self.nodes_info: dict[str, dict] = dict(nodes_info or {})  # code → name, industry, city
         self.reports: dict[str, tuple[dict, float]] = {}
 
@@ -89,7 +99,7 @@ class TopNode(SecondaryNode):
         else:  # the node moved (another --port): a new HS_SITE, the same login
             values = [v for v in current if v.type != "HS_SITE"]
         if values is not None:
-            values = values + [site_value(site, now=now)]
+            values = values + [site_value(site, ttl=self.config.cache.site_ttl, now=now)]
             await self._store([(handle.key, records.encode(handle.text, values))])
         self.nodes_info[code] = dict(info or {}, http_url=site.http_url, rpc_addr=site.rpc_addr)
 
@@ -109,7 +119,8 @@ class TopNode(SecondaryNode):
             handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
             values = [records.admin_value(f"0.NA/{identity.handle.partition('/')[2]}",
                                           ADMIN_GROUP_INDEX, timestamp=now),
-                      site_value(Site(prefix, where.http_url, where.rpc_addr), now=now)]
+                      site_value(Site(prefix, where.http_url, where.rpc_addr),
+                                 ttl=self.config.cache.site_ttl, now=now)]
             new += await self.put(handle, values, identity=identity, overwrite=True)
         return new
 
@@ -119,7 +130,7 @@ class TopNode(SecondaryNode):
         codes = {c.upper() for c in self.nodes_info}
         n = 0
         after = None
-        while chunk := self.store.scan(na, after=after, limit=10_000):
+        while chunk := self.store.scan(na, after=after, limit=SCAN_CHUNK):
             for key, _ in chunk:
                 prefix = key[len(na):].decode()
                 if prefix.upper() not in codes and any(identifiers.is_under(prefix, c)
@@ -153,7 +164,7 @@ class TopNode(SecondaryNode):
                          "registrations": stats.get("registrations", 0),
                          "reportedAgo": None if at is None else round(self.clock() - at, 1)})
         recursive = {code: s for code, (s, _) in self.reports.items()
-                     if s.get("role") == "recursive"}
+                     if s.get("role") == Role.RECURSIVE}
         return {
             "responseCode": errors.SUCCESS,
             "totals": {

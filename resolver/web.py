@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from resolver import auth, errors, records
-from resolver.nodes import MAX_BATCH_RESOLVE
+from resolver.config import Config
 
 log = logging.getLogger("idsim.web")
 
@@ -294,9 +294,10 @@ async def batch_resolve(node, request: web.BaseRequest) -> web.Response:
     items = doc.get("handles") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"handles": [...]}')
-    if len(items) > MAX_BATCH_RESOLVE:
+    config = getattr(node, "config", None) or Config()  # until RecursiveNode has .config
+    if len(items) > (limit := config.batch.max_resolve):
         raise errors.HandleError(errors.INVALID_VALUE, f"a batch resolves at most "
-                                 f"{MAX_BATCH_RESOLVE} identifiers; got {len(items)}", status=413)
+                                 f"{limit} identifiers; got {len(items)}", status=413)
     results = []
     for text in items:
         try:
