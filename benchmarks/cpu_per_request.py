@@ -13,7 +13,6 @@ medians are printed with the ratio to the reference.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import procs, wrk  # noqa: E402
+from resolver.auth import basic_header  # noqa: E402
 
 REFERENCE_SERVER = """
 import asyncio, sys, uvloop
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.wait_port(ref_port, proc=ref)
         procs.wait_port(node_port, timeout=60, proc=node)
         login = json.loads((tmp / "node" / "logins.json").read_text())["enterprises"][0]
-        auth = base64.b64encode(f"300%3A0.NA%2F88.118.8:{login['secret']}".encode()).decode()
+        auth = basic_header(login["username"], login["secret"]).removeprefix("Basic ")
         ref_url, node_url = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{node_port}"
         runs = {  # name → (pid, url, wrk script, env)
             "reference GET": (ref.pid, ref_url + "/api/handles/88.118.8/SN000000042", None, {}),

@@ -1,6 +1,6 @@
 -- wrk script: durable single registrations. Each request PUTs a new handle
 --   <IDSIM_PREFIX>/BENCH-<IDSIM_TAG>-<thread>-<n>?overwrite=false
--- with Basic auth (IDSIM_AUTH: base64 of "300%3A0.NA%2F<prefix>:<secret>") and expects 201.
+-- with Basic auth (IDSIM_AUTH: base64 of "300%3A0.NA/<prefix>:<secret>") and expects 201.
 -- done() prints "IDSIM created=N other=M first_other=STATUS" for the caller to check.
 local prefix = os.getenv("IDSIM_PREFIX") or "88.118.8"
 local token = os.getenv("IDSIM_AUTH") or ""

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import itertools
 import json
 import os
@@ -31,7 +30,6 @@ import shutil
 import sys
 import tempfile
 import time
-import urllib.parse
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +46,7 @@ elif str(ROOT) not in sys.path:
 from benchmarks import nginx, procs, report, stores, tools, wrk  # noqa: E402
 from benchmarks.network import Network, free_preset  # noqa: E402
 from benchmarks.procs import log  # noqa: E402
+from resolver import auth  # noqa: E402
 
 RESOLVE_LUA = str(HERE / "resolve.lua")
 REGISTER_LUA = str(HERE / "register.lua")
@@ -95,8 +94,8 @@ def wrk_plain(url: str, seconds: float) -> dict:
 
 
 def basic_token(login: dict) -> str:
-    user = urllib.parse.quote(login["username"], safe="")  # 300%3A0.NA%2F88.118.8
-    return base64.b64encode(f"{user}:{login['secret']}".encode()).decode()
+    """The base64 token of ``auth.basic_header`` (wrk's register.lua prepends "Basic ")."""
+    return auth.basic_header(login["username"], login["secret"]).removeprefix("Basic ")
 
 
 def wrk_register(url: str, login: dict, seconds: float, threads: int = 2,

@@ -1,6 +1,8 @@
 """Credentials the Handle way: an identity is ``index:handle`` and its secret is the HS_SECKEY
 value at that index of that handle (``300:0.NA/88.118.8`` for an enterprise prefix's owner).
 
+``basic_header`` builds the header a client sends; ``parse_basic`` reads it back.
+
 Secrets are stored hashed, never in clear, and checked in constant time. Secrets a person
 chooses get scrypt, deliberately slow (~50 ms); secrets this program generates (``new_secret``:
 144 random bits) get salted SHA-256, as API tokens are stored: guessing them is hopeless
@@ -18,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from resolver import errors
 
@@ -102,6 +104,16 @@ def parse_identity(user: str) -> Identity:
             errors.AUTHENTICATION_FAILED,
             f"user must be index:handle, like 300:0.NA/88.118.8; got {user[:100]!r}")
     return Identity(int(index), handle)
+
+
+def basic_header(user: str, secret: str) -> str:
+    """The ``Authorization`` value pyhandle sends: ``Basic base64(quote(user) + ':' + secret)``.
+
+    ``quote`` with its default ``safe='/'``: ``300:0.NA/88.118.8`` goes as
+    ``300%3A0.NA/88.118.8``. ``parse_basic`` reads it back (and the fully quoted form too).
+    """
+    raw = quote(user) + ":" + secret
+    return "Basic " + base64.b64encode(raw.encode("utf-8")).decode("ascii")
 
 
 def parse_basic(header: str | None) -> tuple[Identity, str] | None:

@@ -61,6 +61,9 @@ class HttpConfig:
     max_field: int = 8190
     max_headers: int = 64
     forward_timeout: float = 30.0         # s for a write a recursive node passes on
+    page_size: int = 100                  # GET /api/handles?prefix=: handles per page if not given
+    max_page_size: int = 10_000           # larger ?pageSize= values are cut to this
+    max_page: int = 1_000_000             # larger ?page= values are cut to this
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,16 @@
-"""Serving nodes: limits on what a request may be, a runner per node, uvloop for every loop."""
+"""Serving nodes: a runner per node with the request limits of ``HttpConfig``, uvloop for loops.
+
+What one request may be (request line, header sizes and count) and how long an idle
+connection stays open come from ``HttpConfig`` alone; oversized heads get 400/431 from
+aiohttp's parser, oversized bodies 413 from ``resolver.http_input``. No defaults here.
+"""
 from __future__ import annotations
 
 import asyncio
 
 from aiohttp import web
 
-# What one request may be. Oversized heads get 400/431 from aiohttp's parser, bodies 413.
-MAX_LINE = 8190        # request line and each header line
-MAX_FIELD = 8190
-MAX_HEADERS = 64
-KEEPALIVE = 75.0
+from resolver.config import HttpConfig
 
 
 def install_uvloop() -> None:
@@ -21,11 +22,17 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def serve(handler, host: str, port: int, *, reuse_port: bool = False) -> web.ServerRunner:
+def server_limits(config: HttpConfig) -> dict:
+    """``web.Server`` keyword arguments for the limits in ``config`` (test servers use them too)."""
+    return {"keepalive_timeout": config.keepalive, "max_line_size": config.max_line,
+            "max_field_size": config.max_field, "max_headers": config.max_headers}
+
+
+async def serve(handler, host: str, port: int, config: HttpConfig | None = None, *,
+                reuse_port: bool = False) -> web.ServerRunner:
     """Serve a low-level aiohttp request handler (``web.NodeAPI``) on host:port."""
     srv = web.Server(handler, handler_cancellation=True, access_log=None,
-                     keepalive_timeout=KEEPALIVE, max_line_size=MAX_LINE,
-                     max_field_size=MAX_FIELD, max_headers=MAX_HEADERS)
+                     **server_limits(config or HttpConfig()))
     runner = web.ServerRunner(srv)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)

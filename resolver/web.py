@@ -1,34 +1,37 @@
-"""The Handle REST API over aiohttp: ``NodeAPI(node)``, a low-level request handler; no globals.
+"""The Handle REST API over aiohttp: ``NodeAPI(node, config)``, a low-level request handler
+with its router, and one handler per endpoint; no globals.
 
 Shapes, statuses and codes follow Handle.Net 9.3.1 as recorded in ``shared/reference``.
 Every answer that is not a success is Handle-shaped JSON (responseCode, message, handle);
 nothing a client sends can produce a 500. ``Accept: application/msgpack`` gets the same
-documents as msgpack.
+documents as msgpack. Reading the request (path, query, credentials, body) is
+``resolver.http_input``; every limit comes from the ``Config`` given to ``NodeAPI``.
+The warm GET of a recursive node (``NodeAPI.__call__`` -> ``get_handle`` -> ``node.cached``
+-> ``record_json``) is the hot path: keep it free of extra calls and lookups.
 """
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import re
+from functools import partial
 from urllib.parse import unquote
 
 import msgpack
 import orjson
 from aiohttp import web
 
-from resolver import auth, errors, records
-from resolver.config import Config
+from resolver import errors, records
+from resolver.config import Config, HttpConfig
+from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_param,
+                                 int_params, json_body, read_body)
+from resolver.roles import Role
 
 log = logging.getLogger("idsim.web")
 
 JSON = "application/json;charset=utf-8"
 JSON_HEADERS = {"Content-Type": JSON}
-MSGPACK = "application/msgpack"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-MAX_BODY = 16 * 2**20  # a batch of 10,000 registrations fits with room to spare
-BODY_TIMEOUT = 30.0    # seconds to receive a whole request body
-HANDLES = "/api/handles/"
 
 
 # ------------------------------------------------------------------ answers
@@ -49,106 +52,6 @@ def error_answer(request: web.BaseRequest, exc: errors.HandleError) -> web.Respo
     if exc.status == 401:
         resp.headers["WWW-Authenticate"] = 'Basic realm="handle"'
     return resp
-
-
-# ------------------------------------------------------------------ request parts
-
-def handle_text(request: web.BaseRequest) -> str:
-    """The handle from the raw path, percent-decoded once (``%2F`` counts as ``/``)."""
-    raw = request.raw_path.split("?", 1)[0][len(HANDLES):]
-    if "%" in raw:
-        try:
-            raw = unquote(raw, errors="strict")
-        except UnicodeDecodeError:
-            raise errors.HandleError(errors.INVALID_HANDLE, "handle is not valid UTF-8") from None
-        if _BAD_PERCENT(raw):
-            raise errors.HandleError(errors.INVALID_HANDLE, "bad percent-encoding in handle")
-    if not raw:
-        raise errors.HandleError(errors.INVALID_HANDLE, "Empty handle invalid")
-    return raw
-
-
-def _BAD_PERCENT(text: str) -> bool:
-    i = text.find("%")
-    while i != -1:
-        part = text[i + 1:i + 3]
-        if len(part) < 2 or any(c not in "0123456789abcdefABCDEF" for c in part):
-            return True
-        i = text.find("%", i + 1)
-    return False
-
-
-def int_params(request: web.BaseRequest, name: str) -> set[int]:
-    out = set()
-    for raw in request.query.getall(name, ()):
-        try:
-            out.add(int(raw))
-        except ValueError:
-            raise errors.HandleError(errors.PROTOCOL_ERROR,
-                                     f"{name} must be an integer; got {raw[:40]!r}") from None
-    return out
-
-
-def flag(request: web.BaseRequest, name: str, default: bool) -> bool:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if raw.lower() in ("", "true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    raise errors.HandleError(errors.PROTOCOL_ERROR, f"{name} must be true or false; got {raw[:40]!r}")
-
-
-def identity_of(node, request: web.BaseRequest) -> auth.Identity | None:
-    """The verified caller, None when anonymous; HandleError 401 for bad credentials."""
-    creds = auth.parse_basic(request.headers.get("Authorization"))
-    if creds is None:
-        return None
-    return node.authenticate(*creds)
-
-
-async def json_body(request: web.BaseRequest):
-    ctype = request.content_type
-    if not request.body_exists:
-        raise errors.HandleError(errors.PROTOCOL_ERROR, "request body is empty")
-    body = await read_body(request)
-    if ctype == MSGPACK:
-        try:
-            return msgpack.unpackb(body, raw=False)
-        except Exception:
-            raise errors.HandleError(errors.PROTOCOL_ERROR, "body is not valid msgpack") from None
-    if ctype not in ("application/json", "text/json", "application/octet-stream", ""):
-        raise errors.HandleError(errors.PROTOCOL_ERROR, f"Unsupported media type {ctype}")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise errors.HandleError(errors.PROTOCOL_ERROR, f"body is not valid JSON: {exc}") from None
-
-
-async def read_body(request: web.BaseRequest) -> bytes:
-    """The whole body, at most MAX_BODY bytes, within BODY_TIMEOUT seconds."""
-    too_big = errors.HandleError(errors.PROTOCOL_ERROR,
-                                 f"request body larger than {MAX_BODY} bytes", status=413)
-    length = request.content_length
-    if length is not None and length > MAX_BODY:
-        raise too_big
-    try:
-        async with asyncio.timeout(BODY_TIMEOUT):  # a body that trickles in holds no handler
-            if length is not None:  # one read of a known size: no wait for a separate end
-                body = await request.content.readexactly(length)
-            else:  # chunked: read up to the limit
-                body = bytearray()
-                while chunk := await request.content.read(2**16):
-                    body += chunk
-                    if len(body) > MAX_BODY:
-                        raise too_big
-    except asyncio.IncompleteReadError:
-        raise errors.HandleError(errors.PROTOCOL_ERROR, "request body ended early") from None
-    except TimeoutError:
-        raise errors.HandleError(errors.PROTOCOL_ERROR, f"request body not received within "
-                                 f"{BODY_TIMEOUT:g} s", status=408) from None
-    return bytes(body)
 
 
 # ------------------------------------------------------------------ handlers
@@ -193,12 +96,12 @@ async def get_handle(node, request: web.BaseRequest) -> web.Response:
     return answer(request, {"responseCode": errors.SUCCESS, "handle": text, "values": values})
 
 
-async def put_handle(node, request: web.BaseRequest) -> web.Response:
+async def put_handle(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
     handle = node.parse(handle_text(request))
     identity = identity_of(node, request)
     overwrite = flag(request, "overwrite", True)
     indexes = int_params(request, "index")
-    doc = await json_body(request)
+    doc = await json_body(request, http)
     try:
         values = records.values_from_json(doc, now=int(node.clock()))
     except errors.HandleError as exc:
@@ -216,7 +119,7 @@ async def delete_handle(node, request: web.BaseRequest) -> web.Response:
     return answer(request, {"responseCode": errors.SUCCESS, "handle": handle.text})
 
 
-async def list_handles(node, request: web.BaseRequest) -> web.Response:
+async def list_handles(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
     prefix = request.query.get("prefix", "")
     if not prefix:
         raise errors.HandleError(errors.PROTOCOL_ERROR, "prefix is required: ?prefix=88.118.8")
@@ -230,17 +133,12 @@ async def list_handles(node, request: web.BaseRequest) -> web.Response:
     if not node.administers(identity, prefix):
         raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
                                  f"{identity} may not list {prefix}", handle=prefix)
-    page = max(0, min(_int_query(request, "page", 0), 10**6))
-    size = max(1, min(_int_query(request, "pageSize", 100), 10_000))
+    page = max(0, min(int_param(request, "page", 0), http.max_page))
+    size = max(1, min(int_param(request, "pageSize", http.page_size), http.max_page_size))
     total, handles = node.list_handles(prefix, page, size)
     return answer(request, {"responseCode": errors.SUCCESS, "prefix": prefix,
                             "totalCount": str(total), "page": page, "pageSize": size,
                             "handles": handles})
-
-
-def _int_query(request: web.BaseRequest, name: str, default: int) -> int:
-    values = int_params(request, name)
-    return next(iter(values)) if values else default
 
 
 async def list_prefixes(node, request: web.BaseRequest) -> web.Response:
@@ -252,14 +150,14 @@ async def list_prefixes(node, request: web.BaseRequest) -> web.Response:
     return answer(request, {"responseCode": errors.SUCCESS, "prefixes": sorted(prefixes)})
 
 
-async def create_prefix(node, request: web.BaseRequest) -> web.Response:
+async def create_prefix(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
     """Admin API: allocate an enterprise prefix and its owner login.
 
     Body ``{"prefix": "88.118.9", "secret": optional}``; the caller must administer a
     prefix above it (the node admin, ``300:0.NA/88.118``). The secret is shown once.
     """
     identity = identity_of(node, request)
-    doc = await json_body(request)
+    doc = await json_body(request, http)
     if not isinstance(doc, dict) or not isinstance(doc.get("prefix"), str):
         raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"prefix": "88.118.9"}')
     secret = doc.get("secret")
@@ -271,10 +169,10 @@ async def create_prefix(node, request: web.BaseRequest) -> web.Response:
                             "secret": creds.secret}, 201)
 
 
-async def batch_register(node, request: web.BaseRequest) -> web.Response:
+async def batch_register(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
     """``{"overwrite": false, "handles": [{"handle": h, "values": [...]}, ...]}``."""
     identity = identity_of(node, request)
-    doc = await json_body(request)
+    doc = await json_body(request, http)
     items = doc.get("handles") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise errors.HandleError(errors.INVALID_VALUE,
@@ -288,9 +186,9 @@ async def batch_register(node, request: web.BaseRequest) -> web.Response:
                             "failed": len(results) - ok, "results": results})
 
 
-async def batch_resolve(node, request: web.BaseRequest) -> web.Response:
+async def batch_resolve(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
     """``{"handles": [h, ...]}`` → one resolve answer per handle, in order."""
-    doc = await json_body(request)
+    doc = await json_body(request, http)
     items = doc.get("handles") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"handles": [...]}')
@@ -333,17 +231,17 @@ async def empty_handle(node, request: web.BaseRequest) -> web.Response:
 
 async def stats(node, request: web.BaseRequest) -> web.Response:
     """The top-level node's network totals and per-node rows; any other node's own counters."""
-    if node.role == "top":
+    if node.role == Role.TOP:
         return answer(request, node.statistics())
     return answer(request, {"responseCode": errors.SUCCESS, "node": node.name,
                             **node.report_stats()})
 
 
-async def forward_write(node, request: web.BaseRequest) -> web.Response:
+async def forward_write(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
     """PUT or DELETE of a handle at a recursive node: passed to the node that serves it."""
     text = handle_text(request)
     handle = node.parse(text)
-    body = await read_body(request) if request.body_exists else None
+    body = await read_body(request, http) if request.body_exists else None
     headers = {k: request.headers[k] for k in ("Authorization", "Content-Type", "Accept")
                if k in request.headers}
     status, payload, passed = await node.forward(request.method, handle, request.raw_path,
@@ -368,21 +266,26 @@ class NodeAPI:
     trivial handler. The hot path (GET /api/handles/…) is the first test below.
     """
 
-    def __init__(self, node) -> None:
+    def __init__(self, node, config: Config | None = None) -> None:
         self.node = node
-        writes = node.role != "recursive"
+        self.config = config = config or Config()
+        writes = node.role != Role.RECURSIVE
+
+        def limited(handler):  # handlers that read a body (or page a listing) get the limits
+            return partial(handler, http=config.http)
+
         self.exact = {  # path → {method: handler}
-            "/api/handles": {"GET": list_handles} if writes else {},
+            "/api/handles": {"GET": limited(list_handles)} if writes else {},
             "/api/handles/": {"GET": empty_handle},
-            "/api/batch/resolve": {"POST": batch_resolve},
-            "/api/batch/register": {"POST": batch_register if writes else write_elsewhere},
+            "/api/batch/resolve": {"POST": limited(batch_resolve)},
+            "/api/batch/register": {"POST": limited(batch_register) if writes else write_elsewhere},
             "/api/stats": {"GET": stats},
             "/api/prefixes": {"GET": list_prefixes} if writes else {},
-            "/api/admin/prefixes": {"POST": create_prefix} if writes else {},
+            "/api/admin/prefixes": {"POST": limited(create_prefix)} if writes else {},
         }
-        self.handle_methods = {"GET": get_handle, "HEAD": get_handle,
-                               "PUT": put_handle if writes else forward_write,
-                               "DELETE": delete_handle if writes else forward_write}
+        self.handle_methods = {"GET": get_handle, "HEAD": get_handle,  # the hot path: unbound
+                               "PUT": limited(put_handle if writes else forward_write),
+                               "DELETE": delete_handle if writes else limited(forward_write)}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:

@@ -1,14 +1,12 @@
 """Shared fixtures: a secondary node in memory, its Handle REST app under a test client, and
-Basic-auth headers built exactly as pyhandle builds them."""
+Basic-auth headers built exactly as pyhandle builds them (``auth.basic_header``)."""
 from __future__ import annotations
-
-import base64
-import urllib.parse
 
 import pytest
 from aiohttp.test_utils import RawTestServer, TestClient
 
 from resolver import auth, server
+from resolver.config import HttpConfig
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
 from resolver.web import NodeAPI
@@ -21,13 +19,7 @@ ENT9 = "300:0.NA/88.118.9"
 ENT9_SECRET = "ent-secret-9"
 
 
-def basic_token(user: str, secret: str) -> str:
-    """pyhandle's header value: ``Basic base64(quote(user) + ':' + secret)``.
-
-    ``urllib.parse.quote`` with its default ``safe='/'``: ':' becomes %3A, '/' stays.
-    """
-    raw = urllib.parse.quote(user) + ":" + secret
-    return "Basic " + base64.b64encode(raw.encode("utf-8")).decode("ascii")
+basic_token = auth.basic_header  # the name the tests import
 
 
 def auth_headers(user: str, secret: str, **extra: str) -> dict[str, str]:
@@ -65,8 +57,7 @@ async def client(node):
     """A test client for ``NodeAPI(node)``, served with the same limits as ``server.serve``."""
     srv = RawTestServer(NodeAPI(node), host="127.0.0.1")
     # RawTestServer drops constructor kwargs; the server's limits go to start_server.
-    await srv.start_server(max_line_size=server.MAX_LINE, max_field_size=server.MAX_FIELD,
-                           max_headers=server.MAX_HEADERS)
+    await srv.start_server(**server.server_limits(HttpConfig()))
     cli = TestClient(srv)
     await cli.start_server()
     yield cli

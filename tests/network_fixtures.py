@@ -6,15 +6,14 @@ Import what you need: ``from network_fixtures import net, Net, FakeClock, ...`` 
 """
 from __future__ import annotations
 
-import base64
 import random
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from resolver import auth
 from topology.cluster import make_logins
 from topology.host import Host, start_host
 from topology.model import Topology
@@ -48,10 +47,7 @@ def free_topology(preset: str = "mini", *, tries: int = 50, **kw) -> Topology:
     raise RuntimeError(f"no free port range for {preset} after {tries} tries")
 
 
-def basic_token(user: str, secret: str) -> str:
-    """pyhandle's Authorization value: ``Basic base64(quote(user) + ':' + secret)``."""
-    raw = urllib.parse.quote(user) + ":" + secret
-    return "Basic " + base64.b64encode(raw.encode()).decode()
+basic_token = auth.basic_header  # pyhandle's Authorization value; the name tests import
 
 
 @dataclass

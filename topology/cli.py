@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import os
 import signal
@@ -22,7 +21,6 @@ import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
-from urllib.parse import quote
 
 from resolver import auth, identifiers, server
 from resolver.nodes import SecondaryNode
@@ -101,8 +99,7 @@ def http(method: str, url: str, body: dict | None = None, user: str | None = Non
     if body is not None:
         req.add_header("Content-Type", "application/json")
     if user:
-        token = base64.b64encode(f"{quote(user, safe='')}:{secret}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
+        req.add_header("Authorization", auth.basic_header(user, secret))
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read() or b"{}")

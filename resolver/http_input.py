@@ -1,0 +1,132 @@
+"""Reading a Handle REST request: the handle in its path, query parameters, credentials, body.
+
+Each helper takes the raw aiohttp request and returns plain values, or raises
+``errors.HandleError`` in Handle's terms (responseCode 4 or 102, 401/403 for credentials,
+413 for a body over the limit, 408 for one that does not arrive in time): nothing a client
+sends makes these raise anything else. The body limits come from the caller's
+``HttpConfig``; there are no defaults here. No state, no writes.
+"""
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import unquote
+
+import msgpack
+import orjson
+from aiohttp import web
+
+from resolver import auth, errors
+from resolver.config import HttpConfig
+
+HANDLES = "/api/handles/"
+MSGPACK = "application/msgpack"
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def handle_text(request: web.BaseRequest) -> str:
+    """The handle from the raw path, percent-decoded once (``%2F`` counts as ``/``)."""
+    raw = request.raw_path.split("?", 1)[0][len(HANDLES):]
+    if "%" in raw:
+        try:
+            raw = unquote(raw, errors="strict")
+        except UnicodeDecodeError:
+            raise errors.HandleError(errors.INVALID_HANDLE, "handle is not valid UTF-8") from None
+        if _bad_percent(raw):
+            raise errors.HandleError(errors.INVALID_HANDLE, "bad percent-encoding in handle")
+    if not raw:
+        raise errors.HandleError(errors.INVALID_HANDLE, "Empty handle invalid")
+    return raw
+
+
+def _bad_percent(text: str) -> bool:
+    """True if a '%' that ``unquote`` left in place is not followed by two hex digits."""
+    i = text.find("%")
+    while i != -1:
+        part = text[i + 1:i + 3]
+        if len(part) < 2 or not _HEX.issuperset(part):
+            return True
+        i = text.find("%", i + 1)
+    return False
+
+
+def int_params(request: web.BaseRequest, name: str) -> set[int]:
+    """Every ``?name=`` value as an integer (``?index=1&index=2``); responseCode 4 if one is not."""
+    out = set()
+    for raw in request.query.getall(name, ()):
+        try:
+            out.add(int(raw))
+        except ValueError:
+            raise errors.HandleError(errors.PROTOCOL_ERROR,
+                                     f"{name} must be an integer; got {raw[:40]!r}") from None
+    return out
+
+
+def int_param(request: web.BaseRequest, name: str, default: int) -> int:
+    """One integer ``?name=`` value (any of them if repeated), or ``default`` when absent."""
+    values = int_params(request, name)
+    return next(iter(values)) if values else default
+
+
+def flag(request: web.BaseRequest, name: str, default: bool) -> bool:
+    """A boolean ``?name=``: bare, true/1/yes or false/0/no; responseCode 4 otherwise."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in ("", "true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise errors.HandleError(errors.PROTOCOL_ERROR, f"{name} must be true or false; got {raw[:40]!r}")
+
+
+def identity_of(node, request: web.BaseRequest) -> auth.Identity | None:
+    """The verified caller, None when anonymous; HandleError 401 for bad credentials."""
+    creds = auth.parse_basic(request.headers.get("Authorization"))
+    if creds is None:
+        return None
+    return node.authenticate(*creds)
+
+
+async def json_body(request: web.BaseRequest, limits: HttpConfig):
+    """The body decoded as JSON (or msgpack, by its Content-Type); responseCode 4 if it is not."""
+    ctype = request.content_type
+    if not request.body_exists:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, "request body is empty")
+    body = await read_body(request, limits)
+    if ctype == MSGPACK:
+        try:
+            return msgpack.unpackb(body, raw=False)
+        except Exception:
+            raise errors.HandleError(errors.PROTOCOL_ERROR, "body is not valid msgpack") from None
+    if ctype not in ("application/json", "text/json", "application/octet-stream", ""):
+        raise errors.HandleError(errors.PROTOCOL_ERROR, f"Unsupported media type {ctype}")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, f"body is not valid JSON: {exc}") from None
+
+
+async def read_body(request: web.BaseRequest, limits: HttpConfig) -> bytes:
+    """The whole body, at most ``limits.max_body`` bytes, within ``limits.body_timeout`` s."""
+    max_body, timeout = limits.max_body, limits.body_timeout
+    too_big = errors.HandleError(errors.PROTOCOL_ERROR,
+                                 f"request body larger than {max_body} bytes", status=413)
+    length = request.content_length
+    if length is not None and length > max_body:
+        raise too_big
+    try:
+        async with asyncio.timeout(timeout):  # a body that trickles in holds no handler
+            if length is not None:  # one read of a known size: no wait for a separate end
+                body = await request.content.readexactly(length)
+            else:  # chunked: read up to the limit
+                body = bytearray()
+                while chunk := await request.content.read(2**16):
+                    body += chunk
+                    if len(body) > max_body:
+                        raise too_big
+    except asyncio.IncompleteReadError:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, "request body ended early") from None
+    except TimeoutError:
+        raise errors.HandleError(errors.PROTOCOL_ERROR, f"request body not received within "
+                                 f"{timeout:g} s", status=408) from None
+    return bytes(body)
