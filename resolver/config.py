@@ -49,6 +49,7 @@ class RpcConfig:
     connect_timeout: float = 1.0
     retry_after: float = 0.5              # s a failed connect makes later calls fail at once
     max_message: int = 16 * MiB           # largest message either side accepts
+    close_timeout: float = 1.0            # s close() lets unsent bytes drain before aborting
 
 
 @dataclass(frozen=True, slots=True)

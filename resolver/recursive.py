@@ -17,6 +17,7 @@ from multidict import CIMultiDict
 
 from resolver import errors, identifiers, records
 from resolver.cache import TTLCache
+from resolver.config import RpcConfig
 from resolver.identifiers import Handle
 from resolver.resolution import Caches, Outcome, Policy, Site, drive, steps
 from resolver.rpc import RpcClient
@@ -42,7 +43,7 @@ class RecursiveNode:
                              TTLCache(max_entries=100_000, stale_window=3600))
         self.timeout = timeout
         self.top_rpc = top_rpc
-        self.top = RpcClient(*_split(top_rpc), timeout=timeout)
+        self.top = RpcClient(*_split(top_rpc), RpcConfig(timeout=timeout))
         self._peers: dict[str, RpcClient] = {}
         self._inflight: dict[bytes, asyncio.Future] = {}
         self._http: aiohttp.ClientSession | None = None  # for writes passed on (forward)
@@ -68,7 +69,7 @@ class RecursiveNode:
         peer = self._peers.get(site.rpc_addr)
         if peer is None:
             peer = self._peers[site.rpc_addr] = RpcClient(*_split(site.rpc_addr),
-                                                          timeout=self.timeout)
+                                                          RpcConfig(timeout=self.timeout))
         self.stats["upstream_calls"] += 1
         answer = records.Answer(await peer.call("resolve", handle))
         return answer, answer.ttls

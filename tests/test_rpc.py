@@ -1,4 +1,8 @@
-"""msgpack-rpc between nodes: wire format, pipelining, error mapping, failure handling."""
+"""msgpack-rpc between nodes: wire format, pipelining, error mapping, failure handling.
+
+Timeouts and the retry window run on ``resolver.clock.FakeClock``: a test moves time with
+``advance`` and orders events by awaiting a handler's ``started`` event, never by sleeping.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -9,24 +13,21 @@ import msgpack
 import pytest
 import uvloop
 
+from resolver import rpc_client
+from resolver.clock import FakeClock
+from resolver.config import RpcConfig
 from resolver.errors import HandleError, PeerUnavailable
 from resolver.rpc import RpcClient, RpcServer
 
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
+pytestmark = pytest.mark.timeout(30)  # a hang fails the test instead of blocking the suite
+CONFIG = RpcConfig()
 
 def echo(*args):
     return list(args)
 
 
 async def aecho(*args):
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # suspend once, so the answer takes the awaitable path
     return list(args)
 
 
@@ -38,8 +39,10 @@ def boom():
     raise ZeroDivisionError("boom")
 
 
-async def hang(event):
-    await event.wait()
+async def hang(started: asyncio.Event, release: asyncio.Event):
+    """A handler that answers only when ``release`` is set; ``started`` says it was called."""
+    started.set()
+    await release.wait()
 
 
 @pytest.fixture
@@ -52,22 +55,30 @@ async def server():
 
 
 @pytest.fixture
-async def client(server):
-    c = RpcClient("127.0.0.1", server.port, timeout=1.0)
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+async def client(server, clock):
+    c = RpcClient("127.0.0.1", server.port, clock=clock)
     yield c
     await c.close()
 
 
 async def raw_exchange(port: int, payload: bytes) -> bytes:
-    """Send raw bytes, return everything read until the server closes (or 0.5 s pass)."""
+    """Send raw bytes; everything read until the server closed the connection.
+
+    A close is the end of the stream (FIN) or a reset; a server that keeps the connection
+    open fails the test through the module's timeout.
+    """
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(payload)
     got = b""
     try:
-        async with asyncio.timeout(0.5):
-            while chunk := await reader.read(65536):
-                got += chunk
-    except (ConnectionResetError, TimeoutError):
+        while chunk := await reader.read(65536):
+            got += chunk
+    except ConnectionResetError:
         pass
     writer.close()
     return got
@@ -121,10 +132,11 @@ async def test_msgid_wraps(server, client):
 
 
 async def test_slow_request_does_not_block_fast_one():
-    release = asyncio.Event()
+    started, release = asyncio.Event(), asyncio.Event()
     order = []
 
     async def slow():
+        started.set()
         await release.wait()
         order.append("slow")
         return "slow"
@@ -137,7 +149,7 @@ async def test_slow_request_does_not_block_fast_one():
         await srv.start()
         async with RpcClient("127.0.0.1", srv.port) as c:
             slow_call = asyncio.ensure_future(c.call("slow"))
-            await asyncio.sleep(0.01)  # the slow request is on the wire first
+            await started.wait()  # the slow request is being served first
             assert await c.call("fast") == "fast"
             assert not slow_call.done()
             release.set()
@@ -211,36 +223,40 @@ async def test_unencodable_result_is_internal_error():
 # --------------------------------------------------------------------------- failures
 
 
-async def test_timeout_raises_peer_unavailable():
-    never = asyncio.Event()
-    async with RpcServer({"hang": lambda: hang(never), "add": lambda a, b: a + b}) as srv:
+async def test_timeout_raises_peer_unavailable(clock):
+    started, never = asyncio.Event(), asyncio.Event()
+    handlers = {"hang": lambda: hang(started, never), "add": lambda a, b: a + b}
+    async with RpcServer(handlers) as srv:
         await srv.start()
-        async with RpcClient("127.0.0.1", srv.port, timeout=0.05) as c:
+        async with RpcClient("127.0.0.1", srv.port, RpcConfig(timeout=2.0), clock=clock) as c:
+            call = asyncio.ensure_future(c.call("hang"))
+            await started.wait()
+            clock.advance(1.9)  # not before the configured timeout ...
+            assert [f.done() for f in c._conn.pending.values()] == [False]
+            clock.advance(0.1)
             with pytest.raises(PeerUnavailable) as info:
-                await c.call("hang")
-            assert f"127.0.0.1:{srv.port}" in info.value.message
+                await call  # ... but at it
+            assert info.value.message == f"127.0.0.1:{srv.port} did not answer hang within 2.0s"
             assert info.value.status == 503
             assert not c._conn.pending  # the timed-out call left nothing behind
-            c.timeout = 1.0
             assert await c.call("add", 1, 2) == 3  # connection still usable
+            assert srv.connections_opened == 1
 
 
-async def test_server_close_fails_pending_call_then_client_reconnects():
-    never = asyncio.Event()
-    handlers = {"hang": lambda: hang(never), "add": lambda a, b: a + b}
-    clock = FakeClock()
+async def test_server_close_fails_pending_call_then_client_reconnects(clock):
+    started, never = asyncio.Event(), asyncio.Event()
+    handlers = {"hang": lambda: hang(started, never), "add": lambda a, b: a + b}
     srv = await RpcServer(handlers).start()
     port = srv.port
-    c = RpcClient("127.0.0.1", port, timeout=5.0, clock=clock)
+    c = RpcClient("127.0.0.1", port, clock=clock)
     try:
         assert await c.call("add", 1, 1) == 2
         pending = asyncio.ensure_future(c.call("hang"))
-        await asyncio.sleep(0.01)
+        await started.wait()
         await srv.close()
         with pytest.raises(PeerUnavailable) as info:
-            await asyncio.wait_for(pending, 1.0)
-        assert "lost" in info.value.message  # not the 5 s timeout
-        assert f"127.0.0.1:{port}" in info.value.message
+            await pending  # the fake clock stands still: no timeout can fire
+        assert info.value.message == f"connection to 127.0.0.1:{port} lost"
 
         # peer down: the reconnect attempt is refused ...
         with pytest.raises(PeerUnavailable):
@@ -251,7 +267,7 @@ async def test_server_close_fails_pending_call_then_client_reconnects():
         with pytest.raises(PeerUnavailable):
             await c.call("add", 1, 2)
         assert c.connect_attempts == attempts
-        clock.now += 0.6
+        clock.advance(CONFIG.retry_after)
         assert await c.call("add", 1, 2) == 3
         assert c.connect_attempts == attempts + 1
     finally:
@@ -259,23 +275,22 @@ async def test_server_close_fails_pending_call_then_client_reconnects():
         await srv.close()
 
 
-async def test_connection_refused_then_fail_fast():
+async def test_connection_refused_then_fail_fast(clock):
     with socket.socket() as placeholder:  # bound, not listening: connects are refused
         placeholder.bind(("127.0.0.1", 0))
         port = placeholder.getsockname()[1]
-        clock = FakeClock()
-        c = RpcClient("127.0.0.1", port, clock=clock)
+        c = RpcClient("127.0.0.1", port, RpcConfig(retry_after=0.5), clock=clock)
         try:
             with pytest.raises(PeerUnavailable) as info:
                 await c.call("add", 1, 2)
             assert f"127.0.0.1:{port}" in info.value.message
             assert c.connect_attempts == 1
-            clock.now += 0.1
+            clock.advance(0.1)
             results = await asyncio.gather(*(c.call("add", 1, 2) for _ in range(5)),
                                            return_exceptions=True)
             assert all(isinstance(r, PeerUnavailable) for r in results)
             assert c.connect_attempts == 1
-            clock.now += 0.5
+            clock.advance(0.4)
             with pytest.raises(PeerUnavailable):
                 await c.call("add", 1, 2)
             assert c.connect_attempts == 2
@@ -319,10 +334,10 @@ async def test_garbage_from_server_fails_pending_calls():
 
     listener = await asyncio.start_server(garbage_server, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
-    async with RpcClient("127.0.0.1", port, timeout=5.0) as c:
+    async with RpcClient("127.0.0.1", port, clock=FakeClock()) as c:
         with pytest.raises(PeerUnavailable) as info:
-            await asyncio.wait_for(c.call("add", 1, 2), 1.0)
-        assert "malformed" in info.value.message
+            await c.call("add", 1, 2)  # the fake clock stands still: no timeout can fire
+        assert info.value.message == f"malformed answer from 127.0.0.1:{port}"
         assert not c.connected
     for writer in writers:
         writer.close()
@@ -331,7 +346,7 @@ async def test_garbage_from_server_fails_pending_calls():
 
 
 async def test_oversized_message_closes_connection():
-    async with RpcServer({"echo": echo}, max_buffer=1024) as srv:
+    async with RpcServer({"echo": echo}, RpcConfig(max_message=1024)) as srv:
         await srv.start()
         got = await raw_exchange(srv.port, msgpack.packb([0, 1, "echo", [b"x" * 4096]]))
         assert got == b""
@@ -344,16 +359,58 @@ async def test_closed_client_refuses_calls(client):
         await client.call("add", 1, 1)
 
 
-async def test_client_close_fails_pending_calls():
-    never = asyncio.Event()
-    async with RpcServer({"hang": lambda: hang(never)}) as srv:
+async def test_client_close_fails_pending_calls(clock):
+    started, never = asyncio.Event(), asyncio.Event()
+    async with RpcServer({"hang": lambda: hang(started, never)}) as srv:
         await srv.start()
-        c = RpcClient("127.0.0.1", srv.port, timeout=5.0)
+        c = RpcClient("127.0.0.1", srv.port, clock=clock)
         pending = asyncio.ensure_future(c.call("hang"))
-        await asyncio.sleep(0.01)
+        await started.wait()
         await c.close()
+        with pytest.raises(PeerUnavailable) as info:
+            await pending
+        assert info.value.message == f"rpc client for 127.0.0.1:{srv.port} closed"
+
+
+class Stalled(asyncio.Protocol):
+    """A peer that stops reading at the first bytes it gets; ``lost`` is set when it ends."""
+
+    def __init__(self, receiving: asyncio.Future, lost: asyncio.Future):
+        self.receiving, self.lost = receiving, lost
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        if not self.receiving.done():
+            self.transport.pause_reading()
+            self.receiving.set_result(self.transport)
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+async def test_close_aborts_after_close_timeout_when_peer_does_not_read(clock):
+    loop = asyncio.get_running_loop()
+    receiving, lost = loop.create_future(), loop.create_future()
+    listener = await loop.create_server(lambda: Stalled(receiving, lost), "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    c = RpcClient("127.0.0.1", port, RpcConfig(close_timeout=3.0), clock=clock)
+    try:
+        # far more than the loopback socket buffers hold: most of it stays unsent
+        call = asyncio.ensure_future(c.call("echo", b"x" * (32 * 2**20)))
+        peer = await receiving
+        closing = asyncio.ensure_future(c.close())
         with pytest.raises(PeerUnavailable):
-            await asyncio.wait_for(pending, 1.0)
+            await call
+        assert not closing.done()  # waiting for the unsent bytes to drain ...
+        clock.advance(3.0)
+        await closing  # ... until close_timeout, then the rest is dropped
+        peer.resume_reading()
+        await lost  # and the peer sees the connection end
+    finally:
+        listener.close()
+        await listener.wait_closed()
 
 
 # --------------------------------------------------------------------------- notifications
@@ -377,7 +434,7 @@ async def test_notifications_delivered_without_answer():
             c.notify("note", 2)
             c.notify("anote", 3)
             c.notify("missing", 4)  # unknown: dropped by the server, connection survives
-            await asyncio.wait_for(done.wait(), 1.0)
+            await done.wait()
             assert seen == [(1, b"x"), (2,), (3,)]
             assert await c.call("add", 1, 1) == 2
             assert srv.connections_opened == 1
@@ -395,27 +452,53 @@ async def test_notifications_delivered_without_answer():
         writer.close()
 
 
-async def test_notify_to_dead_peer_is_dropped():
-    with socket.socket() as placeholder:
+async def test_notify_to_dead_peer_is_dropped(clock):
+    with socket.socket() as placeholder:  # bound, not listening: connects are refused
         placeholder.bind(("127.0.0.1", 0))
-        c = RpcClient("127.0.0.1", placeholder.getsockname()[1])
-        c.notify("note", 1)
-        await asyncio.sleep(0.02)
+        c = RpcClient("127.0.0.1", placeholder.getsockname()[1], clock=clock)
+        c.notify("note", 1)  # starts a connect ...
+        with pytest.raises(PeerUnavailable):
+            await c.call("note", 0)  # ... which this call shares, and which is refused
         c.notify("note", 2)  # within retry_after: dropped without a connect
         assert c.connect_attempts == 1
         await c.close()
+
+
+async def test_connect_timeout_runs_on_the_clock(clock, monkeypatch):
+    dialing = asyncio.Event()
+
+    async def never_connects(host, port):
+        dialing.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(rpc_client.net, "connect", never_connects)
+    c = RpcClient("127.0.0.1", 1, RpcConfig(connect_timeout=1.0, retry_after=0.5), clock=clock)
+    call = asyncio.ensure_future(c.call("add", 1, 2))
+    await dialing.wait()
+    clock.advance(0.9)
+    assert c._connecting is not None and not c._connecting.done()
+    clock.advance(0.1)
+    with pytest.raises(PeerUnavailable) as info:
+        await call
+    assert info.value.message == "cannot connect to 127.0.0.1:1: no connection within 1.0s"
+    with pytest.raises(PeerUnavailable) as info:
+        await c.call("add", 1, 2)  # within retry_after: fails at once, no new attempt
+    assert "connect failed 0.00s ago: no connection within 1.0s" in info.value.message
+    assert c.connect_attempts == 1
+    await c.close()
 
 
 # --------------------------------------------------------------------------- uvloop
 
 
 async def _scenario_uvloop():
-    never = asyncio.Event()
+    started, never = asyncio.Event(), asyncio.Event()
     handlers = {"echo": echo, "aecho": aecho, "fail": fail_handle,
-                "hang": lambda: hang(never)}
+                "hang": lambda: hang(started, never)}
     srv = await RpcServer(handlers).start()
     c = RpcClient("127.0.0.1", srv.port)
-    impatient = RpcClient("127.0.0.1", srv.port, timeout=0.05)
+    clock = FakeClock()
+    impatient = RpcClient("127.0.0.1", srv.port, clock=clock)
     try:
         assert await c.call("echo", *PAYLOADS) == PAYLOADS
         res = await asyncio.gather(*(c.call("aecho", i, b"b") for i in range(200)))
@@ -424,8 +507,11 @@ async def _scenario_uvloop():
         with pytest.raises(HandleError) as info:
             await c.call("fail", 101, "exists", "21.T1/y")
         assert (info.value.code, info.value.handle) == (101, "21.T1/y")
+        hanging = asyncio.ensure_future(impatient.call("hang"))
+        await started.wait()
+        clock.advance(CONFIG.timeout)
         with pytest.raises(PeerUnavailable):
-            await impatient.call("hang")
+            await hanging
         got = await raw_exchange(srv.port, b"\xc1")
         assert got == b""
         assert await c.call("echo", 1) == [1]

@@ -22,6 +22,7 @@ from typing import Callable
 from aiohttp import web
 
 from resolver import auth, errors, server
+from resolver.config import RpcConfig
 from resolver.nodes import SecondaryNode
 from resolver.recursive import RecursiveNode
 from resolver.resolution import Site
@@ -113,7 +114,7 @@ async def start_host(topo: Topology, names: list[str], *, data_dir: Path, logins
             if not (reuse_port and name == "recursive"):
                 host.rpc_servers.append(
                     await RpcServer(node.rpc_handlers()).start(addr.host, addr.rpc_port))
-        top_client = RpcClient(*_addr(topo.top.rpc_addr), timeout=10.0)
+        top_client = RpcClient(*_addr(topo.top.rpc_addr), RpcConfig(timeout=10.0))
         host.clients.append(top_client)
         await register_with_top(host, topo, logins, top_client)
         for name, node in host.nodes.items():

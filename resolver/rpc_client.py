@@ -1,0 +1,271 @@
+"""The calling end of node-to-node RPC: ``RpcClient``, one lazily opened, pipelined msgpack-rpc
+connection to one peer, shared by every caller.
+
+Time comes from the injected ``Clock``: a call's timeout and the connect timeout are
+``clock.call_later`` timers, and the ``retry_after`` window after a failed connect is measured
+with ``clock()``; every duration and size comes from ``RpcConfig``. The socket is opened by
+``resolver.net.connect`` (SO_REUSEADDR set before connecting, so a TIME-WAIT it leaves behind
+never blocks a node binding that port).
+
+Invariants: every failure to reach the peer (refused, timed out, lost with calls pending,
+malformed answer, client closed) raises ``PeerUnavailable``; an error answered by the peer
+raises the ``HandleError`` it carries; concurrent callers share one connect attempt; within
+``retry_after`` of a failed connect calls fail at once without trying again; a call never
+leaves its msgid pending after it returns or raises.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from . import net
+from .clock import SYSTEM, Clock
+from .config import RpcConfig
+from .errors import PeerUnavailable
+from .rpc_wire import (MSGID_MASK, NOTIFY, REQUEST, RESPONSE, Malformed, Stream, log,
+                       rebuild_error, set_nodelay)
+
+__all__ = ["RpcClient"]
+
+
+class _ClientConnection(Stream):
+    __slots__ = ("_client", "pending", "lost", "_closed")
+
+    def __init__(self, client: "RpcClient"):
+        super().__init__(client.config.max_message)
+        self._client = client
+        self.pending: dict[int, asyncio.Future] = {}
+        self.lost = False
+        self._closed = self._loop.create_future()
+
+    def connection_made(self, transport):
+        self.transport = transport
+        set_nodelay(transport)
+
+    def connection_lost(self, exc):
+        why = f"connection to {self._client.address} lost" + (f" ({exc})" if exc else "")
+        self._drop(why)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _drop(self, why: str) -> None:
+        """Mark this connection dead and fail every call still waiting on it."""
+        self.lost = True
+        client = self._client
+        if client._conn is self:
+            client._conn = None
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(PeerUnavailable(why))
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def data_received(self, data):
+        pending = self.pending
+        try:
+            self._unpacker.feed(data)
+            for msg in self._unpacker:
+                if type(msg) is list and len(msg) == 4 and msg[0] == RESPONSE:
+                    fut = pending.get(msg[1])
+                    if fut is None or fut.done():
+                        continue  # timed out or cancelled meanwhile
+                    error = msg[2]
+                    if error is None:
+                        fut.set_result(msg[3])
+                    else:
+                        fut.set_exception(rebuild_error(error))
+                elif type(msg) is list and len(msg) == 3 and msg[0] == NOTIFY:
+                    continue  # server-to-client notifications are not used
+                else:
+                    raise Malformed("not a response")
+        except Exception as exc:
+            log.warning("rpc: closing connection to %s: malformed input (%s: %s)",
+                        self._client.address, type(exc).__name__, exc)
+            self._drop(f"malformed answer from {self._client.address}")
+            self.abort()
+
+
+class RpcClient:
+    """One lazily opened, pipelined connection to one peer, shared by all callers.
+
+    ``config`` (default ``RpcConfig()``) gives ``timeout`` (s for an answer),
+    ``connect_timeout``, ``retry_after`` (s a failed connect makes later calls fail at once),
+    ``max_message`` and ``close_timeout``; ``clock`` runs those timers.
+    """
+
+    def __init__(self, host: str, port: int, config: RpcConfig | None = None, *,
+                 clock: Clock = SYSTEM):
+        self.host = host
+        self.port = port
+        self.address = f"{host}:{port}"
+        self.config = config or RpcConfig()
+        self._clock = clock
+        self._conn: _ClientConnection | None = None
+        self._connecting: asyncio.Task | None = None
+        self._failed_at: float | None = None
+        self._failure = ""
+        self._next_id = 0
+        self._closed = False
+        self.connect_attempts = 0  # for tests and stats
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    # -- connecting
+
+    def _start_connect(self) -> asyncio.Task:
+        """The connect in progress, or a new one; raises PeerUnavailable to fail fast."""
+        if self._closed:
+            raise PeerUnavailable(f"rpc client for {self.address} is closed")
+        task = self._connecting
+        if task is None:
+            if self._failed_at is not None:
+                age = self._clock() - self._failed_at
+                if age < self.config.retry_after:
+                    raise PeerUnavailable(f"peer {self.address} unavailable "
+                                          f"(connect failed {age:.2f}s ago: {self._failure})")
+            task = self._connecting = asyncio.get_running_loop().create_task(self._open())
+            task.add_done_callback(_consume)
+        return task
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.connect_attempts += 1
+        this = asyncio.current_task()
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            this.cancel()
+
+        timer = self._clock.call_later(self.config.connect_timeout, expire)
+        try:
+            try:
+                sock = await net.connect(self.host, self.port)
+                try:
+                    _, conn = await loop.create_connection(lambda: _ClientConnection(self),
+                                                           sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
+            except asyncio.CancelledError:
+                if not expired:
+                    raise
+                this.uncancel()
+                why = f"no connection within {self.config.connect_timeout}s"
+                raise self._connect_failed(why) from None
+            except OSError as exc:
+                raise self._connect_failed(exc.strerror or type(exc).__name__) from None
+            finally:
+                timer.cancel()
+            if self._closed:
+                conn.transport.close()
+                raise PeerUnavailable(f"rpc client for {self.address} is closed")
+            if not conn.lost:
+                self._conn = conn
+                self._failed_at = None
+        finally:
+            self._connecting = None
+
+    def _connect_failed(self, why: str) -> PeerUnavailable:
+        """Remember the failure (for ``retry_after``); the error to raise."""
+        self._failed_at = self._clock()
+        self._failure = why
+        return PeerUnavailable(f"cannot connect to {self.address}: {why}")
+
+    async def _connection(self) -> _ClientConnection:
+        try:
+            await asyncio.shield(self._start_connect())
+        except asyncio.CancelledError:
+            # The connect was cancelled by close(), not this caller: report it as such.
+            if self._closed and not asyncio.current_task().cancelling():
+                raise PeerUnavailable(f"rpc client for {self.address} is closed") from None
+            raise
+        conn = self._conn
+        if conn is None:
+            raise PeerUnavailable(f"connection to {self.address} lost")
+        return conn
+
+    # -- calls
+
+    async def call(self, method: str, *params: Any) -> Any:
+        conn = self._conn
+        if conn is None:
+            conn = await self._connection()
+        msgid = self._next_id
+        pending = conn.pending
+        while msgid in pending:  # only after a wrap with a call 2**32 ids old still open
+            msgid = (msgid + 1) & MSGID_MASK
+        self._next_id = (msgid + 1) & MSGID_MASK
+        data = conn.packer.pack([REQUEST, msgid, method, params])
+        fut = asyncio.get_running_loop().create_future()
+        pending[msgid] = fut
+        timer = self._clock.call_later(self.config.timeout, self._expire, fut, method)
+        conn.send(data)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            if pending.get(msgid) is fut:
+                del pending[msgid]
+
+    def _expire(self, fut: asyncio.Future, method: str) -> None:
+        if not fut.done():
+            fut.set_exception(PeerUnavailable(
+                f"{self.address} did not answer {method} within {self.config.timeout}s"))
+
+    def notify(self, method: str, *params: Any) -> None:
+        """Send a notification; nothing comes back, failures to reach the peer are dropped."""
+        conn = self._conn
+        if conn is not None:
+            conn.send(conn.packer.pack([NOTIFY, method, params]))
+            return
+        try:
+            task = self._start_connect()
+        except PeerUnavailable as exc:
+            log.debug("rpc: notification %s dropped: %s", method, exc)
+            return
+
+        def send(_task):
+            conn = self._conn
+            if conn is not None:
+                conn.send(conn.packer.pack([NOTIFY, method, params]))
+            else:
+                log.debug("rpc: notification %s to %s dropped: not connected", method, self.address)
+
+        task.add_done_callback(send)
+
+    async def close(self) -> None:
+        """Close the connection; calls still pending fail with PeerUnavailable. Unsent bytes
+        get ``close_timeout`` seconds to go out, then the connection is aborted."""
+        self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
+        conn = self._conn
+        if conn is not None:
+            conn._drop(f"rpc client for {self.address} closed")
+            conn.close()
+            if not conn._closed.done():
+                timer = self._clock.call_later(self.config.close_timeout, conn.abort)
+                try:
+                    await conn._closed
+                finally:
+                    timer.cancel()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+
+def _consume(task: asyncio.Task) -> None:
+    # Connect failures reach callers through shield(); this keeps asyncio from warning about an
+    # exception nobody retrieved when the only waiter was a notification or was cancelled.
+    if not task.cancelled():
+        task.exception()
