@@ -150,7 +150,7 @@ async def test_negative_caching(net: Net) -> None:
         assert status == 404
         assert body["responseCode"] == 100 and body["handle"] == h
     assert net.upstream() == before + 1
-    net.clock.advance(net.recursive.policy.negative_ttl - 0.5)
+    net.clock.advance(net.recursive.config.cache.negative_ttl - 0.5)
     assert (await net.get(url))[0] == 404
     assert net.upstream() == before + 1
     net.clock.advance(0.5)
@@ -164,7 +164,7 @@ async def test_created_handle_visible_after_negative_ttl(net: Net) -> None:
     assert (await net.get(url))[0] == 404
     await register(net, h, "https://ex.com/late")
     assert (await net.get(url))[0] == 404  # the miss is remembered...
-    net.clock.advance(net.recursive.policy.negative_ttl)
+    net.clock.advance(net.recursive.config.cache.negative_ttl)
     status, body = await net.get(url)  # ...for negative_ttl only
     assert status == 200 and body["values"][0]["data"]["value"] == "https://ex.com/late"
 
