@@ -511,14 +511,12 @@ class Fakes:
 
     async def ask_top(self, prefix: str):
         self.calls.append(("top", prefix))
-        await asyncio.sleep(0)
         if self.top_error is not None:
             raise self.top_error
         return self.site, self.site_ttl
 
     async def ask_node(self, site: Site, handle: str):
         self.calls.append(("node", site, handle))
-        await asyncio.sleep(0)
         if self.node_error is not None:
             raise self.node_error
         return self.answers[handle]
@@ -714,7 +712,7 @@ async def test_recursive_waiters_fail_when_leader_fails_unexpectedly(recursive) 
     assert recursive._inflight == {}
 
 
-# ----------------------------------------------------------------------------- RecursiveNode: wiring
+# ------------------------------------------------------------------ RecursiveNode: wiring
 
 async def test_recursive_node_takes_every_limit_from_its_config() -> None:
     config = Config().with_values("test", {
