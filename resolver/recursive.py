@@ -1,51 +1,57 @@
-"""The recursive node: the clients' entry point. It resolves any identifier by asking the
-top-level node where its prefix is served (cached by TTL), then that node (the answer cached
-by its smallest value TTL); "not found" is cached briefly; identical questions in flight share
-one upstream call. The rules are in ``resolution``; this is the I/O around them. Writes sent
-here are passed on over HTTP to the node that serves the handle (``forward``).
+"""The recursive node: the clients' entry point, the I/O around ``resolution``'s rules.
+
+It resolves any identifier by asking the top-level node where its prefix is served, then that
+node; answers, delegations and "not found" are cached as ``resolution`` says. Identical
+questions in flight share one upstream call (``_inflight``); the upstream work runs as its own
+task, so a caller that goes away cancels only its own wait. Writes sent here are passed on
+over HTTP to the node that serves the handle (``forward``), located by the same rules.
+
+Invariants:
+* every limit, window and timeout comes from the ``Config`` given (``config.cache``,
+  ``config.rpc``, ``config.http.forward_timeout``); time only from the ``clock`` given;
+* every RPC client is made by ``_client``;
+* a request probes the answer cache once: ``cached`` (the warm path: one key, one dict
+  lookup, no parsing) hands what it found on a miss to the ``resolve`` that follows it in the
+  same synchronous step (``web.get_handle``: cached -> parse -> resolve, no await between);
+  ``resolve`` takes it only for the same key, and every ``resolve`` clears it. A text with the
+  ``hdl:`` scheme keys differently from its handle, so it is probed again by ``resolve``.
 """
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from functools import partial
-from typing import Callable
 
 import aiohttp
 from multidict import CIMultiDict
 
-from resolver import errors, identifiers, records
-from resolver.cache import TTLCache
-from resolver.config import RpcConfig
+from resolver import errors, identifiers, records, resolution
+from resolver.cache import Hit
+from resolver.clock import SYSTEM, Clock
+from resolver.config import Config
 from resolver.identifiers import Handle
-from resolver.resolution import Caches, Outcome, Policy, Site, drive, steps
+from resolver.net import client_session, split_address
+from resolver.resolution import NOT_PROBED, Caches, Outcome, Site, drive, steps
+from resolver.roles import Role
 from resolver.rpc import RpcClient
 
 
-def _split(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 class RecursiveNode:
-    role = "recursive"
+    role = Role.RECURSIVE
 
-    def __init__(self, name: str, top_rpc: str, *, max_entries: int = 1_000_000,
-                 max_bytes: int = 512 * 2**20, policy: Policy | None = None,
-                 timeout: float = 2.0, case_sensitive: bool = False,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, name: str, top_rpc: str, config: Config | None = None, *,
+                 case_sensitive: bool = False, clock: Clock = SYSTEM) -> None:
         self.name = name
+        self.config = config or Config()
         self.case_sensitive = case_sensitive
         self.clock = clock
-        self.policy = policy or Policy()
-        self.caches = Caches(TTLCache(max_entries=max_entries, max_bytes=max_bytes, stale_window=60),
-                             TTLCache(max_entries=100_000, stale_window=3600))
-        self.timeout = timeout
+        self.caches = Caches.from_config(self.config.cache)
         self.top_rpc = top_rpc
-        self.top = RpcClient(*_split(top_rpc), RpcConfig(timeout=timeout))
+        self.top_site = Site(identifiers.NA_PREFIX, "", top_rpc)  # serves 0.NA/ records
+        self.top = self._client(top_rpc)
         self._peers: dict[str, RpcClient] = {}
         self._inflight: dict[bytes, asyncio.Future] = {}
+        self._probe: tuple[bytes, Hit | None] | None = None  # cached() -> resolve(), see above
         self._http: aiohttp.ClientSession | None = None  # for writes passed on (forward)
         self.stats: Counter[str] = Counter()
 
@@ -58,9 +64,12 @@ class RecursiveNode:
                                  "requests to the node that serves the prefix")
 
     # ------------------------------------------------------------------ upstream
+    def _client(self, addr: str) -> RpcClient:
+        """An RPC client to ``addr`` with the config's limits and the node's clock (every
+        client of this node is made here)."""
+        return RpcClient(*split_address(addr), self.config.rpc, clock=self.clock)
+
     async def _ask_top(self, prefix: str) -> tuple[Site, int]:
-        if prefix.upper() == identifiers.NA_PREFIX:  # prefix records live at the top-level node
-            return Site(identifiers.NA_PREFIX, "", self.top_rpc), 86400
         self.stats["delegation_calls"] += 1
         site, ttl = await self.top.call("delegate", prefix)
         return Site(*site), ttl
@@ -68,22 +77,18 @@ class RecursiveNode:
     async def _ask_node(self, site: Site, handle: str) -> tuple[records.Answer, list[int]]:
         peer = self._peers.get(site.rpc_addr)
         if peer is None:
-            peer = self._peers[site.rpc_addr] = RpcClient(*_split(site.rpc_addr),
-                                                          RpcConfig(timeout=self.timeout))
+            peer = self._peers[site.rpc_addr] = self._client(site.rpc_addr)
         self.stats["upstream_calls"] += 1
         answer = records.Answer(await peer.call("resolve", handle))
         return answer, answer.ttls
 
-    async def site_of(self, prefix: str) -> Site:
-        """Where a prefix is served: the delegation cache, else the top-level node."""
-        key = identifiers.make_key(prefix, self.case_sensitive)
-        hit = self.caches.delegations.get(key, self.clock())
-        if hit is not None and not hit.stale:
-            return hit.value
-        site, ttl = await self._ask_top(prefix)
-        self.caches.delegations.put(key, site, ttl=ttl or self.policy.delegation_ttl,
-                                    now=self.clock())
-        return site
+    async def locate(self, prefix: str) -> Site:
+        """Where a prefix is served, by the rules every resolve uses (``resolution.locate``):
+        the delegation cache, else the top-level node, else a stale delegation."""
+        gen = resolution.locate(prefix, identifiers.make_key(prefix, self.case_sensitive),
+                                caches=self.caches, config=self.config.cache, clock=self.clock,
+                                top=self.top_site)
+        return await drive(gen, self._ask_top, self._ask_node)
 
     async def forward(self, method: str, handle: Handle, target: str, body: bytes | None,
                       headers: dict[str, str]) -> tuple[int, bytes, CIMultiDict]:
@@ -94,9 +99,10 @@ class RecursiveNode:
             raise errors.HandleError(errors.SERVER_NOT_RESP, "prefix records are written at "
                                      "the top-level node, not through a recursive node",
                                      handle=handle.text)
-        site = await self.site_of(handle.prefix)
+        site = await self.locate(handle.prefix)
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+            self._http = client_session(timeout=aiohttp.ClientTimeout(
+                total=self.config.http.forward_timeout))
         self.caches.answers.invalidate(handle.key)
         try:
             async with self._http.request(method, site.http_url + target, data=body,
@@ -118,11 +124,13 @@ class RecursiveNode:
 
         The warm path: one key and one dict lookup, no parsing. Only handles that parsed
         went into the cache, so a text whose key is found is a valid handle; anything else
-        (``hdl:``, a bad handle, a miss, a stale or negative entry) takes the full path.
+        (``hdl:``, a bad handle, a miss, a stale or negative entry) takes the full path, and
+        what this probe found goes to the ``resolve`` that follows (see the module's doc).
         """
-        hit = self.caches.answers.get(identifiers.make_key(text, self.case_sensitive),
-                                      self.clock())
+        key = identifiers.make_key(text, self.case_sensitive)
+        hit = self.caches.answers.get(key, self.clock())
         if hit is None or hit.stale or hit.negative:
+            self._probe = (key, hit)
             return None
         self.stats["resolutions"] += 1
         self.stats["cache"] += 1
@@ -131,9 +139,12 @@ class RecursiveNode:
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """The record, from cache or upstream; HandleError 100 / 503 otherwise."""
         self.stats["resolutions"] += 1
+        probe, self._probe = self._probe, None
+        found = probe[1] if probe is not None and probe[0] == handle.key else NOT_PROBED
         prefix = handle.prefix
         gen = steps(handle.text, handle.key, identifiers.make_key(prefix, self.case_sensitive),
-                    prefix, caches=self.caches, policy=self.policy, clock=self.clock, fresh=fresh)
+                    prefix, caches=self.caches, config=self.config.cache, clock=self.clock,
+                    top=self.top_site, fresh=fresh, probe=found)
         try:
             need = next(gen)
         except StopIteration as done:  # answered from cache: no future, no task

@@ -1,19 +1,41 @@
-"""How a recursive node resolves, as pure steps: cache → delegation → ask → cache.
+"""How a recursive node resolves, as pure steps: answer cache → delegation → ask → cache.
 
-``steps()`` is a generator: it yields what it needs from the network (``AskTop`` for a
-delegation, ``AskNode`` for an answer) and receives the reply through ``send`` (or the error
-through ``throw``); it returns an ``Outcome``. No sockets, no sleeping, the clock passed in,
-so every rule here is tested by driving the generator by hand. ``drive()`` is the thin async
-loop that runs it against real peers.
+Every rule of resolution lives here, and only here:
+
+* ``locate()`` says where a prefix is served: a fresh cached delegation; for ``0.NA`` the
+  top-level node itself (prefix records live there, remembered for ``prefix_record_ttl``);
+  otherwise it asks the top-level node (``AskTop``) and caches the site for the TTL given
+  (``delegation_ttl`` when none). When the top-level node cannot be reached
+  (``PeerUnavailable``), a delegation still within the delegation cache's stale window is
+  used. Resolves (through ``steps``) and forwarded writes (``RecursiveNode.locate``) both
+  find sites through it: one code path for "where is this prefix served".
+* ``steps()`` resolves one handle: a fresh cached answer (or "not found") is returned without
+  asking anything; otherwise it locates the prefix and asks that node (``AskNode``), caching
+  the answer for its smallest value TTL clamped to ``[min_ttl, max_ttl]``, and "not found"
+  for ``negative_ttl``. An upstream that cannot be reached is answered from a stale entry
+  when there is one. ``fresh`` (``auth=true``) skips the answer cache but refills it.
+
+Invariants: the answer cache is probed at most once per resolution (a caller that already
+looked, ``RecursiveNode.cached``, passes what it found as ``probe``); only ``PeerUnavailable``
+makes a stale entry serve; a failure other than "not found" is never remembered.
+
+``steps`` and ``locate`` are generators: they yield what they need from the network and receive
+the reply through ``send`` (or the error through ``throw``). No sockets, no sleeping, the clock
+and the limits (``config.CacheConfig``) passed in, so every rule is tested by driving the
+generators by hand. ``drive()`` is the thin async loop that runs them against real peers.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Generator
+from typing import Awaitable, Callable, Generator, TypeVar
 
-from resolver import errors
-from resolver.cache import TTLCache, answer_ttl
+from resolver import errors, identifiers
+from resolver.cache import Hit, TTLCache, answer_ttl
+from resolver.config import CacheConfig
 from resolver.records import Answer
+
+__all__ = ["Site", "AskTop", "AskNode", "Outcome", "Caches", "NOT_PROBED", "locate", "steps",
+           "drive"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,11 +49,13 @@ class Site:
 
 @dataclass(frozen=True, slots=True)
 class AskTop:
+    """Need: the top-level node's delegation for ``prefix``; the reply is ``(Site, ttl)``."""
     prefix: str
 
 
 @dataclass(frozen=True, slots=True)
 class AskNode:
+    """Need: ``handle`` resolved by the node at ``site``; the reply is ``(Answer, ttls)``."""
     site: Site
     handle: str
 
@@ -44,52 +68,85 @@ class Outcome:
 
 
 @dataclass(slots=True)
-class Policy:
-    negative_ttl: float = 5.0        # how long "not found" is remembered
-    delegation_ttl: float = 3600.0   # when the top-level node gives none
-    min_ttl: int = 0                 # clamp of the smallest value TTL
-    max_ttl: int = 86400
-
-
-@dataclass(slots=True)
 class Caches:
-    answers: TTLCache
-    delegations: TTLCache
+    answers: TTLCache           # handle key -> Answer, or a negative entry
+    delegations: TTLCache       # prefix key -> Site
+
+    @classmethod
+    def from_config(cls, config: CacheConfig) -> "Caches":
+        return cls(TTLCache(max_entries=config.answer_entries, max_bytes=config.answer_bytes,
+                            stale_window=config.answer_stale),
+                   TTLCache(max_entries=config.delegation_entries,
+                            stale_window=config.delegation_stale))
 
 
-Step = Generator["AskTop | AskNode", object, Outcome]
+class _NotProbed:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_PROBED"
+
+
+NOT_PROBED = _NotProbed()  # ``steps(probe=...)``: the caller did not look into the cache
+
+Need = AskTop | AskNode
+R = TypeVar("R")
+Locate = Generator[AskTop, object, Site]
+Step = Generator[Need, object, Outcome]
+
+
+def locate(prefix: str, prefix_key: bytes, *, caches: Caches, config: CacheConfig,
+           clock: Callable[[], float], top: Site) -> Locate:
+    """Where ``prefix`` is served. ``top`` is the top-level node's site (for ``0.NA``)."""
+    hit = caches.delegations.get(prefix_key, clock())
+    if hit is not None and not hit.stale:
+        return hit.value
+    if prefix.upper() == identifiers.NA_PREFIX:  # prefix records live at the top-level node
+        site, ttl = top, config.prefix_record_ttl
+    else:
+        try:
+            site, ttl = yield AskTop(prefix)
+        except errors.PeerUnavailable:
+            if hit is None:
+                raise
+            return hit.value  # the top-level node is down: a delegation that just expired
+    caches.delegations.put(prefix_key, site, ttl=ttl or config.delegation_ttl, now=clock())
+    return site
 
 
 def steps(handle: str, key: bytes, prefix_key: bytes, prefix: str, *, caches: Caches,
-          policy: Policy, clock: Callable[[], float], fresh: bool = False) -> Step:
-    """Resolve one handle. ``fresh`` (``auth=true``) skips the answer cache but refills it."""
-    hit = None if fresh else caches.answers.get(key, clock())
+          config: CacheConfig, clock: Callable[[], float], top: Site, fresh: bool = False,
+          probe: "Hit | None | _NotProbed" = NOT_PROBED) -> Step:
+    """Resolve one handle. ``probe``: what the caller's own look into the answer cache for
+    ``key`` found (a Hit, or None for a miss); left out, the steps look themselves."""
+    if fresh:
+        hit = None
+    elif probe is NOT_PROBED:
+        hit = caches.answers.get(key, clock())
+    else:
+        hit = probe
     if hit is not None and not hit.stale:
         return Outcome(None, "negative") if hit.negative else Outcome(hit.value, "cache")
     try:
-        site_hit = caches.delegations.get(prefix_key, clock())
-        if site_hit is not None and not site_hit.stale:
-            site = site_hit.value
-        else:
-            site, ttl = yield AskTop(prefix)
-            caches.delegations.put(prefix_key, site, ttl=ttl or policy.delegation_ttl, now=clock())
+        site = yield from locate(prefix, prefix_key, caches=caches, config=config, clock=clock,
+                                 top=top)
         data, ttls = yield AskNode(site, handle)
     except errors.HandleError as exc:
         if exc.code == errors.HANDLE_NOT_FOUND:
-            caches.answers.put_negative(key, ttl=policy.negative_ttl, now=clock())
+            caches.answers.put_negative(key, ttl=config.negative_ttl, now=clock())
             return Outcome(None, "negative", exc)
         if hit is not None and isinstance(exc, errors.PeerUnavailable):
             # the upstream is down: an answer that expired moments ago beats an error
             return Outcome(hit.value, "stale") if not hit.negative else Outcome(None, "negative")
         raise
-    ttl = answer_ttl(ttls, floor=policy.min_ttl, ceiling=policy.max_ttl)
+    ttl = answer_ttl(ttls, floor=config.min_ttl, ceiling=config.max_ttl)
     caches.answers.put(key, data, ttl=ttl, now=clock(), size=len(data))
     return Outcome(data, "upstream")
 
 
-async def drive(gen: Step, ask_top: Callable[[str], Awaitable],
-                ask_node: Callable[[Site, str], Awaitable], first=None) -> Outcome:
-    """Run ``steps`` against real peers: every yielded need is awaited and sent back.
+async def drive(gen: Generator[Need, object, R], ask_top: Callable[[str], Awaitable],
+                ask_node: Callable[[Site, str], Awaitable], first: Need | None = None) -> R:
+    """Run ``steps`` or ``locate`` against real peers: every need is awaited and sent back.
 
     ``first`` is the need the generator already yielded, when the caller took the first step.
     """

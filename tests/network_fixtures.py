@@ -1,4 +1,4 @@
-"""Helpers for tests that run whole networks: a fake clock, free ports for a topology, Basic auth
+"""Helpers for tests that run whole networks: the fake clock, free ports for a topology, Basic auth
 as pyhandle sends it, and an in-process ``mini`` cluster (every node in the test's own loop).
 
 Import what you need: ``from network_fixtures import net, Net, FakeClock, ...`` (importing
@@ -14,26 +14,14 @@ import aiohttp
 import pytest
 
 from resolver import auth
+from resolver.clock import FakeClock  # re-exported: tests import it from here too
 from topology.cluster import make_logins
 from topology.host import Host, start_host
 from topology.model import Topology
 from topology.ports import find_ports_in_use
 from topology.presets import get_preset
 
-PORT_LOW, PORT_HIGH = 20000, 50000
-
-
-class FakeClock:
-    """A mutable float standing in for ``time.time``."""
-
-    def __init__(self, t: float = 1_700_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
+PORT_LOW, PORT_HIGH = 20000, 30000  # below the ephemeral range (32768-60999), RPC ports +1000
 
 
 def free_topology(preset: str = "mini", *, tries: int = 50, **kw) -> Topology:

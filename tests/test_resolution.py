@@ -1,9 +1,10 @@
 """The resolution rules of ``resolver.resolution``, driven by hand.
 
-``steps()`` is a generator: these tests call ``next``/``send``/``throw`` themselves, with a
-fake clock (a mutable float) and real ``TTLCache`` instances. No sockets, no sleeping.
-``drive()`` is checked with small async fakes, and ``RecursiveNode.resolve`` (coalescing) with
-its two upstream methods replaced by fakes (its RPC clients never connect).
+``steps()`` and ``locate()`` are generators: these tests call ``next``/``send``/``throw``
+themselves, with a ``FakeClock`` and real ``TTLCache`` instances. No sockets, no sleeping.
+``drive()`` is checked with small async fakes, and ``RecursiveNode`` (coalescing, the one
+cache probe, locating for writes) with its two upstream methods replaced by fakes (its RPC
+clients never connect); events are ordered by awaiting events, never by sleeping.
 """
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from resolver import errors, identifiers, records
 from resolver.cache import TTLCache
 from resolver.recursive import RecursiveNode
 from resolver.records import Value
-from resolver.resolution import AskNode, AskTop, Caches, Outcome, Policy, Site, drive, steps
+from resolver.config import CacheConfig, Config
+from resolver.resolution import (NOT_PROBED, AskNode, AskTop, Caches, Outcome, Site, drive,
+                                 locate, steps)
 from network_fixtures import FakeClock
 
 SITE = Site("88.118", "http://127.0.0.1:9002", "127.0.0.1:10002")
 OTHER_SITE = Site("88.201", "http://127.0.0.1:9004", "127.0.0.1:10004")
+TOP = Site("0.NA", "", "127.0.0.1:10000")
 H1 = "88.118.8/SN000000001"
 H2 = "88.118.8/SN000000002"
 H3 = "88.118.8/SN000000003"
@@ -40,19 +44,23 @@ def not_found(handle: str = H1) -> errors.HandleError:
 
 
 class World:
-    """Caches, policy and clock shared by the resolutions of one test."""
+    """Caches, limits and clock shared by the resolutions of one test."""
 
     def __init__(self, *, stale_window: float = STALE_WINDOW, delegation_stale: float = 0.0,
-                 policy: Policy | None = None) -> None:
+                 config: CacheConfig | None = None) -> None:
         self.clock = FakeClock(1_000_000.0)
         self.caches = Caches(TTLCache(max_entries=1000, stale_window=stale_window),
                              TTLCache(max_entries=1000, stale_window=delegation_stale))
-        self.policy = policy or Policy()
+        self.config = config or CacheConfig()
 
-    def steps(self, text: str, *, fresh: bool = False):
+    def steps(self, text: str, *, fresh: bool = False, probe=NOT_PROBED):
         h = identifiers.parse(text)
         return steps(h.text, h.key, identifiers.make_key(h.prefix), h.prefix, caches=self.caches,
-                     policy=self.policy, clock=self.clock, fresh=fresh)
+                     config=self.config, clock=self.clock, top=TOP, fresh=fresh, probe=probe)
+
+    def locate(self, prefix: str):
+        return locate(prefix, identifiers.make_key(prefix), caches=self.caches,
+                      config=self.config, clock=self.clock, top=TOP)
 
     def immediate(self, text: str, *, fresh: bool = False) -> Outcome:
         """The outcome of a resolution that must not ask anything."""
@@ -148,7 +156,7 @@ def test_answer_cached_for_smallest_value_ttl() -> None:
 
 
 def test_answer_ttl_clamped_to_max_and_min() -> None:
-    w = World(policy=Policy(min_ttl=10, max_ttl=30))
+    w = World(config=CacheConfig(min_ttl=10, max_ttl=30))
     w.full(H1, record(H1, 86400), [86400])
     gen = w.steps(H2)
     assert next(gen) == AskNode(SITE, H2)
@@ -170,7 +178,7 @@ def test_zero_ttl_answer_is_not_cached() -> None:
 
 
 def test_record_without_values_uses_the_floor() -> None:
-    w = World(policy=Policy(min_ttl=5))
+    w = World(config=CacheConfig(min_ttl=5))
     data = records.encode(H1, [])
     w.full(H1, data, [])
     w.clock.advance(4)
@@ -182,7 +190,7 @@ def test_record_without_values_uses_the_floor() -> None:
 # ----------------------------------------------------------------------------- not found
 
 def test_not_found_is_cached_negatively_for_negative_ttl() -> None:
-    w = World(policy=Policy(negative_ttl=5.0))
+    w = World(config=CacheConfig(negative_ttl=5.0))
     gen = w.steps(H1)
     next(gen)
     gen.send((SITE, 3600))
@@ -200,8 +208,8 @@ def test_not_found_is_cached_negatively_for_negative_ttl() -> None:
     assert w.immediate(H1) == Outcome(data, "cache")
 
 
-def test_negative_ttl_follows_policy() -> None:
-    w = World(policy=Policy(negative_ttl=30.0))
+def test_negative_ttl_follows_config() -> None:
+    w = World(config=CacheConfig(negative_ttl=30.0))
     gen = w.steps(H1)
     next(gen)
     gen.send((SITE, 3600))
@@ -213,7 +221,7 @@ def test_negative_ttl_follows_policy() -> None:
 
 
 def test_unknown_prefix_at_top_is_cached_negatively() -> None:
-    w = World(policy=Policy(negative_ttl=5.0))
+    w = World(config=CacheConfig(negative_ttl=5.0))
     gen = w.steps("99.1/X")
     assert next(gen) == AskTop("99.1")
     out = finish_throw(gen, errors.HandleError(errors.HANDLE_NOT_FOUND,
@@ -251,7 +259,7 @@ def test_fresh_skips_the_cache_but_refills_it() -> None:
 
 
 def test_fresh_skips_a_negative_entry() -> None:
-    w = World(policy=Policy(negative_ttl=60))
+    w = World(config=CacheConfig(negative_ttl=60))
     gen = w.steps(H1)
     next(gen)
     gen.send((SITE, 3600))
@@ -333,7 +341,7 @@ def test_only_peer_unavailable_serves_stale() -> None:
 
 
 def test_stale_negative_with_upstream_down_is_still_not_found() -> None:
-    w = World(stale_window=60, policy=Policy(negative_ttl=5))
+    w = World(stale_window=60, config=CacheConfig(negative_ttl=5))
     gen = w.steps(H1)
     next(gen)
     gen.send((SITE, 3600))
@@ -375,8 +383,8 @@ def test_delegation_expires_by_its_ttl() -> None:
     assert next(gen) == AskNode(OTHER_SITE, "88.118.8/SN000000004")
 
 
-def test_delegation_without_ttl_uses_policy_default() -> None:
-    w = World(policy=Policy(delegation_ttl=500))
+def test_delegation_without_ttl_uses_config_default() -> None:
+    w = World(config=CacheConfig(delegation_ttl=500))
     w.full(H1, record(H1, 1), [1], site_ttl=None)
     w.clock.advance(499)
     assert next(w.steps(H2)) == AskNode(SITE, H2)
@@ -390,6 +398,103 @@ def test_stale_delegation_is_asked_again() -> None:
     w.full(H1, record(H1, 1), [1], site_ttl=100)
     w.clock.advance(150)
     assert next(w.steps(H2)) == AskTop("88.118.8")
+
+
+def test_top_down_uses_a_stale_delegation() -> None:
+    """The delegation expired but is within its stale window, the answer is not cached, and
+    the top-level node cannot be reached: the node the stale delegation names is asked."""
+    w = World(delegation_stale=3600)
+    w.full(H1, record(H1, 1), [1], site_ttl=100)
+    w.clock.advance(150)
+    gen = w.steps(H2)
+    assert next(gen) == AskTop("88.118.8")
+    assert gen.throw(errors.PeerUnavailable("top down")) == AskNode(SITE, H2)
+    data = record(H2, 300)
+    assert finish(gen, (data, [300])) == Outcome(data, "upstream")
+
+
+def test_stale_delegation_is_not_renewed_by_use() -> None:
+    w = World(delegation_stale=3600)
+    w.full(H1, record(H1, 1), [1], site_ttl=100)
+    w.clock.advance(150)
+    gen = w.steps(H2)
+    next(gen)
+    gen.throw(errors.PeerUnavailable("top down"))
+    finish(gen, (record(H2, 1), [1]))
+    w.clock.advance(100 + 3600 - 150)  # the stale window has passed: nothing to fall back on
+    gen = w.steps(H3)
+    assert next(gen) == AskTop("88.118.8")
+    with pytest.raises(errors.PeerUnavailable):
+        gen.throw(errors.PeerUnavailable("top down"))
+
+
+def test_stale_delegation_serves_only_when_the_top_is_unreachable() -> None:
+    """The top-level node answering "no such prefix" wins over a stale delegation."""
+    w = World(delegation_stale=3600)
+    w.full(H1, record(H1, 1), [1], site_ttl=100)
+    w.clock.advance(150)
+    gen = w.steps(H2)
+    next(gen)
+    out = finish_throw(gen, errors.HandleError(errors.HANDLE_NOT_FOUND, "prefix unregistered"))
+    assert out.source == "negative"
+
+
+def test_locate_is_the_delegation_rule_alone() -> None:
+    w = World(delegation_stale=3600)
+    gen = w.locate("88.118.8")
+    assert next(gen) == AskTop("88.118.8")
+    assert finish(gen, (SITE, 100)) == SITE
+    gen = w.locate("88.118.8")  # cached: answered without asking
+    with pytest.raises(StopIteration) as done:
+        next(gen)
+    assert done.value.value == SITE
+    w.clock.advance(100)
+    gen = w.locate("88.118.8")
+    assert next(gen) == AskTop("88.118.8")
+    assert finish_throw(gen, errors.PeerUnavailable("top down")) == SITE  # stale, top down
+    assert len(w.caches.answers) == 0  # locating touches no answer
+
+
+def test_locate_without_any_delegation_propagates_top_down() -> None:
+    w = World(delegation_stale=3600)
+    gen = w.locate("88.118.8")
+    next(gen)
+    with pytest.raises(errors.PeerUnavailable):
+        gen.throw(errors.PeerUnavailable("top down"))
+
+
+# ----------------------------------------------------------------------------- 0.NA prefix records
+
+def test_prefix_records_are_served_by_the_top_level_node() -> None:
+    """``0.NA/<prefix>`` lives at the top-level node: it is asked directly, no delegation."""
+    w = World(config=CacheConfig(prefix_record_ttl=500))
+    gen = w.steps("0.NA/88.118.8")
+    assert next(gen) == AskNode(TOP, "0.NA/88.118.8")
+    data = record("0.NA/88.118.8", 60)
+    assert finish(gen, (data, [60])) == Outcome(data, "upstream")
+    hit = w.caches.delegations.get(identifiers.make_key("0.NA"), w.clock())
+    assert hit.value == TOP and hit.expires_at == w.clock() + 500  # config.prefix_record_ttl
+    w.clock.advance(600)  # past that TTL the rule still holds: still no question to the top
+    assert next(w.steps("0.na/88.201")) == AskNode(TOP, "0.na/88.201")
+
+
+# ----------------------------------------------------------------------------- one probe
+
+def test_a_probe_given_is_not_repeated() -> None:
+    w = World()
+    w.full(H1, record(H1, 60), [60])
+    w.clock.advance(61)
+    h = identifiers.parse(H1)
+    probe = w.caches.answers.get(h.key, w.clock())  # the caller's look: stale
+    before = (w.caches.answers.hits, w.caches.answers.stale_hits, w.caches.answers.misses)
+    gen = w.steps(H1, probe=probe)
+    assert next(gen) == AskNode(SITE, H1)
+    assert finish_throw(gen, errors.PeerUnavailable("down")).source == "stale"
+    assert (w.caches.answers.hits, w.caches.answers.stale_hits,
+            w.caches.answers.misses) == before
+    gen = w.steps(H2, probe=None)  # the caller looked and found nothing
+    assert next(gen) == AskNode(SITE, H2)
+    assert w.caches.answers.misses == before[2]
 
 
 # ----------------------------------------------------------------------------- drive()
@@ -406,14 +511,12 @@ class Fakes:
 
     async def ask_top(self, prefix: str):
         self.calls.append(("top", prefix))
-        await asyncio.sleep(0)
         if self.top_error is not None:
             raise self.top_error
         return self.site, self.site_ttl
 
     async def ask_node(self, site: Site, handle: str):
         self.calls.append(("node", site, handle))
-        await asyncio.sleep(0)
         if self.node_error is not None:
             raise self.node_error
         return self.answers[handle]
@@ -443,7 +546,7 @@ async def test_drive_with_first_need_taken_by_caller() -> None:
 
 
 async def test_drive_not_found_is_thrown_into_the_steps() -> None:
-    w = World(policy=Policy(negative_ttl=5))
+    w = World(config=CacheConfig(negative_ttl=5))
     f = Fakes(node_error=not_found())
     out = await drive(w.steps(H1), f.ask_top, f.ask_node)
     assert out.source == "negative" and out.error is f.node_error
@@ -485,25 +588,31 @@ async def test_drive_lets_non_handle_errors_through() -> None:
 # ----------------------------------------------------------------------------- RecursiveNode
 
 class SlowUpstream:
-    """Fake upstream for a RecursiveNode: answers when ``release`` is set."""
+    """Fake upstream for a RecursiveNode: ``asked`` is set when the node is asked, and it
+    answers when ``release`` is set."""
 
     def __init__(self, *, error: BaseException | None = None) -> None:
+        self.asked = asyncio.Event()
         self.release = asyncio.Event()
         self.node_calls = 0
         self.top_calls = 0
         self.error = error
+        self.top_error: BaseException | None = None
 
     async def ask_top(self, prefix: str):
         self.top_calls += 1
+        if self.top_error is not None:
+            raise self.top_error
         return SITE, 3600
 
     async def ask_node(self, site: Site, handle: str):
         self.node_calls += 1
+        self.asked.set()
         await self.release.wait()
         if self.error is not None:
             raise self.error
         data = record(handle, 300)
-        return data, [300]
+        return records.Answer(data), [300]
 
 
 @pytest.fixture
@@ -520,17 +629,30 @@ def fake_upstream(node: RecursiveNode, up: SlowUpstream) -> None:
     node._ask_node = up.ask_node
 
 
+async def started(node: RecursiveNode, handle) -> asyncio.Task:
+    """A resolve running as a task, returned once it has waited for the first time (it has
+    joined or started the upstream call): ``resolve`` runs without a pause up to that wait."""
+    running = asyncio.Event()
+
+    async def run():
+        running.set()
+        return await node.resolve(handle)
+    task = asyncio.ensure_future(run())
+    await running.wait()
+    return task
+
+
 async def test_recursive_coalesces_identical_questions(recursive) -> None:
     up = SlowUpstream()
     fake_upstream(recursive, up)
     h = recursive.parse(H1)
-    tasks = [asyncio.ensure_future(recursive.resolve(h)) for _ in range(100)]
-    await asyncio.sleep(0.01)
+    tasks = [await started(recursive, h) for _ in range(100)]
+    await up.asked.wait()
+    assert recursive.stats["coalesced"] == 99
     up.release.set()
     results = await asyncio.gather(*tasks)
     assert up.node_calls == 1 and up.top_calls == 1
-    assert all(r == record(H1, 300) for r in results)
-    assert recursive.stats["coalesced"] == 99
+    assert all(r.data == record(H1, 300) for r in results)
     assert recursive._inflight == {}
 
 
@@ -538,12 +660,13 @@ async def test_recursive_coalesced_waiters_share_the_error(recursive) -> None:
     up = SlowUpstream(error=errors.PeerUnavailable("down"))
     fake_upstream(recursive, up)
     h = recursive.parse(H1)
-    tasks = [asyncio.ensure_future(recursive.resolve(h)) for _ in range(5)]
-    await asyncio.sleep(0.01)
+    tasks = [await started(recursive, h) for _ in range(5)]
+    await up.asked.wait()
     up.release.set()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert up.node_calls == 1
     assert all(isinstance(r, errors.PeerUnavailable) and r.status == 503 for r in results)
+    assert all(r.handle == H1 for r in results)
     assert recursive._inflight == {}
 
 
@@ -560,39 +683,122 @@ async def test_recursive_waiters_survive_a_cancelled_leader(recursive) -> None:
     up = SlowUpstream()
     fake_upstream(recursive, up)
     h = recursive.parse(H1)
-    leader = asyncio.ensure_future(recursive.resolve(h))
-    await asyncio.sleep(0.01)
-    waiter = asyncio.ensure_future(recursive.resolve(h))
-    await asyncio.sleep(0.01)
+    leader = await started(recursive, h)
+    await up.asked.wait()
+    waiter = await started(recursive, h)
     assert recursive.stats["coalesced"] == 1
     leader.cancel()
-    await asyncio.sleep(0.01)
+    with pytest.raises(asyncio.CancelledError):
+        await leader
     up.release.set()
-    try:
-        result = await asyncio.wait_for(waiter, 1.0)
-    except errors.HandleError:
-        return  # failing promptly with a Handle error would be acceptable too
-    except TimeoutError:
-        pytest.fail("a coalesced waiter hung after its leader was cancelled")
-    assert result == record(H1, 300)
+    result = await asyncio.wait_for(waiter, 5.0)  # a guard against a hang, not an order
+    assert result.data == record(H1, 300)
+    assert up.node_calls == 1
 
 
 async def test_recursive_waiters_fail_when_leader_fails_unexpectedly(recursive) -> None:
+    """A malformed answer fails the leader and every waiter with the same error, at once."""
     up = SlowUpstream(error=ValueError("unpack(b) received extra data"))
     fake_upstream(recursive, up)
     h = recursive.parse(H1)
-    leader = asyncio.ensure_future(recursive.resolve(h))
-    await asyncio.sleep(0.01)
-    waiter = asyncio.ensure_future(recursive.resolve(h))
-    await asyncio.sleep(0.01)
+    leader = await started(recursive, h)
+    await up.asked.wait()
+    waiter = await started(recursive, h)
     up.release.set()
     with pytest.raises(ValueError):
         await leader
+    with pytest.raises(ValueError, match="extra data"):
+        await asyncio.wait_for(waiter, 5.0)  # a guard against a hang, not an order
+    assert recursive._inflight == {}
+
+
+# ------------------------------------------------------------------ RecursiveNode: wiring
+
+async def test_recursive_node_takes_every_limit_from_its_config() -> None:
+    config = Config().with_values("test", {
+        "cache": {"answer_entries": 7, "answer_bytes": 7000, "answer_stale": 11,
+                  "delegation_entries": 5, "delegation_stale": 13, "negative_ttl": 17},
+        "rpc": {"timeout": 0.7, "connect_timeout": 0.3, "retry_after": 0.2},
+        "http": {"forward_timeout": 9}})
+    node = RecursiveNode("r", "127.0.0.1:9", config, clock=FakeClock())
     try:
-        await asyncio.wait_for(waiter, 1.0)
-    except TimeoutError:
-        pytest.fail("a coalesced waiter hung after its leader failed")
-    except Exception:
-        pass  # any prompt failure is fine
-    else:
-        pytest.fail("the waiter got an answer its leader never had")
+        a, d = node.caches.answers, node.caches.delegations
+        assert (a.max_entries, a.max_bytes, a.stale_window) == (7, 7000, 11)
+        assert (d.max_entries, d.stale_window) == (5, 13)
+        top = node.top
+        assert (top.timeout, top.connect_timeout, top.retry_after) == (0.7, 0.3, 0.2)
+        peer = node._client("127.0.0.1:10")
+        assert (peer.timeout, peer.connect_timeout, peer.retry_after) == (0.7, 0.3, 0.2)
+        await peer.close()
+        up = SlowUpstream(error=not_found())
+        up.release.set()
+        fake_upstream(node, up)
+        h = node.parse(H1)
+        with pytest.raises(errors.HandleError):
+            await node.resolve(h)
+        node.clock.advance(16.9)
+        with pytest.raises(errors.HandleError):
+            await node.resolve(h)
+        assert up.node_calls == 1  # "not found" remembered for config.cache.negative_ttl...
+        node.clock.advance(0.1)
+        with pytest.raises(errors.HandleError):
+            await node.resolve(h)
+        assert up.node_calls == 2  # ...and no longer
+    finally:
+        await node.close()
+
+
+async def test_cached_then_resolve_probes_the_answer_cache_once(recursive) -> None:
+    up = SlowUpstream()
+    up.release.set()
+    fake_upstream(recursive, up)
+    answers = recursive.caches.answers
+    assert recursive.cached(H1) is None
+    await recursive.resolve(recursive.parse(H1))
+    assert (answers.misses, answers.hits) == (1, 0)
+    assert recursive.cached(H1).data == record(H1, 300)
+    assert (answers.misses, answers.hits) == (1, 1)
+    # a negative entry found by the probe is answered by resolve without looking again
+    up.error = not_found(H2)
+    assert recursive.cached(H2) is None
+    with pytest.raises(errors.HandleError):
+        await recursive.resolve(recursive.parse(H2))
+    assert recursive.cached(H2) is None  # a fresh negative entry: a hit, but no answer
+    hits = answers.hits
+    with pytest.raises(errors.HandleError) as raised:
+        await recursive.resolve(recursive.parse(H2))
+    assert raised.value.code == errors.HANDLE_NOT_FOUND
+    assert answers.hits == hits and up.node_calls == 2
+    # resolve without a probe before it (batch, RPC, msgpack) looks itself, once
+    up.error = None
+    misses = answers.misses
+    await recursive.resolve(recursive.parse(H3))
+    assert answers.misses == misses + 1
+
+
+async def test_a_probe_is_only_taken_for_its_own_handle(recursive) -> None:
+    up = SlowUpstream()
+    up.release.set()
+    fake_upstream(recursive, up)
+    await recursive.resolve(recursive.parse(H1))
+    assert recursive.cached("88.118.8/bad\x00") is None  # probed, never resolved
+    assert (await recursive.resolve(recursive.parse(H1))).data == record(H1, 300)
+    assert up.node_calls == 1  # the cached answer was found, not the other text's miss
+
+
+async def test_writes_locate_through_a_stale_delegation(recursive) -> None:
+    """Forwarded writes find the serving node by the same rules: with the top-level node
+    down, an expired delegation within the stale window still names it."""
+    up = SlowUpstream()
+    up.release.set()
+    fake_upstream(recursive, up)
+    assert await recursive.locate("88.118.8") == SITE
+    assert await recursive.locate("88.118.8") == SITE
+    assert up.top_calls == 1  # cached
+    recursive.clock.advance(3600)  # the delegation's TTL
+    up.top_error = errors.PeerUnavailable("top down")
+    assert await recursive.locate("88.118.8") == SITE
+    assert up.top_calls == 2
+    recursive.clock.advance(recursive.config.cache.delegation_stale)  # past the stale window
+    with pytest.raises(errors.PeerUnavailable):
+        await recursive.locate("88.118.8")

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from resolver import auth, errors, server
 from resolver.config import RpcConfig
+from resolver.config import Config
 from resolver.nodes import SecondaryNode
 from resolver.recursive import RecursiveNode
 from resolver.resolution import Site
@@ -98,8 +99,8 @@ async def start_host(topo: Topology, names: list[str], *, data_dir: Path, logins
                                         {"name": s.name, "industry": s.industry, "city": s.city})
                 addr = topo.top
             elif name == "recursive":
-                node = RecursiveNode("recursive", topo.top.rpc_addr, clock=clock,
-                                     max_entries=answer_cache)
+                node = RecursiveNode("recursive", topo.top.rpc_addr, Config().with_values(
+                    "--answer-cache", {"cache": {"answer_entries": answer_cache}}), clock=clock)
                 addr = topo.recursive
             else:
                 spec = topo.secondary(name)
