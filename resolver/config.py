@@ -75,6 +75,8 @@ class HostConfig:
     """A host process: the nodes it runs and how they reach the top-level node."""
     report_every: float = 1.0             # s between statistics reports to the top-level node
     register_deadline: float = 60.0       # s to keep retrying prefix registration at start
+    top_timeout: float = 10.0             # s for a call to the top-level node (registering
+                                          # thousands of prefixes at start is one call)
 
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
