@@ -1,6 +1,6 @@
 """An idsim network run as ``python -m topology.host`` processes, laid out for measuring.
 
-The data directory gets what the host processes read (``topology.toml`` from ``model.save``,
+The data directory gets what the host processes read (``topology.toml`` from ``tomlio.save``,
 ``logins.json`` from ``cluster.make_logins``) and, for Locust, the ``cluster.json`` that
 ``idsim up`` writes. Each host's stderr goes to ``<data>/logs/<label>.log``.
 """
@@ -19,7 +19,9 @@ from pathlib import Path
 
 from benchmarks import procs
 from topology.cluster import Cluster, make_logins
-from topology.model import Topology, find_ports_in_use, save
+from topology.model import Topology
+from topology.ports import find_ports_in_use
+from topology.tomlio import save
 from topology.presets import get_preset
 
 READY_TIMEOUT = 300.0

@@ -106,13 +106,16 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-def is_under(prefix: str, parent: str) -> bool:
+def is_under(prefix: str, parent: str, *, strict: bool = False) -> bool:
     """True when ``prefix`` equals ``parent`` or extends it by whole dotted segments.
 
-    ``88.118.8`` is under ``88.118``; ``88.1180`` is not. ASCII case-insensitive.
+    ``88.118.8`` is under ``88.118``; ``88.1180`` is not. ASCII case-insensitive, like the
+    store keys. With ``strict=True`` equality does not count: only proper descendants.
     """
     p, q = prefix.translate(_ASCII_UPPER), parent.translate(_ASCII_UPPER)
-    return p == q or p.startswith(q + ".")
+    if p == q:
+        return not strict
+    return p.startswith(q + ".")
 
 
 @dataclass(frozen=True, slots=True)

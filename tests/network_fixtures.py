@@ -17,7 +17,8 @@ import pytest
 
 from topology.cluster import make_logins
 from topology.host import Host, start_host
-from topology.model import Topology, find_ports_in_use
+from topology.model import Topology
+from topology.ports import find_ports_in_use
 from topology.presets import get_preset
 
 PORT_LOW, PORT_HIGH = 20000, 50000

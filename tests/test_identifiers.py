@@ -192,6 +192,15 @@ def test_is_not_under(prefix, parent):
     assert not identifiers.is_under(prefix, parent)
 
 
+def test_is_under_strict_excludes_the_parent_itself():
+    assert identifiers.is_under("88.118", "88.118")
+    assert not identifiers.is_under("88.118", "88.118", strict=True)
+    assert not identifiers.is_under("ab", "AB", strict=True)  # equal up to ASCII case
+    assert identifiers.is_under("88.118.8", "88.118", strict=True)
+    assert identifiers.is_under("ab.cd", "AB", strict=True)
+    assert not identifiers.is_under("88.1180", "88.118", strict=True)
+
+
 def test_national_levels():
     assert identifiers.national("88.118.8") == NationalPrefix("88", "88.118", "88.118.8")
     assert identifiers.national("88.118") == NationalPrefix("88", "88.118", None)

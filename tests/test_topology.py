@@ -1,7 +1,8 @@
-"""Tests for topology.model and topology.presets."""
+"""Tests for the topology package: model, validation, ports, TOML I/O and presets."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import socket
 import statistics
 from collections import Counter
@@ -10,22 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from topology.model import (
-    Enterprise,
-    Industry,
-    NodeAddress,
-    SecondaryNode,
-    Topology,
-    TopologyError,
-    find_ports_in_use,
-    from_toml,
-    is_under,
-    load,
-    save,
-    to_toml,
-    validate,
-)
+from resolver.config import Config, ConfigError, layered
+from topology.model import Enterprise, Industry, NodeAddress, SecondarySpec, Topology, TopologyError
+from topology.ports import find_ports_in_use
 from topology.presets import PRESETS, get_preset, guangzhou_2021, mini
+from topology.tomlio import from_toml, load, load_with_config, save, to_toml
+from topology.validation import validate
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +104,13 @@ def test_guangzhou_ports(gz: Topology) -> None:
     assert gz.top.rpc_addr == "127.0.0.1:9001"
 
 
+def test_guangzhou_pinned(gz_toml: str) -> None:
+    # The preset's exact contents and their TOML text, byte for byte: a change to either
+    # changes every simulated network built from it.
+    digest = hashlib.sha256(gz_toml.encode()).hexdigest()
+    assert digest == "5f7609c54f8a95ecb68c3ce102fabb738e669c18faf7877b3a56db402744fe1f"
+
+
 def test_guangzhou_deterministic() -> None:
     assert guangzhou_2021(seed=5) == guangzhou_2021(seed=5)
     assert to_toml(guangzhou_2021(seed=5)) == to_toml(guangzhou_2021(seed=5))
@@ -181,14 +179,6 @@ def test_node_for_prefix_longest_match() -> None:
     assert t.node_for_prefix("88.118.8.1").name == "inner"
     assert t.node_for_prefix("88.118.9").code == "88.118"
     assert t.node_for_prefix("88.118.80").code == "88.118"
-
-
-def test_is_under() -> None:
-    assert is_under("88.118.8", "88.118")
-    assert is_under("88.118", "88.118")
-    assert not is_under("88.118", "88.118", strict=True)
-    assert not is_under("88.1180.1", "88.118")
-    assert not is_under("88.11", "88.118")
 
 
 @given(st.lists(st.integers(0, 9999), min_size=1, max_size=4))
@@ -319,7 +309,7 @@ def test_validate_accepts_other_national_prefixes() -> None:
         top=NodeAddress("127.0.0.1", 7001, 8001),
         recursive=NodeAddress("127.0.0.1", 7000, 8000),
         industries=(Industry("ceramics", "Ceramics"),),
-        secondaries=(SecondaryNode("86.5", "N", "Foshan", "ceramics",
+        secondaries=(SecondarySpec("86.5", "N", "Foshan", "ceramics",
                                    NodeAddress("127.0.0.1", 7002, 8002)),),
         enterprises=(Enterprise("86.5.12", "E", "86.5", "ceramics"),),
     )
@@ -550,6 +540,67 @@ rpc_port = 7102
     assert t.enterprises == ()
     validate(t)
     assert from_toml(to_toml(t)) == t
+
+
+def test_toml_layout_one_table_per_entry_even_when_short() -> None:
+    # Each entry of mini fits on one line; it is still written as its own [[...]] table.
+    lines = to_toml(mini()).splitlines()
+    assert lines.count("[[industries]]") == 3
+    assert lines.count("[[secondaries]]") == 3
+    assert lines.count("[[enterprises]]") == 12
+    assert not any(line.startswith(("industries =", "secondaries =", "enterprises =")) for line in lines)
+    assert lines[0].startswith("# idsim topology mini: 3 secondary nodes")
+
+
+_CONFIG_SECTIONS = """
+[cache]
+answer_entries = 0
+negative_ttl = 5
+
+[rpc]
+timeout = 1.5
+"""
+
+
+def test_load_with_config_returns_config_sections(tmp_path) -> None:
+    path = tmp_path / "net.toml"
+    path.write_text(to_toml(mini()) + _CONFIG_SECTIONS, encoding="utf-8")
+    topology, layer = load_with_config(path)
+    assert topology == mini()
+    assert layer == {"cache": {"answer_entries": 0, "negative_ttl": 5}, "rpc": {"timeout": 1.5}}
+    config = layered([(str(path), layer)])
+    assert (config.cache.answer_entries, config.cache.negative_ttl, config.rpc.timeout) == (0, 5, 1.5)
+    assert config.source("cache.answer_entries") == str(path)
+    assert load(path) == mini()  # the topology readers accept the sections too
+
+
+def test_load_with_config_without_sections(tmp_path) -> None:
+    path = tmp_path / "net.toml"
+    save(mini(), path)
+    assert load_with_config(path) == (mini(), {})
+
+
+def test_from_toml_accepts_every_config_section() -> None:
+    sections = "".join(f"\n[{name}]\n" for name in Config().as_dict())
+    assert from_toml(to_toml(mini()) + sections) == mini()
+
+
+def test_config_section_values_are_judged_by_layered(tmp_path) -> None:
+    path = tmp_path / "net.toml"
+    path.write_text(to_toml(mini()) + "\n[cache]\nanswer_entrys = 1\n", encoding="utf-8")
+    _, layer = load_with_config(path)
+    with pytest.raises(ConfigError) as info:
+        layered([(str(path), layer)])
+    assert "cache.answer_entrys" in str(info.value)
+
+
+def test_unknown_section_still_reported(tmp_path) -> None:
+    path = tmp_path / "net.toml"
+    path.write_text(to_toml(mini()) + "\n[cachee]\nanswer_entries = 0\n", encoding="utf-8")
+    with pytest.raises(TopologyError) as info:
+        load_with_config(path)
+    assert str(path) in str(info.value)
+    assert info.value.problems == ["document: unknown key 'cachee'"]
 
 
 def test_to_toml_rejects_unwritable() -> None:

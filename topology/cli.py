@@ -194,7 +194,7 @@ def cmd_up(args) -> int:
     from rich.table import Table
 
     from topology.cluster import Cluster
-    from topology.model import load
+    from topology.tomlio import load
     from topology.presets import get_preset
 
     console = Console()

@@ -19,7 +19,10 @@ from typing import Callable
 
 from resolver import auth
 from topology import demo
-from topology.model import Topology, find_ports_in_use, save, validate
+from topology.model import Topology
+from topology.ports import find_ports_in_use
+from topology.tomlio import save
+from topology.validation import validate
 
 READY_TIMEOUT = 600.0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from resolver import config as configuration
 from resolver import server
-from topology.model import load
+from topology.tomlio import load
 from topology.wiring import start_nodes
 
 

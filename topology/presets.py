@@ -5,13 +5,16 @@ of November 2021: 33 secondary nodes (15 of them in Guangzhou) across 25 industr
 4,065 enterprises. The node layout is fixed; the seed only decides how unevenly enterprises
 are spread over the nodes and what they are called. ``mini`` is a three-node network for
 tests and quick demos.
+
+Invariants: a preset is a pure function of its arguments (the same arguments give an equal
+topology and the same TOML, byte for byte) and passes `topology.validation.validate`.
 """
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 
-from .model import Enterprise, Industry, NodeAddress, SecondaryNode, Topology, TopologyError
+from .model import Enterprise, Industry, NodeAddress, SecondarySpec, Topology, TopologyError
 
 __all__ = ["INDUSTRIES", "PRESETS", "get_preset", "guangzhou_2021", "mini"]
 
@@ -153,8 +156,8 @@ def _enterprise_names(rng: random.Random, city: str, industry: str, k: int) -> l
     return names
 
 
-def _node(code: str, city: str, industry: str) -> SecondaryNode:
-    return SecondaryNode(
+def _node(code: str, city: str, industry: str) -> SecondarySpec:
+    return SecondarySpec(
         code=code,
         name=f"{city} {_INDUSTRY_NAME[industry]} Secondary Node",
         city=city,
@@ -168,7 +171,7 @@ def _build(
     seed: int,
     layout: tuple[tuple[str, str, str], ...],
     counts: list[int],
-    numbers_for: Callable[[SecondaryNode, int], list[int]],
+    numbers_for: Callable[[SecondarySpec, int], list[int]],
     rng: random.Random,
     *,
     base_port: int,
@@ -243,7 +246,7 @@ def mini(
     rng = random.Random(seed)
     counts = _spread(rng, 12, len(_MINI_NODES), 2, sigma=0.6)
 
-    def numbers(node: SecondaryNode, k: int) -> list[int]:
+    def numbers(node: SecondarySpec, k: int) -> list[int]:
         picked = rng.sample(range(1, 21), k)
         if node.code == "88.118" and 8 not in picked:
             picked[0] = 8

@@ -1,0 +1,105 @@
+"""Consistency of a `Topology`: every problem found, reported at once. Pure, no I/O.
+
+`validate` raises one `TopologyError` whose ``problems`` list names each offending item, so
+a hand-edited topology file is fixed in one pass. It judges a topology already built (by a
+preset or by `topology.tomlio.from_toml`, which checks only the file's structure) and never
+touches the network: whether ports are free is `topology.ports.find_ports_in_use`.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+
+from resolver.identifiers import is_under
+
+from .model import MAX_PORT, MIN_PORT, Topology, TopologyError, ancestors, is_code
+
+__all__ = ["validate"]
+
+_SLUG_RE = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*")
+
+
+def validate(topology: Topology) -> None:
+    """Check *topology* for consistency; raise TopologyError listing every problem found.
+
+    Checks: code syntax (node codes and enterprise prefixes are dotted digit segments,
+    industry codes are slugs); duplicate industry codes, node codes and enterprise prefixes;
+    node codes overlapping (one a dotted prefix of another); nodes and enterprises referring
+    to unknown industries; enterprises referring to unknown nodes or whose prefix is not
+    strictly under their node's code; ports outside 1..65535; one (host, port) used twice
+    anywhere among all nodes' HTTP and RPC ports. Nothing here touches the network — see
+    `find_ports_in_use` for that.
+    """
+    problems: list[str] = []
+    add = problems.append
+    t = topology
+
+    if isinstance(t.seed, bool) or not isinstance(t.seed, int):
+        add(f"network seed must be an integer, got {t.seed!r}")
+    ipe = t.identifiers_per_enterprise
+    if isinstance(ipe, bool) or not isinstance(ipe, int) or ipe < 0:
+        add(f"identifiers_per_enterprise must be a non-negative integer, got {ipe!r}")
+
+    # Industries.
+    industry_codes = Counter(i.code for i in t.industries)
+    for ind in t.industries:
+        if not (isinstance(ind.code, str) and _SLUG_RE.fullmatch(ind.code)):
+            add(f"industry {ind.code!r} ({ind.name!r}): code is not a lowercase slug")
+    for code, n in industry_codes.items():
+        if n > 1:
+            add(f"industry code {code!r} is used {n} times")
+
+    # Secondary nodes.
+    node_codes = Counter(n.code for n in t.secondaries)
+    for node in t.secondaries:
+        if not is_code(node.code):
+            add(f"secondary node {node.code!r} ({node.name!r}): code is not dotted digit segments "
+                "like '88.118'")
+        if node.industry not in industry_codes:
+            add(f"secondary node {node.code!r}: unknown industry {node.industry!r}")
+    for code, n in node_codes.items():
+        if n > 1:
+            add(f"secondary node code {code!r} is used {n} times")
+    valid_codes = {c for c in node_codes if is_code(c)}
+    for code in sorted(valid_codes):
+        for anc in ancestors(code):
+            if anc in valid_codes:
+                add(f"secondary node codes overlap: {code!r} lies under {anc!r}")
+
+    # Enterprises.
+    prefixes = Counter(e.prefix for e in t.enterprises)
+    for ent in t.enterprises:
+        what = f"enterprise {ent.prefix!r}"
+        if not is_code(ent.prefix):
+            add(f"{what} ({ent.name!r}): prefix is not dotted digit segments like '88.118.8'")
+        if ent.node not in node_codes:
+            add(f"{what}: unknown secondary node {ent.node!r}")
+        elif isinstance(ent.prefix, str) and isinstance(ent.node, str) and not is_under(
+            ent.prefix, ent.node, strict=True
+        ):
+            add(f"{what}: prefix is not under its node's code {ent.node!r}")
+        if ent.industry not in industry_codes:
+            add(f"{what}: unknown industry {ent.industry!r}")
+    for prefix, n in prefixes.items():
+        if n > 1:
+            add(f"enterprise prefix {prefix!r} is used {n} times")
+
+    # Addresses.
+    users: defaultdict[tuple[str, int], list[str]] = defaultdict(list)
+    for label, host, port in t.endpoints():
+        if not isinstance(host, str) or not host:
+            add(f"{label}: host must be a non-empty string, got {host!r}")
+            continue
+        if isinstance(port, bool) or not isinstance(port, int):
+            add(f"{label}: port must be an integer, got {port!r}")
+            continue
+        if not MIN_PORT <= port <= MAX_PORT:
+            add(f"{label}: port {port} is outside {MIN_PORT}..{MAX_PORT}")
+            continue
+        users[(host.lower(), port)].append(label)
+    for (host, port), labels in users.items():
+        if len(labels) > 1:
+            add(f"address {host}:{port} is used by {len(labels)} endpoints: {', '.join(labels)}")
+
+    if problems:
+        raise TopologyError(f"invalid topology {t.name!r}", problems)
