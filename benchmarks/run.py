@@ -226,7 +226,7 @@ def start_resolve_network(s: Settings, tmp: Path) -> tuple[Network, dict]:
     warm = [net.spawn(f"warm-{i}", ["recursive"], "--reuse-port") for i in range(2)]
     # the cold node gets the same two processes as the warm one: the ratio compares like
     # with like (all cores used), and differs only by the answer cache
-    cold = [net.spawn(f"cold-{i}", ["recursive"], "--answer-cache", "0", "--reuse-port",
+    cold = [net.spawn(f"cold-{i}", ["recursive"], "--set", "cache.answer_entries=0", "--reuse-port",
                       "--recursive-port", str(cold_port)) for i in range(2)]
     net.wait_ready(*warm, *cold)
     net.write_state()

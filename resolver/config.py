@@ -10,7 +10,7 @@ A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``
 layer set it (``Config.sources``); ``idsim config show`` prints both. A layer is a mapping
 ``{section: {key: value}}`` as TOML gives it; unknown sections or keys and values of the
 wrong type are reported all at once in one ``ConfigError``. Pure: no file or socket here
-(``read_toml`` is the one helper that reads a file).
+(``read_toml`` and ``write_toml`` are the helpers that touch a file).
 """
 from __future__ import annotations
 
@@ -83,6 +83,8 @@ class HostConfig:
     """A host process: the nodes it runs and how they reach the top-level node."""
     report_every: float = 1.0             # s between statistics reports to the top-level node
     register_deadline: float = 60.0       # s to keep retrying prefix registration at start
+    top_timeout: float = 10.0             # s for a call to the top-level node (registering
+                                          # thousands of prefixes at start is one call)
 
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
@@ -205,6 +207,16 @@ def parse_set(items: Iterable[str]) -> dict[str, dict[str, Any]]:
 def config_sections(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The config sections of a parsed TOML document (a topology file may hold them too)."""
     return {k: v for k, v in doc.items() if k in SECTIONS}
+
+
+def write_toml(config: Config, path: str | Path) -> None:
+    """The effective values as a config file (what host processes read), atomically."""
+    import tomli_w
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("# effective idsim config, written by idsim up; see: idsim config show\n"
+                   + tomli_w.dumps(config.as_dict()), encoding="utf-8")
+    tmp.replace(path)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

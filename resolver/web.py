@@ -192,8 +192,7 @@ async def batch_resolve(node, request: web.BaseRequest, *, http: HttpConfig) -> 
     items = doc.get("handles") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"handles": [...]}')
-    config = getattr(node, "config", None) or Config()  # until RecursiveNode has .config
-    if len(items) > (limit := config.batch.max_resolve):
+    if len(items) > (limit := node.config.batch.max_resolve):
         raise errors.HandleError(errors.INVALID_VALUE, f"a batch resolves at most "
                                  f"{limit} identifiers; got {len(items)}", status=413)
     results = []

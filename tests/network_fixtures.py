@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 
 from resolver import auth
+from resolver.config import Config
 from resolver.clock import FakeClock  # re-exported: tests import it from here too
 from topology.cluster import make_logins
-from topology.host import Host, start_host
+from topology.wiring import Running, start_nodes
 from topology.model import Topology
 from topology.ports import find_ports_in_use
 from topology.presets import get_preset
@@ -42,7 +43,7 @@ basic_token = auth.basic_header  # pyhandle's Authorization value; the name test
 class Net:
     topo: Topology
     logins: dict
-    host: Host
+    host: Running
     clock: FakeClock
     http: aiohttp.ClientSession
 
@@ -87,8 +88,8 @@ async def start_net(tmp_path: Path, clock: FakeClock, *, attempts: int = 5):
         logins = make_logins(topo)
         names = ["top", "recursive", *(s.code for s in topo.secondaries)]
         try:
-            host = await start_host(topo, names, data_dir=tmp_path, logins=logins,
-                                    store="memory", clock=clock)
+            host = await start_nodes(topo, names, Config(), data_dir=tmp_path, logins=logins,
+                                     store="memory", clock=clock)
         except OSError as exc:  # someone took a port between the check and the bind
             last = exc
             continue

@@ -14,8 +14,9 @@ from pyhandle.handleclient import PyHandleClient
 
 from network_fixtures import Net, basic_token, free_topology, net  # noqa: F401  (net: fixture)
 from topology.cluster import make_logins
-from topology.host import start_host
+from topology.wiring import start_nodes
 from resolver import errors, identifiers
+from resolver.config import Config
 from resolver.recursive import RecursiveNode
 from topology import demo
 
@@ -592,11 +593,13 @@ async def test_restart_on_other_ports_moves_the_delegations(tmp_path) -> None:
     first = free_topology()
     logins = make_logins(first)
     names = ["top", "recursive", *(s.code for s in first.secondaries)]
-    host = await start_host(first, names, data_dir=tmp_path, logins=logins, store="lmdb")
+    host = await start_nodes(first, names, Config(), data_dir=tmp_path, logins=logins,
+                             store="lmdb")
     await host.close()
     second = free_topology()
     assert second.top.http_port != first.top.http_port
-    host = await start_host(second, names, data_dir=tmp_path, logins=logins, store="lmdb")
+    host = await start_nodes(second, names, Config(), data_dir=tmp_path, logins=logins,
+                             store="lmdb")
     try:
         code = second.secondaries[0].code
         node_url = second.secondary(code).address.http_url

@@ -22,71 +22,11 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
-from resolver import auth, identifiers, server
-from resolver.nodes import SecondaryNode
-from resolver.store import open_store
-from resolver.web import NodeAPI
-from topology import demo
-from topology.host import seed
+from resolver import config as configuration
+from resolver import identifiers, server
+from topology.cli_config import add_config_args, add_config_command, effective_config
 
 DEFAULT_DATA = "idsim-data"
-
-
-# ------------------------------------------------------------------ one node
-
-def load_or_make_secret(path: Path) -> str:
-    if path.exists():
-        return json.loads(path.read_text())["admin_secret"]
-    secret = auth.new_secret()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"admin_secret": secret}))
-    path.chmod(0o600)
-    return secret
-
-
-async def run_node(args) -> None:
-    data = Path(args.data)
-    store_url = args.store or f"lmdb:{data / args.code}"
-    node = SecondaryNode(f"node-{args.code}", open_store(store_url), [args.code],
-                         case_sensitive=args.case_sensitive)
-    admin = await node.bootstrap(load_or_make_secret(data / f"{args.code}.admin.json"))
-    logins = []
-    for prefix in args.enterprise:
-        existing = node.values_of(f"0.NA/{prefix}")
-        secret_file = data / f"{prefix}.login.json"
-        if existing is None:
-            creds = await node.create_prefix(prefix, identity=auth.Identity(
-                auth.SECRET_INDEX, f"0.NA/{args.code}"))
-            secret_file.write_text(json.dumps({"prefix": prefix, "username": creds.username,
-                                               "secret": creds.secret}))
-            secret_file.chmod(0o600)
-        logins.append(json.loads(secret_file.read_text()))
-        added = await seed(node, {prefix: args.demo})
-        print(f"seeded {added} identifiers under {prefix} ({node.store.count(node.key(prefix))} in all)")
-    runner = await server.serve(NodeAPI(node), args.host, args.port)
-    url = f"http://{args.host}:{server.bound_port(runner)}"
-    logins_path = data / "logins.json"
-    logins_path.write_text(json.dumps({"node_admin": {"username": admin.username,
-                                                       "secret": admin.secret},
-                                       "enterprises": logins}, indent=2))
-    logins_path.chmod(0o600)
-    print(f"secondary node {args.code} serving {url}  (store {store_url})")
-    if args.enterprise:
-        example = f"{args.enterprise[0]}/{demo.suffix(0)}"
-        print(f"  try: curl {url}/api/handles/{example}")
-        print(f"  logins (prefix, user, secret): {logins_path}")
-    await wait_for_signal()
-    print("stopping…")
-    await runner.cleanup()
-    await node.close()
-
-
-async def wait_for_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 # ------------------------------------------------------------------ client commands
@@ -165,9 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--host", default="127.0.0.1")
     node.add_argument("--port", type=int, default=8000)
     node.add_argument("--data", default=DEFAULT_DATA, help="data directory")
-    node.add_argument("--store", help="store URL (default lmdb:<data>/<code>)")
-    node.add_argument("--case-sensitive", action="store_true")
-    node.set_defaults(func=lambda a: _run(run_node(a)))
+    node.add_argument("--store", default="lmdb", choices=["lmdb", "memory"],
+                      help="lmdb: durable, in <data>/<code>; memory: gone when it stops")
+    node.add_argument("--case-sensitive", action="store_true",
+                      help="tell handles apart by ASCII case (Handle.Net folds it by default)")
+    add_config_args(node)
+    node.set_defaults(func=cmd_node)
 
     up = sub.add_parser("up", help="start the local network with demo data")
     up.add_argument("--preset", default="guangzhou-2021", help="guangzhou-2021 or mini")
@@ -183,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
     up.add_argument("--recursive-processes", type=int, default=1,
                     help="processes sharing the recursive node's port (SO_REUSEPORT)")
-    up.add_argument("--answer-cache", type=int, default=1_000_000,
+    up.add_argument("--answer-cache", type=int, default=None,
                     help="recursive node's answer cache, entries (0: off, every resolve asks "
-                         "the serving node; delegations stay cached)")
+                         "the serving node; delegations stay cached); = --set "
+                         "cache.answer_entries=N")
+    add_config_args(up)
     up.set_defaults(func=cmd_up)
 
     load = sub.add_parser("load", help="run a Locust scenario and summarise it")
@@ -225,7 +170,19 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--via", help="the serving node's URL (default: found in the cluster)")
     reg.add_argument("--data", default=DEFAULT_DATA, help="the running cluster's data directory")
     reg.set_defaults(func=cmd_register)
+
+    add_config_command(sub)
     return p
+
+
+def cmd_node(args) -> int:
+    from topology.cli_node import run_node
+    try:
+        config = effective_config(args)
+    except (configuration.ConfigError, ValueError) as exc:
+        print(f"idsim node: {exc}", file=sys.stderr)
+        return 2
+    return _run(run_node(args, config))
 
 
 def cmd_up(args) -> int:
@@ -245,8 +202,15 @@ def cmd_up(args) -> int:
     topo = topo.with_ports(args.port, host=args.host)
     if args.demo is not None:
         topo = replace(topo, identifiers_per_enterprise=args.demo)
+    flags = {} if args.answer_cache is None else {
+        "--answer-cache": {"cache": {"answer_entries": args.answer_cache}}}
+    try:
+        config = effective_config(args, flags)
+    except (configuration.ConfigError, ValueError) as exc:
+        console.print(f"[red]idsim up:[/] {exc}")
+        return 2
     cluster = Cluster(topo, Path(args.data), workers=args.workers, store=args.store,
-                      recursive_processes=args.recursive_processes, answer_cache=args.answer_cache)
+                      recursive_processes=args.recursive_processes, config=config)
     total = len(topo.enterprises) * topo.identifiers_per_enterprise
     t0 = time.perf_counter()
     console.print(f"starting [bold]{topo.name}[/]: {len(topo.secondaries) + 2} nodes in "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from resolver import auth
+from resolver.config import Config, write_toml
 from topology import demo
 from topology.model import Topology
 from topology.ports import find_ports_in_use
@@ -78,7 +79,7 @@ class Cluster:
     workers: int = max(1, os.cpu_count() or 1)
     store: str = "lmdb"
     recursive_processes: int = 1
-    answer_cache: int = 1_000_000
+    config: Config = field(default_factory=Config)
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -93,6 +94,7 @@ class Cluster:
                                + "\n  ".join(busy[:10]))
         self.data_dir.mkdir(parents=True, exist_ok=True)
         save(self.topology, self.data_dir / "topology.toml")
+        write_toml(self.config, self.data_dir / "config.toml")
         path = self.data_dir / "logins.json"
         old = json.loads(path.read_text()) if path.exists() else None
         logins = make_logins(self.topology, old)
@@ -111,7 +113,7 @@ class Cluster:
                                                self.recursive_processes)):
             cmd = [sys.executable, "-m", "topology.host", "--topology",
                    str(self.data_dir / "topology.toml"), "--data", str(self.data_dir),
-                   "--store", self.store, "--answer-cache", str(self.answer_cache)]
+                   "--store", self.store, "--config", str(self.data_dir / "config.toml")]
             if self.recursive_processes > 1 and "recursive" in nodes:
                 cmd.append("--reuse-port")
             with open(logs / f"host-{i}.log", "w") as log:

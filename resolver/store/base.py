@@ -45,8 +45,11 @@ class RecordStore(Protocol):
         ...
 
 
-def open_store(url: str) -> RecordStore:
-    """``memory:`` or ``lmdb:PATH`` (optionally ``lmdb:PATH?map_size=GiB&sync=0``)."""
+def open_store(url: str, config: "StoreConfig | None" = None) -> RecordStore:
+    """``memory:`` or ``lmdb:PATH`` (optionally ``lmdb:PATH?map_size=GiB&sync=0``; without
+    ``map_size`` the config's ``lmdb_map_size_gib``)."""
+    from resolver.config import StoreConfig
+    config = config or StoreConfig()
     scheme, _, rest = url.partition(":")
     if scheme == "memory":
         from resolver.store.memory import MemoryStore
@@ -57,6 +60,6 @@ def open_store(url: str) -> RecordStore:
         opts = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
         if not path:
             raise ValueError("lmdb store needs a path: lmdb:/var/lib/idsim/node")
-        return LmdbStore(path, map_size_gib=float(opts.get("map_size", 256)),
+        return LmdbStore(path, map_size_gib=float(opts.get("map_size", config.lmdb_map_size_gib)),
                          sync=opts.get("sync", "1") not in ("0", "false"))
     raise ValueError(f"unknown store URL {url!r}: use memory: or lmdb:PATH")

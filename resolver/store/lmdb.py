@@ -26,7 +26,7 @@ _Op = tuple[Sequence[tuple[bytes, bytes]], "bytes | None", asyncio.Future]
 
 
 class LmdbStore:
-    def __init__(self, path: str, *, map_size_gib: float = 256, sync: bool = True) -> None:
+    def __init__(self, path: str, *, map_size_gib: float, sync: bool = True) -> None:
         os.makedirs(path, exist_ok=True)
         self.url = f"lmdb:{path}"
         self.path = path

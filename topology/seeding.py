@@ -1,0 +1,59 @@
+"""Demo data in a running secondary node: its enterprise prefixes (with their logins) and
+demo identifiers ``SN000000000…`` under each, registered by the node's admin.
+
+Idempotent: prefixes that exist and identifiers already there are kept, so a restart seeds
+only what is missing. What a demo record holds is ``topology.demo`` (pure); this module is
+the I/O that writes it through the node, in batches that span prefixes (a cluster's 4,065
+small enterprises take a few durable commits, not thousands).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from resolver import auth
+from resolver.nodes import SecondaryNode
+from topology import demo
+from topology.model import Topology
+
+BATCH = 5000  # identifiers per durable commit while seeding
+
+
+async def seed_node(node: SecondaryNode, topo: Topology, logins: dict, per_enterprise: int,
+                    progress: Callable[[str, int], None] | None = None) -> int:
+    """Allocate the node's enterprise prefixes with the secrets in ``logins``, then seed
+    ``per_enterprise`` demo identifiers under each. Returns how many identifiers were added."""
+    admin = auth.Identity(auth.SECRET_INDEX, f"0.NA/{node.homed[0]}")
+    enterprises = topo.enterprises_of(node.homed[0])
+    for ent in enterprises:
+        if node.values_of(f"0.NA/{ent.prefix}") is None:
+            await node.create_prefix(ent.prefix, identity=admin,
+                                     secret=logins["enterprises"][ent.prefix]["secret"], token=True)
+    return await seed(node, {ent.prefix: per_enterprise for ent in enterprises}, progress)
+
+
+async def seed(node: SecondaryNode, wanted: dict[str, int],
+               progress: Callable[[str, int], None] | None = None, batch_size: int = BATCH) -> int:
+    """Demo identifiers up to the wanted count under each prefix; returns how many were added."""
+    admin = auth.Identity(auth.SECRET_INDEX, f"0.NA/{node.homed[0]}")
+    pending: list[tuple[str, dict]] = []
+    added = 0
+
+    async def flush(items: list[tuple[str, dict]]) -> None:
+        await node.register_many(items, identity=admin, overwrite=True)
+        if progress:
+            progress(node.homed[0], len(items))
+
+    for prefix, count in wanted.items():
+        start = node.store.count(node.key(prefix))
+        while start < count:
+            n = min(batch_size - len(pending), count - start)
+            pending.extend(demo.demo_batch(prefix, start, n))
+            start += n
+            if len(pending) >= batch_size:
+                await flush(pending)
+                added += len(pending)
+                pending = []
+    if pending:
+        await flush(pending)
+        added += len(pending)
+    return added

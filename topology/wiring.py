@@ -1,0 +1,196 @@
+"""The one wiring: config + topology + node names -> running nodes and their servers.
+
+``start_nodes`` is the only place nodes are built and served. ``idsim node`` (a topology of
+one secondary node, ``standalone``), the host processes of ``idsim up`` (and so the
+benchmarks, which run those) and the test fixtures all call it. For each name (``top``,
+``recursive`` or a secondary node's code) it opens the store, builds the node from the
+config, seeds demo data, serves HTTP and msgpack-RPC on the topology's addresses, registers
+the enterprise prefixes with the top-level node and starts the statistics reports.
+
+Invariants: every default comes from ``config`` (nothing here has a number of its own but
+the retry interval of the start-up registration); every time read or wait goes through
+``clock``; a failure while starting closes whatever had started.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from aiohttp import web
+
+from resolver import errors, server
+from resolver.clock import SYSTEM, Clock
+from resolver.config import Config
+from resolver.net import split_address
+from resolver.nodes import SecondaryNode
+from resolver.recursive import RecursiveNode
+from resolver.resolution import Site
+from resolver.roles import Role
+from resolver.rpc import RpcClient, RpcServer
+from resolver.store import open_store
+from resolver.top import TopNode
+from resolver.web import NodeAPI
+from topology.model import Topology
+from topology.seeding import seed_node
+
+log = logging.getLogger("idsim.wiring")
+REGISTER_RETRY = 0.2  # s between attempts to reach a top-level node that is still starting
+
+
+@dataclass
+class Running:
+    """Nodes started by ``start_nodes`` and everything serving them; ``close`` stops all."""
+
+    nodes: dict[str, object] = field(default_factory=dict)
+    runners: list[web.BaseRunner] = field(default_factory=list)
+    rpc_servers: list[RpcServer] = field(default_factory=list)
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    clients: list[RpcClient] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for client in self.clients:
+            await client.close()
+        for rpc in self.rpc_servers:
+            await rpc.close()
+        for runner in self.runners:
+            await runner.cleanup()
+        for node in self.nodes.values():  # stores close last: nothing is writing any more
+            await node.close()
+
+
+def store_url(kind: str, data_dir: Path, name: str) -> str:
+    """``memory:`` or the node's LMDB directory under ``data_dir`` (map size from config)."""
+    return "memory:" if kind == "memory" else f"lmdb:{data_dir / name}"
+
+
+def site_for(topo: Topology, code: str) -> Site:
+    """The site a secondary node of the topology serves its prefixes from."""
+    node = topo.secondary(code)
+    return Site(code, node.address.http_url, node.address.rpc_addr)
+
+
+def national_prefix(topo: Topology) -> str:
+    return topo.secondaries[0].code.split(".")[0] if topo.secondaries else "88"
+
+
+async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, logins: dict,
+                 store: str, clock: Clock, progress, case_sensitive: bool
+                 ) -> tuple[object, object]:
+    """One node, ready to serve, and the address it serves on."""
+    if name == Role.TOP:
+        node = TopNode("top", open_store(store_url(store, data_dir, "top"), config.store),
+                       national_prefix(topo), config, clock=clock, case_sensitive=case_sensitive)
+        await node.bootstrap(logins["top"]["secret"])
+        for s in topo.secondaries:
+            await node.add_node(s.code, site_for(topo, s.code), logins["nodes"][s.code]["secret"],
+                                {"name": s.name, "industry": s.industry, "city": s.city})
+        return node, topo.top
+    if name == Role.RECURSIVE:
+        return (RecursiveNode("recursive", topo.top.rpc_addr, config, clock=clock,
+                              case_sensitive=case_sensitive), topo.recursive)
+    spec = topo.secondary(name)
+    node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
+                                               config.store), [spec.code], config, clock=clock,
+                         case_sensitive=case_sensitive)
+    await node.bootstrap(logins["nodes"][spec.code]["secret"])
+    await seed_node(node, topo, logins, topo.identifiers_per_enterprise, progress)
+    return node, spec.address
+
+
+async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_dir: Path,
+                      logins: dict, store: str = "lmdb", clock: Clock = SYSTEM,
+                      reuse_port: bool = False, standalone: bool = False,
+                      case_sensitive: bool = False,
+                      progress: Callable[[str, int], None] | None = None) -> Running:
+    """Start the named nodes of ``topo``. ``logins`` holds every secret (``cluster.make_logins``).
+
+    ``reuse_port`` lets several processes serve the recursive node's HTTP port (each with its
+    own cache; only the first serves its RPC port). ``standalone``: no top-level node to
+    register with or report to, and no RPC port (``idsim node``). ``case_sensitive``: keys
+    keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
+    """
+    running = Running()
+    try:
+        for name in names:
+            node, addr = await _build(topo, name, config, data_dir=data_dir, logins=logins,
+                                      store=store, clock=clock, progress=progress,
+                                      case_sensitive=case_sensitive)
+            running.nodes[name] = node
+            shared = reuse_port and name == Role.RECURSIVE
+            running.runners.append(await server.serve(NodeAPI(node, config), addr.host,
+                                                      addr.http_port, config.http,
+                                                      reuse_port=shared))
+            if not (shared or standalone):
+                running.rpc_servers.append(await RpcServer(node.rpc_handlers(), config.rpc)
+                                           .start(addr.host, addr.rpc_port))
+        if not standalone:
+            await _join_network(running, topo, config, logins, clock)
+    except BaseException:
+        await running.close()
+        raise
+    return running
+
+
+async def _join_network(running: Running, topo: Topology, config: Config, logins: dict,
+                        clock: Clock) -> None:
+    """Register prefixes with the top-level node, announce new ones, start the reports."""
+    rpc = dataclasses.replace(config.rpc, timeout=config.host.top_timeout)
+    top = RpcClient(*split_address(topo.top.rpc_addr), rpc, clock=clock)
+    running.clients.append(top)
+    await register_with_top(running, topo, logins, top, config, clock)
+    for name, node in running.nodes.items():
+        if node.role == Role.SECONDARY:
+            node.announce = partial(announce, top, logins["nodes"][name], site_for(topo, name))
+    running.tasks.append(asyncio.get_running_loop().create_task(
+        report_loop(running, top, config.host.report_every, clock)))
+
+
+async def register_with_top(running: Running, topo: Topology, logins: dict, top: RpcClient,
+                            config: Config, clock: Clock) -> None:
+    """Each secondary registers its enterprise prefixes at the top-level node, retrying while
+    the top-level node starts, up to ``config.host.register_deadline``."""
+    deadline = clock() + config.host.register_deadline
+    for name, node in running.nodes.items():
+        if node.role != Role.SECONDARY:
+            continue
+        prefixes = [e.prefix for e in topo.enterprises_of(name)]
+        while True:
+            try:
+                await announce(top, logins["nodes"][name], site_for(topo, name), *prefixes)
+                break
+            except errors.PeerUnavailable:
+                if clock() > deadline:
+                    raise
+                await clock.sleep(REGISTER_RETRY)
+
+
+async def announce(top: RpcClient, creds: dict, site: Site, *prefixes: str) -> None:
+    """Register prefixes served at ``site`` with the top-level node (HS_SITE records)."""
+    await top.call("register_prefixes", creds["username"], creds["secret"], list(prefixes),
+                   [site.prefix, site.http_url, site.rpc_addr])
+
+
+async def report_loop(running: Running, top: RpcClient, every: float, clock: Clock) -> None:
+    """Every ``every`` seconds, each node's counters to the top-level node (best effort)."""
+    tag = f"@{os.getpid()}"  # several processes may each run a recursive node
+    while True:
+        for name, node in running.nodes.items():
+            if node.role == Role.TOP:
+                node.report("top", {"role": Role.TOP.value,
+                                    "resolutions": node.stats["resolutions"]})
+                continue
+            try:
+                top.notify("report", name + tag if node.role == Role.RECURSIVE else name,
+                           node.report_stats())
+            except Exception:  # reports are best effort; the node keeps serving
+                log.debug("report from %s failed", name, exc_info=True)
+        await clock.sleep(every)
