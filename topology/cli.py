@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from resolver import config as configuration
-from resolver import identifiers, server
+from resolver import auth, identifiers, server
 from topology.cli_config import add_config_args, add_config_command, effective_config
 
 DEFAULT_DATA = "idsim-data"

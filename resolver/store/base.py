@@ -11,7 +11,10 @@ commit (group commit). Counts are kept per *group*: the part of the key before t
 """
 from __future__ import annotations
 
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, Protocol, Sequence, runtime_checkable
+
+if TYPE_CHECKING:
+    from resolver.config import StoreConfig
 
 
 def group_of(key: bytes) -> bytes:
