@@ -233,8 +233,31 @@ async def worker_main(args) -> None:
     await host.close()
 
 
+def watch_parent(grace: float) -> None:
+    """Stop this process when its launcher is gone: stdin is a pipe whose write end only the
+    launcher holds, so EOF means it exited (even by SIGKILL). Then SIGTERM to ourselves (the
+    clean stop; the default action while still starting) and, if that has not ended the
+    process within ``grace`` seconds, exit regardless. Runs on its own thread, so a busy
+    event loop does not delay it."""
+    import signal
+    import threading
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-pipe", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m topology.host")
+    p.add_argument("--parent-pipe", action="store_true",
+                   help="exit when stdin reaches EOF (the launcher holds its write end)")
     p.add_argument("--topology", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
@@ -247,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # parser errors: answered 400
     server.install_uvloop()
+    if args.parent_pipe:
+        from resolver.config import Config
+        watch_parent(Config().host.stop_timeout)
     try:
         asyncio.run(worker_main(args))
     except Exception as exc:
