@@ -130,6 +130,7 @@ class Supervisor:
         self.failed = threading.Event()   # a ready process exited under OnExit.STOP
         self._cond = threading.Condition()
         self._stopping = threading.Event()
+        self._readers: list[threading.Thread] = []
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ start
@@ -156,8 +157,11 @@ class Supervisor:
                                     stderr=err, text=True, start_new_session=True)
         child.proc, child.ready = proc, False
         child.backoff.started()
-        threading.Thread(target=self._read, args=(child, proc), daemon=True,
-                         name=f"supervise-{child.label}").start()
+        reader = threading.Thread(target=self._read, args=(child, proc), daemon=True,
+                                  name=f"supervise-{child.label}")
+        self._readers.append(reader)
+        reader.start()
+        self._cond.notify_all()
 
     def wait_ready(self, *children: HostProcess, timeout: float | None = None) -> None:
         """Block until every one of ``children`` says ready; RuntimeError (with its log's
@@ -178,6 +182,12 @@ class Supervisor:
                     slow = [c.describe() for c in children if not c.ready]
                     raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(slow)}")
                 self._cond.wait(left)
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Block until ``predicate()`` holds (checked at every event, exit and restart, with
+        the supervisor's state consistent); whether it did within ``timeout``."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
 
     # ------------------------------------------------------------------ watch
     def _read(self, child: HostProcess, proc: subprocess.Popen) -> None:
@@ -247,14 +257,19 @@ class Supervisor:
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop every process (SIGTERM, up to ``timeout`` — default the config's
-        ``stop_timeout`` — then SIGKILL); nothing restarts afterwards."""
+        ``stop_timeout`` — then SIGKILL). Nothing restarts afterwards, and once it returns
+        no callback runs any more (the reader threads have ended)."""
         with self._cond:
             self._stopping.set()
             procs = [c.proc for c in reversed(self.children) if c.proc is not None]
         terminate(procs, self.config.stop_timeout if timeout is None else timeout)
+        for reader in self._readers:
+            if reader is not threading.current_thread():
+                reader.join(5.0)
         for proc in procs:
-            if proc.stdin:
-                proc.stdin.close()
+            for pipe in (proc.stdin, proc.stdout):
+                if pipe:
+                    pipe.close()
 
 
 def terminate(procs: Sequence[subprocess.Popen | psutil.Process], timeout: float, *,
