@@ -259,7 +259,7 @@ def cmd_up(args) -> int:
                       recursive_processes=args.recursive_processes, answer_cache=args.answer_cache,
                       on_exit=OnExit(args.on_exit),
                       say=lambda msg: console.print(msg, style="yellow", markup=False,
-                                                    highlight=False))
+                                                    highlight=False, soft_wrap=True))
     total = len(topo.enterprises) * topo.identifiers_per_enterprise
     t0 = time.perf_counter()
     processes = len(plan_workers(topo, args.workers, args.recursive_processes))

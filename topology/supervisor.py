@@ -21,7 +21,9 @@ Invariants:
   place), ``keep`` (left down) or ``stop`` (``failed`` is set; the owner stops everything).
 - Once ``stop`` has begun nothing is restarted; ``stop`` SIGTERMs every live process, waits
   for them all up to one timeout, SIGKILLs the rest and reaps them (``terminate``).
-- Callbacks (``on_event``, ``on_restart``, ``say``) run on the supervisor's reader threads.
+- Callbacks (``on_event``, ``on_restart``, ``say``) run on the supervisor's reader threads;
+  ``on_restart`` holds the supervisor's (re-entrant) lock, so ``stop`` cannot run between a
+  restart and its callback. After ``stop`` returns no callback runs.
 """
 from __future__ import annotations
 
@@ -128,7 +130,7 @@ class Supervisor:
         self.clock = clock
         self.children: list[HostProcess] = []
         self.failed = threading.Event()   # a ready process exited under OnExit.STOP
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())  # on_restart runs holding it
         self._stopping = threading.Event()
         self._readers: list[threading.Thread] = []
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -226,10 +228,10 @@ class Supervisor:
                 return
             what = f"{child.describe()} pid {proc.pid} exited ({_exit_text(code)})"
             if self.on_exit is OnExit.KEEP:
-                self._note(child, f"{what}; left down (--on-exit keep)")
+                self._note(child, f"{what}; left down (on exit: keep)")
                 return
             if self.on_exit is OnExit.STOP:
-                self._note(child, f"{what}; stopping the network (--on-exit stop)")
+                self._note(child, f"{what}; stopping the network (on exit: stop)")
                 self.failed.set()
                 return
             delay = child.backoff.next_delay()
