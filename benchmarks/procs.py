@@ -2,18 +2,21 @@
 
 Every child is started in its own session (so a terminal's Ctrl-C reaches only us and we stop
 the children in order) and registered here; ``stop_all`` runs from ``finally`` blocks, from
-``atexit`` and on SIGTERM/SIGHUP. Children are stopped by their own process-group id only.
+``atexit`` and on SIGTERM/SIGHUP. Children are stopped by their own process-group id only,
+with the supervisor's one stop (``topology.supervisor.terminate``). The idsim host
+processes are not started here but by ``topology.supervisor`` (see ``benchmarks.network``).
 """
 from __future__ import annotations
 
 import atexit
-import os
 import signal
 import socket
 import subprocess
 import time
 
 import psutil
+
+from topology.supervisor import terminate
 
 _children: list[subprocess.Popen] = []
 
@@ -32,35 +35,15 @@ def forget(proc: subprocess.Popen) -> None:
 
 def stop(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM the child's process group, then SIGKILL if it does not go in ``timeout``."""
-    if proc.poll() is None:  # not yet reaped, so its pid (and group id) is still its own
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+    terminate([proc], timeout, group=True)
     forget(proc)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def stop_all() -> None:
     for proc in reversed(list(_children)):
         stop(proc)
     # children started by library code (loadtest.runner's Locust) are not in the registry
-    for child in psutil.Process().children():
-        try:
-            child.terminate()
-            child.wait(5)
-        except psutil.TimeoutExpired:
-            child.kill()
-        except psutil.Error:
-            pass
+    terminate(psutil.Process().children(), 5)
 
 
 def install_handlers() -> None:

@@ -85,6 +85,12 @@ class HostConfig:
     register_deadline: float = 60.0       # s to keep retrying prefix registration at start
     top_timeout: float = 10.0             # s for a call to the top-level node (registering
                                           # thousands of prefixes at start is one call)
+    # the launcher's supervision of host processes (topology.supervisor)
+    ready_timeout: float = 600.0          # s for a host process to seed and say ready
+    stop_timeout: float = 15.0            # s from SIGTERM to SIGKILL
+    restart_delay: float = 0.5            # s before the first restart; doubles on each one
+    restart_max_delay: float = 10.0       # ... up to this
+    restart_reset_after: float = 30.0     # s up after which the delay is back to restart_delay
 
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,

@@ -1,12 +1,15 @@
 """``idsim up`` as a user runs it: a launcher subprocess with host processes under it.
 
-Each test starts ``python -m topology.cli up --preset mini`` on free ports with its own data
-directory, waits for ``cluster.json``, talks HTTP to the recursive node, and stops the launcher
-with SIGINT (Ctrl-C). Every process started here is killed in ``finally`` whatever happens.
+Each test starts ``python -m topology.cli up --preset mini`` on free ports (below 32768) with
+its own data directory, waits for the ``cluster.json`` its launcher writes, talks HTTP to the
+nodes, and stops the launcher with SIGINT (Ctrl-C), ``idsim down`` or SIGKILL. Every process
+started here is killed in ``finally`` whatever happens. Waits poll a condition up to a
+deadline; none orders events by sleeping.
 """
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -19,7 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from network_fixtures import basic_token, free_topology
+from benchmarks.network import free_preset
+from network_fixtures import basic_token
 from topology import demo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,15 +52,12 @@ class Up:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 pytest.fail(f"idsim up exited with {self.proc.returncode}:\n{self.output()}")
-            if path.exists():
-                try:
-                    self.state = json.loads(path.read_text())
-                except ValueError:  # caught mid-write
-                    pass
-                else:
-                    self.host_pids.update(self.state["pids"])
-                    self._note_children()
-                    return self.state
+            state = json.loads(path.read_text()) if path.exists() else {}
+            if state.get("launcher") == self.proc.pid:  # not a stale one from an earlier run
+                self.state = state
+                self.host_pids.update(self.state["pids"])
+                self._note_children()
+                return self.state
             self._note_children()
             time.sleep(0.2)
         pytest.fail(f"no cluster.json after {READY_TIMEOUT:.0f} s:\n{self.output()}")
@@ -106,12 +107,12 @@ def is_our_host(pid: int, data: Path) -> bool:
 
 
 @contextmanager
-def idsim_up(base: int, data: Path, tag: str):
+def idsim_up(base: int, data: Path, tag: str, workers: int = 2):
     log = data.parent / f"up-{tag}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "topology.cli", "up", "--preset", "mini", "--port", str(base),
-             "--data", str(data), "--workers", "2"],
+             "--data", str(data), "--workers", str(workers)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)  # our SIGINT reaches the launcher only
     up = Up(proc, data, log)
@@ -160,7 +161,7 @@ def assert_stopped(up: Up) -> None:
 
 @pytest.fixture
 def base_port() -> int:
-    return free_topology("mini").recursive.http_port
+    return free_preset("mini").recursive.http_port
 
 
 def test_up_status_and_ctrl_c(tmp_path: Path, base_port: int) -> None:
@@ -219,6 +220,15 @@ def test_up_status_and_ctrl_c(tmp_path: Path, base_port: int) -> None:
                                timeout=30, stdin=subprocess.DEVNULL)
         assert other.returncode == 1
         assert "ports in use" in other.stdout + other.stderr
+        # ...and one on the same data directory says that a cluster runs there, and how to stop it
+        again = subprocess.run([sys.executable, "-m", "topology.cli", "up", "--preset", "mini",
+                                "--port", str(base_port + 100), "--data", str(data)], cwd=REPO,
+                               capture_output=True, text=True, timeout=30,
+                               stdin=subprocess.DEVNULL)
+        assert again.returncode == 1
+        said = " ".join(again.stdout.split())
+        assert "already running" in said and f"idsim down --data {data}" in said
+        assert all(str(pid) in said for pid in [up.proc.pid, *state["pids"]]), said
 
         code = up.interrupt()
         assert code == 0, up.output()
@@ -289,3 +299,86 @@ def test_down_stops_a_cluster_started_elsewhere(tmp_path: Path, base_port: int) 
         assert_stopped(up)
         with pytest.raises(OSError):
             urllib.request.urlopen(f"{state['recursiveUrl']}/api/stats", timeout=2)
+
+
+def wait_until_gone(pids: set[int], data: Path, seconds: float) -> list[int]:
+    """Poll until none of ``pids`` is a live host process of ``data``; those left."""
+    deadline = time.monotonic() + seconds
+    while (left := [p for p in pids if is_our_host(p, data)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def test_kill_9_of_the_launcher_takes_its_hosts_with_it(tmp_path: Path, base_port: int) -> None:
+    data = tmp_path / "data"
+    with idsim_up(base_port, data, "1") as up:
+        state = up.wait_ready()
+        hosts = set(state["pids"])
+        assert hosts and all(is_our_host(pid, data) for pid in hosts)
+        up.proc.kill()
+        up.proc.wait(10)
+        left = wait_until_gone(hosts, data, 5.0)
+        assert not left, f"host processes outlived their launcher: {left}"
+
+    # the next idsim up on the same ports and data starts: the old cluster.json was stale
+    with idsim_up(base_port, data, "2") as up:
+        state = up.wait_ready()
+        assert "none of its processes is running" in up.output()
+        status, body = get_json(f"{state['recursiveUrl']}/api/handles/{state['examples'][0]}")
+        assert status == 200, body
+        assert up.interrupt() == 0, up.output()
+        assert_stopped(up)
+
+
+def answers(url: str) -> bool:
+    try:
+        return get_json(url, timeout=5)[0] == 200
+    except OSError:
+        return False
+
+
+def test_a_killed_host_is_restarted_while_the_others_serve(tmp_path: Path,
+                                                           base_port: int) -> None:
+    data = tmp_path / "data"
+    with idsim_up(base_port, data, "1", workers=4) as up:  # top | recursive | 2 | 88.118
+        state = up.wait_ready()
+        http = {n["name"]: n["httpUrl"] for n in state["nodes"]}
+        example = {ex.rpartition(".")[0]: ex for ex in state["examples"]}  # node -> handle
+        [victim] = [p for p in state["processes"] if p["nodes"] == ["88.118"]]
+        others = [f"{http['top']}/api/stats",
+                  f"{http['88.101']}/api/handles/{example['88.101']}",
+                  f"{http['88.201']}/api/handles/{example['88.201']}",
+                  f"{http['recursive']}/api/handles/{example['88.201']}"]
+        killed = f"{http['88.118']}/api/handles/{example['88.118']}"
+        assert answers(killed)
+
+        os.kill(victim["pid"], signal.SIGKILL)
+        assert not wait_until_gone({victim["pid"]}, data, 10.0)
+        deadline = time.monotonic() + 15
+        while True:  # the other nodes answer throughout; the killed one comes back
+            for url in others:
+                status, body = get_json(url)
+                assert status == 200, (url, body)
+            if answers(killed):
+                break
+            assert time.monotonic() < deadline, f"88.118 not back:\n{up.output()}"
+            time.sleep(0.1)
+        assert up.proc.poll() is None  # the launcher kept running
+
+        # cluster.json names the new process (rewritten before it could answer)
+        state = json.loads((data / "cluster.json").read_text())
+        [back] = [p for p in state["processes"] if p["nodes"] == ["88.118"]]
+        assert back["pid"] != victim["pid"] and back["restarts"] == 1
+        assert is_our_host(back["pid"], data) and back["pid"] in state["pids"]
+        up.host_pids.add(back["pid"])
+        said = " ".join(up.output().split())
+        assert f"pid {victim['pid']} exited (signal SIGKILL); restarting in" in said
+        assert "restart 1 of host-3" in Path(back["log"]).read_text()
+
+        # idsim down finds and stops the new process too
+        run = subprocess.run([sys.executable, "-m", "topology.cli", "down", "--data", str(data)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert str(back["pid"]) in run.stdout
+        assert up.proc.wait(STOP_TIMEOUT) == 0, up.output()
+        assert_stopped(up)

@@ -25,6 +25,8 @@ from pathlib import Path
 from resolver import config as configuration
 from resolver import auth, identifiers, server
 from topology.cli_config import add_config_args, add_config_command, effective_config
+from topology.cluster import Cluster, plan_workers, read_state, running_pids, stop_recorded
+from topology.supervisor import OnExit
 
 DEFAULT_DATA = "idsim-data"
 
@@ -130,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recursive node's answer cache, entries (0: off, every resolve asks "
                          "the serving node; delegations stay cached); = --set "
                          "cache.answer_entries=N")
+    up.add_argument("--on-exit", default=OnExit.RESTART, choices=[o.value for o in OnExit],
+                    help="when a host process exits: restart it with back-off (default), keep "
+                         "the others serving without it, or stop the whole network")
     add_config_args(up)
     up.set_defaults(func=cmd_up)
 
@@ -190,15 +195,17 @@ def cmd_up(args) -> int:
     from rich.progress import Progress
     from rich.table import Table
 
-    from topology.cluster import Cluster
     from topology.tomlio import load
     from topology.presets import get_preset
 
     console = Console()
-    if args.topology:
-        topo = load(args.topology)
-    else:
-        topo = get_preset(args.preset)
+    running = running_pids(Path(args.data), console.print)
+    if running:
+        console.print(f"[red]a cluster is already running from {args.data}[/] (pids "
+                      f"{', '.join(map(str, running))}); stop it with: "
+                      f"idsim down --data {args.data}")
+        return 1
+    topo = load(args.topology) if args.topology else get_preset(args.preset)
     topo = topo.with_ports(args.port, host=args.host)
     if args.demo is not None:
         topo = replace(topo, identifiers_per_enterprise=args.demo)
@@ -210,45 +217,52 @@ def cmd_up(args) -> int:
         console.print(f"[red]idsim up:[/] {exc}")
         return 2
     cluster = Cluster(topo, Path(args.data), workers=args.workers, store=args.store,
-                      recursive_processes=args.recursive_processes, config=config)
+                      recursive_processes=args.recursive_processes, config=config,
+                      on_exit=OnExit(args.on_exit),
+                      say=lambda msg: console.print(msg, style="yellow", markup=False,
+                                                    highlight=False, soft_wrap=True))
     total = len(topo.enterprises) * topo.identifiers_per_enterprise
     t0 = time.perf_counter()
+    processes = len(plan_workers(topo, args.workers, args.recursive_processes))
     console.print(f"starting [bold]{topo.name}[/]: {len(topo.secondaries) + 2} nodes in "
-                  f"{min(args.workers, len(topo.secondaries) + 2)} processes, data in {args.data}")
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("seeding demo identifiers", total=total or 1)
-
-        def on_event(ev: dict) -> None:
-            if ev["event"] == "seeded":
-                bar.advance(task, ev["count"])
-        try:
-            cluster.start(on_event)
-        except RuntimeError as exc:
-            console.print(f"[red]could not start:[/] {exc}")
-            return 1
-    state = json.loads(cluster.state_path.read_text())
-    table = Table(title=f"{topo.name}: ready in {time.perf_counter() - t0:.1f} s")
-    for col in ("node", "role", "industry", "city", "HTTP", "RPC"):
-        table.add_column(col)
-    for n in state["nodes"]:
-        table.add_row(n["name"], n["role"], n.get("industry", ""), n.get("city", ""),
-                      n["httpUrl"], n["rpc"])
-    console.print(table)
-    rec = state["recursiveUrl"]
-    console.print(f"resolve through the recursive node: [bold]{rec}[/]")
-    for ex in state["examples"]:
-        console.print(f"  curl {rec}/api/handles/{ex}")
-    console.print(f"network statistics: curl {state['topUrl']}/api/stats")
-    console.print(f"logins (prefix, user, secret, node URL): {state['logins']}")
-    console.print("Ctrl-C stops the cluster; its data stays for the next start.")
+                  f"{processes} processes, data in {args.data}")
+    # idsim down (SIGTERM) stops as Ctrl-C does, from the start on
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-        while cluster.alive():
-            time.sleep(0.5)
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("seeding demo identifiers", total=total or 1)
+
+            def on_event(ev: dict) -> None:
+                if ev["event"] == "seeded":
+                    bar.advance(task, ev["count"])
+            try:
+                cluster.start(on_event)
+            except RuntimeError as exc:
+                console.print(f"[red]could not start:[/] {exc}")
+                return 1
+        state = json.loads(cluster.state_path.read_text())
+        table = Table(title=f"{topo.name}: ready in {time.perf_counter() - t0:.1f} s")
+        for col in ("node", "role", "industry", "city", "HTTP", "RPC"):
+            table.add_column(col)
+        for n in state["nodes"]:
+            table.add_row(n["name"], n["role"], n.get("industry", ""), n.get("city", ""),
+                          n["httpUrl"], n["rpc"])
+        console.print(table)
+        rec = state["recursiveUrl"]
+        console.print(f"resolve through the recursive node: [bold]{rec}[/]")
+        for ex in state["examples"]:
+            console.print(f"  curl {rec}/api/handles/{ex}")
+        console.print(f"network statistics: curl {state['topUrl']}/api/stats")
+        console.print(f"logins (prefix, user, secret, node URL): {state['logins']}")
+        console.print("Ctrl-C stops the cluster; its data stays for the next start.")
+        while not cluster.failed():
+            cluster.supervisor.failed.wait(0.5)
         console.print("[red]a host process exited; stopping[/]")
         return_code = 1
     except KeyboardInterrupt:
         return_code = 0
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the stop itself is not interrupted
+        signal.signal(sig, signal.SIG_IGN)
     console.print("stopping…")
     cluster.stop()
     return return_code
@@ -257,12 +271,11 @@ def cmd_up(args) -> int:
 def cmd_load(args) -> int:
     """Run a Locust scenario against the cluster in --data, starting one if none runs there."""
     from loadtest import runner
-    from topology.cluster import Cluster
     from topology.presets import get_preset
 
     seconds = parse_duration(args.time)
     cluster = None
-    if read_state(args.data) is None:
+    if not running_pids(Path(args.data), print):
         topo = get_preset(args.preset).with_ports(args.port)
         if args.demo is not None:
             topo = replace(topo, identifiers_per_enterprise=args.demo)
@@ -289,11 +302,6 @@ def parse_duration(text: str) -> float:
     return float(text)
 
 
-def read_state(data: str) -> dict | None:
-    path = Path(data) / "cluster.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def cmd_status(args) -> int:
     state = read_state(args.data)
     if state is None:
@@ -314,24 +322,25 @@ def cmd_status(args) -> int:
         for n in state["nodes"]:
             print(f"  {'up  ' if n['up'] else 'DOWN'} {n['name']:<10} {n['role']:<10} "
                   f"{n['httpUrl']:<24} {n.get('industry', '')}")
+        for p in state.get("processes", []):
+            print(f"  pid {p['pid']:<8} {p['label']:<8} restarts {p['restarts']:<3} "
+                  f"{' '.join(p['nodes'])}  (log {p['log']})")
     return 0 if all(n["up"] for n in state["nodes"]) else 1
 
 
 def cmd_down(args) -> int:
-    state = read_state(args.data)
+    """Stop the cluster running from --data: its launcher, or if that is gone the host
+    processes it recorded (those still ours); cluster.json is removed either way."""
+    from resolver.config import Config
+
+    data = Path(args.data)
+    state = read_state(data)
     if state is None:
         print(f"no cluster running from {args.data}", file=sys.stderr)
         return 1
-    try:
-        os.kill(state["launcher"], signal.SIGTERM)
-    except ProcessLookupError:  # the launcher is gone: stop its host processes directly
-        for pid in state["pids"]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        (Path(args.data) / "cluster.json").unlink(missing_ok=True)
-    print("stopping the cluster")
+    pids = stop_recorded(data, state, Config().host.stop_timeout)
+    print(f"stopped the cluster from {args.data} (pids {', '.join(map(str, pids))})" if pids
+          else f"nothing was running from {args.data}; removed its stale cluster.json")
     return 0
 
 

@@ -2,30 +2,38 @@
 
 The data directory holds everything a restart needs: ``topology.toml`` (the addresses used),
 ``logins.json`` (every login: top-level, node admins, enterprises; mode 0600), one LMDB
-directory per node, and ``cluster.json`` (what is running where, for ``idsim status``).
+directory per node, ``logs/host-<i>.log`` (each host process's stderr and the supervisor's
+notes) and ``cluster.json`` (what is running where, for ``idsim status`` and ``down``).
+
+Invariants:
+- The processes are ``topology.supervisor`` host processes: they die with the launcher, and
+  one that exits is handled by the ``OnExit`` policy while the others keep serving.
+- The top-level and the recursive node never share a process (``plan_workers``).
+- ``cluster.json`` is replaced atomically and its pids are current: a restart rewrites it.
+  It is removed by ``Cluster.stop`` and ``stop_recorded``; one whose processes are all gone
+  is stale (``live_processes`` finds none of them).
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
+import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
+
+import psutil
 
 from resolver import auth
 from resolver.config import Config, write_toml
+from resolver.roles import Role
 from topology import demo
 from topology.model import Topology
 from topology.ports import find_ports_in_use
+from topology.supervisor import HostProcess, OnExit, Supervisor, host_command, terminate
 from topology.tomlio import save
 from topology.validation import validate
-
-READY_TIMEOUT = 600.0
 
 
 def make_logins(topo: Topology, old: dict | None = None) -> dict:
@@ -47,17 +55,20 @@ def make_logins(topo: Topology, old: dict | None = None) -> dict:
 
 
 def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1) -> list[list[str]]:
-    """Which nodes each process runs: the recursive and top-level nodes together, the
-    secondary nodes spread over the other processes (all in one when ``workers`` is 1); then
-    ``recursive_processes - 1`` more processes serving the recursive node's port alone."""
+    """Which nodes each process runs. The top-level and the recursive node never share a
+    process (losing one must not lose both): the recursive node runs alone, the top-level node
+    with the secondary nodes when ``workers`` is 2 or less, else alone too, the secondary
+    nodes then spread over the other ``workers - 2`` processes. Then ``recursive_processes -
+    1`` more processes serving the recursive node's port alone."""
     codes = [s.code for s in topo.secondaries]
-    if workers <= 1:
-        plan = [["top", "recursive", *codes]]
+    if workers <= 2:
+        plan = [[Role.TOP, *codes], [Role.RECURSIVE]]
     else:
-        plan = [["top", "recursive"]] + [[] for _ in range(workers - 1)]
+        plan = [[Role.TOP], [Role.RECURSIVE]] + [[] for _ in range(workers - 2)]
         for i, code in enumerate(codes):
-            plan[1 + i % (workers - 1)].append(code)
-    return [p for p in plan if p] + [["recursive"] for _ in range(recursive_processes - 1)]
+            plan[2 + i % (workers - 2)].append(code)
+    return ([[str(n) for n in p] for p in plan if p]
+            + [[str(Role.RECURSIVE)] for _ in range(recursive_processes - 1)])
 
 
 def examples(topo: Topology, n: int = 5) -> list[str]:
@@ -74,13 +85,17 @@ def examples(topo: Topology, n: int = 5) -> list[str]:
 
 @dataclass
 class Cluster:
+    """A topology served by host processes under one ``Supervisor``; ``start`` blocks until
+    all are ready, ``stop`` stops them and removes ``cluster.json``."""
     topology: Topology
     data_dir: Path
     workers: int = max(1, os.cpu_count() or 1)
     store: str = "lmdb"
     recursive_processes: int = 1
+    on_exit: OnExit = OnExit.RESTART
+    say: Callable[[str], None] | None = None
     config: Config = field(default_factory=Config)
-    procs: list[subprocess.Popen] = field(default_factory=list)
+    supervisor: Supervisor | None = field(default=None, init=False)
 
     @property
     def state_path(self) -> Path:
@@ -103,95 +118,145 @@ class Cluster:
         return logins
 
     def start(self, on_event: Callable[[dict], None] | None = None) -> None:
-        """Spawn the host processes and block until every one says ready (or one fails)."""
+        """Spawn the host processes and block until every one says ready (RuntimeError when
+        one fails to start; everything started is stopped then). ``on_event`` sees the start's
+        events (``seeded``, ``ready``) on the supervisor's reader threads."""
         self.prepare()
-        events: list[dict] = []
-        cond = threading.Condition()
-        logs = self.data_dir / "logs"
-        logs.mkdir(exist_ok=True)
-        for i, nodes in enumerate(plan_workers(self.topology, self.workers,
-                                               self.recursive_processes)):
-            cmd = [sys.executable, "-m", "topology.host", "--topology",
-                   str(self.data_dir / "topology.toml"), "--data", str(self.data_dir),
-                   "--store", self.store, "--config", str(self.data_dir / "config.toml")]
-            if self.recursive_processes > 1 and "recursive" in nodes:
-                cmd.append("--reuse-port")
-            with open(logs / f"host-{i}.log", "w") as log:
-                proc = subprocess.Popen(cmd + nodes, stdout=subprocess.PIPE, stderr=log,
-                                        text=True, start_new_session=True)
-            self.procs.append(proc)
-            threading.Thread(target=_pump, args=(proc, events, cond, logs / f"host-{i}.log"),
-                             daemon=True).start()
-        ready, deadline = 0, time.monotonic() + READY_TIMEOUT
-        seen = 0
+        data = self.data_dir.resolve()
+        starting = threading.Event()
+        starting.set()
+
+        def forward(child: HostProcess, ev: dict) -> None:
+            if on_event and starting.is_set():
+                on_event(ev)
+        self.supervisor = Supervisor(data / "logs", on_exit=self.on_exit, config=self.config.host,
+                                     on_event=forward, on_restart=lambda _: self.write_state(),
+                                     say=self.say)
         try:
-            while ready < len(self.procs):
-                with cond:
-                    cond.wait_for(lambda: len(events) > seen, timeout=1.0)
-                    new, seen = events[seen:], len(events)
-                for ev in new:
-                    if ev["event"] == "ready":
-                        ready += 1
-                    elif ev["event"] in ("error", "exit"):
-                        raise RuntimeError(f"a host process failed: {ev.get('message', '')}"
-                                           f"\n{ev.get('stderr', '')}")
-                    if on_event:
-                        on_event(ev)
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"cluster not ready after {READY_TIMEOUT:.0f} s")
+            for i, nodes in enumerate(plan_workers(self.topology, self.workers,
+                                                   self.recursive_processes)):
+                flags = ["--store", self.store, "--config", str(data / "config.toml")]
+                if self.recursive_processes > 1 and Role.RECURSIVE in nodes:
+                    flags.append("--reuse-port")
+                self.supervisor.spawn(f"host-{i}", host_command(
+                    data / "topology.toml", data, nodes, *flags), nodes)
+            self.supervisor.wait_ready(*self.supervisor.children)
         except BaseException:
             self.stop()
             raise
+        finally:
+            starting.clear()
         self.write_state()
 
     def write_state(self) -> None:
-        topo = self.topology
-        nodes = [{"name": "recursive", "role": "recursive", "industry": "",
-                  "httpUrl": topo.recursive.http_url, "rpc": topo.recursive.rpc_addr},
-                 {"name": "top", "role": "top", "industry": "",
-                  "httpUrl": topo.top.http_url, "rpc": topo.top.rpc_addr}]
-        nodes += [{"name": s.code, "role": "secondary", "industry": s.industry, "city": s.city,
-                   "title": s.name, "httpUrl": s.address.http_url, "rpc": s.address.rpc_addr}
-                  for s in topo.secondaries]
-        state = {"topology": topo.name, "pids": [p.pid for p in self.procs],
-                 "launcher": os.getpid(), "nodes": nodes, "examples": examples(topo),
-                 "logins": str((self.data_dir / "logins.json").resolve()),
-                 "recursiveUrl": topo.recursive.http_url, "topUrl": topo.top.http_url,
-                 "perEnterprise": topo.identifiers_per_enterprise,
-                 "prefixes": [e.prefix for e in topo.enterprises]}
-        self.state_path.write_text(json.dumps(state, indent=2))
+        write_state(self.data_dir, self.topology, self.supervisor.children)
 
-    def stop(self, timeout: float = 15.0) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop every host process (nothing restarts after this) and remove cluster.json."""
+        if self.supervisor is not None:
+            self.supervisor.stop(timeout)  # after it returns, no restart rewrites the state
         self.state_path.unlink(missing_ok=True)
 
-    def alive(self) -> bool:
-        return all(p.poll() is None for p in self.procs)
+    def failed(self) -> bool:
+        """A host process exited and the policy (``OnExit.STOP``) says stop everything."""
+        return self.supervisor is not None and self.supervisor.failed.is_set()
 
 
-def _pump(proc: subprocess.Popen, events: list, cond: threading.Condition, log: Path) -> None:
-    """Collect a host process's JSON event lines; on exit, add an ``exit`` event with its log."""
-    for line in proc.stdout:
+# ------------------------------------------------------------------ cluster.json
+
+def write_state(data_dir: Path, topo: Topology, children: Sequence[HostProcess]) -> None:
+    """``cluster.json``: what runs where (``idsim status``, ``down``, ``register``, Locust).
+    Written atomically (a temporary file in the same directory, then ``os.replace``): a
+    reader sees the old document or the new one, never part of one."""
+    nodes = [{"name": "recursive", "role": Role.RECURSIVE, "industry": "",
+              "httpUrl": topo.recursive.http_url, "rpc": topo.recursive.rpc_addr},
+             {"name": "top", "role": Role.TOP, "industry": "",
+              "httpUrl": topo.top.http_url, "rpc": topo.top.rpc_addr}]
+    nodes += [{"name": s.code, "role": Role.SECONDARY, "industry": s.industry, "city": s.city,
+               "title": s.name, "httpUrl": s.address.http_url, "rpc": s.address.rpc_addr}
+              for s in topo.secondaries]
+    me = psutil.Process()
+    state = {"topology": topo.name, "pids": [c.pid for c in children],
+             "processes": [{"label": c.label, "pid": c.pid, "nodes": list(c.nodes),
+                            "log": str(c.log), "restarts": c.restarts} for c in children],
+             "launcher": me.pid, "launcherStarted": me.create_time(),
+             "nodes": nodes, "examples": examples(topo),
+             "logins": str((data_dir / "logins.json").resolve()),
+             "recursiveUrl": topo.recursive.http_url, "topUrl": topo.top.http_url,
+             "perEnterprise": topo.identifiers_per_enterprise,
+             "prefixes": [e.prefix for e in topo.enterprises]}
+    write_json_atomic(data_dir / "cluster.json", state)
+
+
+def write_json_atomic(path: Path, doc: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_state(data_dir: Path) -> dict | None:
+    path = Path(data_dir) / "cluster.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def live_processes(data_dir: Path, state: dict) -> tuple[psutil.Process | None,
+                                                          list[psutil.Process]]:
+    """The launcher and the host processes ``state`` records that are alive and still ours:
+    the launcher if its start time is the recorded one, a host if its command line runs
+    ``topology.host`` on this data directory (pids are reused)."""
+    launcher = _alive(state.get("launcher"))
+    if launcher is not None and abs(launcher.create_time()
+                                    - state.get("launcherStarted", -1.0)) > 0.5:
+        launcher = None
+    data = str(Path(data_dir).resolve())
+    hosts = []
+    for pid in state.get("pids", []):
+        proc = _alive(pid)
         try:
-            ev = json.loads(line)
-        except ValueError:
-            continue
-        with cond:
-            events.append(ev)
-            cond.notify_all()
-    proc.wait()
-    err = log.read_text(errors="replace")[-3000:] if log.exists() else ""
-    with cond:
-        events.append({"event": "exit", "code": proc.returncode,
-                       "message": f"exit code {proc.returncode}", "stderr": err})
-        cond.notify_all()
+            if proc is not None and "topology.host" in (cmd := proc.cmdline()) and data in cmd:
+                hosts.append(proc)
+        except psutil.Error:
+            pass
+    return launcher, hosts
+
+
+def running_pids(data_dir: Path, say: Callable[[str], None]) -> list[int]:
+    """The pids of a cluster running from ``data_dir`` (its launcher and host processes). A
+    ``cluster.json`` whose processes are all gone is stale: it is removed, and ``say`` so."""
+    state = read_state(data_dir)
+    if state is None:
+        return []
+    launcher, hosts = live_processes(data_dir, state)
+    pids = ([launcher.pid] if launcher else []) + [h.pid for h in hosts]
+    if not pids:
+        (Path(data_dir) / "cluster.json").unlink(missing_ok=True)
+        say(f"removed {Path(data_dir) / 'cluster.json'}: none of its processes is running")
+    return pids
+
+
+def stop_recorded(data_dir: Path, state: dict, timeout: float) -> list[int]:
+    """``idsim down``: SIGTERM the launcher (it stops its hosts) and wait for it; then stop
+    recorded host processes still running (the launcher may be gone); remove cluster.json.
+    Returns the pids that were running."""
+    launcher, hosts = live_processes(data_dir, state)
+    if launcher is not None:
+        terminate([launcher], timeout + 5)
+    _, left = live_processes(data_dir, state)
+    terminate(left, timeout)
+    (Path(data_dir) / "cluster.json").unlink(missing_ok=True)
+    return ([launcher.pid] if launcher else []) + [p.pid for p in hosts]
+
+
+def _alive(pid: int | None) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc
+    except (psutil.Error, TypeError, ValueError):
+        return None

@@ -11,7 +11,11 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,16 +31,20 @@ def emit(event: str, **kw) -> None:
     print(json.dumps({"event": event, **kw}), flush=True)
 
 
-async def worker_main(args) -> None:
+def host_config(args) -> configuration.Config:
+    """The effective config: the launcher's file (``--config``), then ``--set``."""
+    layers = [(args.config, configuration.read_toml(args.config))] if args.config else []
+    if args.set:
+        layers.append(("--set", configuration.parse_set(args.set)))
+    return configuration.layered(layers)
+
+
+async def worker_main(args, config: configuration.Config) -> None:
     topo = load(args.topology)
     data_dir = Path(args.data)
     logins = json.loads((data_dir / "logins.json").read_text())
     if args.recursive_port:
         topo = replace(topo, recursive=replace(topo.recursive, http_port=args.recursive_port))
-    layers = [(args.config, configuration.read_toml(args.config))] if args.config else []
-    if args.set:
-        layers.append(("--set", configuration.parse_set(args.set)))
-    config = configuration.layered(layers)
     running = await start_nodes(topo, args.nodes, config, data_dir=data_dir, logins=logins,
                                 store=args.store,
                                 progress=lambda code, n: emit("seeded", node=code, count=n),
@@ -44,15 +52,35 @@ async def worker_main(args) -> None:
     emit("ready", nodes=args.nodes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    import signal
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await running.close()
 
 
+def watch_parent(grace: float) -> None:
+    """Stop this process when its launcher is gone: stdin is a pipe whose write end only the
+    launcher holds, so EOF means it exited (even by SIGKILL). Then SIGTERM to ourselves (the
+    clean stop; the default action while still starting) and, if that has not ended the
+    process within ``grace`` seconds, exit regardless. Runs on its own thread, so a busy
+    event loop does not delay it."""
+
+    def watch() -> None:
+        try:
+            while os.read(0, 4096):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-pipe", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m topology.host")
+    p.add_argument("--parent-pipe", action="store_true",
+                   help="exit when stdin reaches EOF (the launcher holds its write end)")
     p.add_argument("--topology", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
@@ -68,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # parser errors: answered 400
     server.install_uvloop()
     try:
-        asyncio.run(worker_main(args))
+        config = host_config(args)
+        if args.parent_pipe:
+            watch_parent(config.host.stop_timeout)
+        asyncio.run(worker_main(args, config))
     except Exception as exc:
         emit("error", message=f"{type(exc).__name__}: {exc}")
         raise
