@@ -9,6 +9,7 @@ processes are not started here but by ``topology.supervisor`` (see ``benchmarks.
 from __future__ import annotations
 
 import atexit
+import random
 import signal
 import socket
 import subprocess
@@ -70,10 +71,20 @@ def rss_anon_kib(pid: int) -> int | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(low: int = 20000, high: int = 32000) -> int:
+    """A loopback port that binds now, below the kernel's ephemeral range (32768-60999), so
+    client sockets (wrk's, ours) can never be holding it when a server binds it."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(low, high)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}..{high}")
 
 
 def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:

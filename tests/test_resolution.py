@@ -726,9 +726,10 @@ async def test_recursive_node_takes_every_limit_from_its_config() -> None:
         assert (a.max_entries, a.max_bytes, a.stale_window) == (7, 7000, 11)
         assert (d.max_entries, d.stale_window) == (5, 13)
         top = node.top
-        assert (top.timeout, top.connect_timeout, top.retry_after) == (0.7, 0.3, 0.2)
+        assert (top.config.timeout, top.config.connect_timeout, top.config.retry_after) == (
+            0.7, 0.3, 0.2)
         peer = node._client("127.0.0.1:10")
-        assert (peer.timeout, peer.connect_timeout, peer.retry_after) == (0.7, 0.3, 0.2)
+        assert peer.config is top.config is config.rpc
         await peer.close()
         up = SlowUpstream(error=not_found())
         up.release.set()

@@ -53,12 +53,17 @@ async def run_node(args, config: Config) -> None:
     saved = json.loads(path.read_text()) if path.exists() else None
     topo = standalone_topology(args.code, args.enterprise, args.host, args.port, args.demo)
     logins = make_logins(topo, _cluster_logins(saved))
+    added = 0
+
+    def seeded(_code: str, count: int) -> None:
+        nonlocal added
+        added += count
     running = await start_nodes(topo, [args.code], config, data_dir=data, logins=logins,
                                 store=args.store, standalone=True,
-                                case_sensitive=args.case_sensitive)
+                                case_sensitive=args.case_sensitive, progress=seeded)
     node = running.nodes[args.code]
-    for prefix in args.enterprise:
-        print(f"{node.store.count(node.key(prefix))} identifiers under {prefix}")
+    held = ", ".join(f"{node.store.count(node.key(p))} under {p}" for p in args.enterprise)
+    print(f"seeded {added} identifiers" + (f" ({held} in all)" if held else ""))
     url = f"http://{args.host}:{server.bound_port(running.runners[0])}"
     admin = logins["nodes"][args.code]
     path.write_text(json.dumps({
