@@ -20,6 +20,7 @@ from resolver.authority import ADMIN_GROUP_INDEX, prefix_record
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
+from resolver.net import split_address
 from resolver.nodes import SCAN_CHUNK, SecondaryNode
 from resolver.records import Value
 from resolver.resolution import Site
@@ -34,11 +35,11 @@ RPC_PROTOCOL = "MSGPACK-RPC"
 def site_value(site: Site, *, ttl: int, now: int = 0) -> Value:
     """An HS_SITE value in Handle.Net's JSON shape, with an HTTP and a msgpack-RPC interface."""
     http = urlsplit(site.http_url)
-    host, _, rpc_port = site.rpc_addr.rpartition(":")
+    host, rpc_port = split_address(site.rpc_addr)
     server = {"serverId": 1, "address": http.hostname,
               "interfaces": [{"query": True, "admin": True, "protocol": "HTTP", "port": http.port},
                              {"query": True, "admin": False, "protocol": RPC_PROTOCOL,
-                              "port": int(rpc_port), "address": host.strip("[]")}]}
+                              "port": rpc_port, "address": host}]}
     return Value(SITE_INDEX, "HS_SITE", {"version": 1, "protocolVersion": "2.10",
                                          "serialNumber": 1, "primaryMask": {"primary": True},
                                          "attributes": [{"name": "desc", "value": site.prefix}],

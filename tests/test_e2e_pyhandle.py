@@ -8,7 +8,6 @@ the same data directory.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -30,6 +29,7 @@ from pyhandle.handleexceptions import (  # noqa: E402
     HandleNotFoundException)
 
 from benchmarks.procs import free_port  # noqa: E402
+from resolver import auth  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENT = "88.118.8"
@@ -103,9 +103,7 @@ class NodeProcess:
             self.proc.wait(timeout=30)
 
 
-def basic(user: str, secret: str) -> str:
-    """pyhandle's Authorization value: base64(quote(user) + ':' + secret)."""
-    return "Basic " + base64.b64encode(f"{urllib.parse.quote(user)}:{secret}".encode()).decode()
+basic = auth.basic_header  # pyhandle's Authorization value
 
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

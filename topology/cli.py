@@ -24,6 +24,7 @@ from pathlib import Path
 
 from resolver import config as configuration
 from resolver import auth, identifiers, server
+from resolver.roles import Role
 from topology.cli_config import add_config_args, add_config_command, effective_config
 from topology.cluster import Cluster, plan_workers, read_state, running_pids, stop_recorded
 from topology.supervisor import OnExit
@@ -69,7 +70,7 @@ def cmd_register(args) -> int:
     via, user, secret = args.via, args.user, args.secret
     state = read_state(args.data)
     if state is not None:
-        homes = [n for n in state["nodes"] if n["role"] == "secondary"
+        homes = [n for n in state["nodes"] if n["role"] == Role.SECONDARY
                  and identifiers.is_under(prefix, n["name"])]
         if via is None and homes:
             via = max(homes, key=lambda n: len(n["name"]))["httpUrl"]
