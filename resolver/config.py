@@ -220,8 +220,11 @@ def write_toml(config: Config, path: str | Path) -> None:
     import tomli_w
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("# effective idsim config, written by idsim up; see: idsim config show\n"
-                   + tomli_w.dumps(config.as_dict()), encoding="utf-8")
+    chosen = [f"#   {key} = {value!r}  (from {source})" for key, value, source in config.rows()
+              if source != DEFAULT_SOURCE]
+    head = ["# effective idsim config, written by idsim up; see: idsim config show",
+            "# not defaults:" if chosen else "# every value is the default", *chosen]
+    tmp.write_text("\n".join(head) + "\n" + tomli_w.dumps(config.as_dict()), encoding="utf-8")
     tmp.replace(path)
 
 

@@ -113,3 +113,13 @@ def test_config_show_reports_a_bad_file_without_a_traceback(tmp_path, monkeypatc
     assert cli.main(["config", "show"]) == 2
     err = capsys.readouterr().err
     assert "idsim.toml: invalid config" in err and "cache.answer_entries must be a number" in err
+
+
+def test_the_written_config_reads_back_and_names_its_sources(tmp_path):
+    cfg = layered([("--set", parse_set(["cache.negative_ttl=30"]))])
+    path = tmp_path / "config.toml"
+    configuration.write_toml(cfg, path)
+    text = path.read_text()
+    assert "#   cache.negative_ttl = 30.0  (from --set)" in text
+    again = layered([(str(path), configuration.read_toml(path))])
+    assert again.as_dict() == cfg.as_dict()
