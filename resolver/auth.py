@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote
 
-from resolver import errors
+from resolver import errors, identifiers
 
 SCHEME = "scrypt"
 TOKEN_SCHEME = "sha256"
@@ -103,6 +103,11 @@ def parse_identity(user: str) -> Identity:
         raise errors.HandleError(
             errors.AUTHENTICATION_FAILED,
             f"user must be index:handle, like 300:0.NA/88.118.8; got {user[:100]!r}")
+    try:  # a handle like any other (at most 255 bytes): what the memos keep stays small
+        identifiers.check_text(handle)
+    except errors.HandleError as exc:
+        raise errors.HandleError(errors.AUTHENTICATION_FAILED,
+                                 f"user's handle is not a handle: {exc.message}") from None
     return Identity(int(index), handle)
 
 

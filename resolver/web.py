@@ -1,11 +1,11 @@
-"""The Handle REST API over aiohttp: ``NodeAPI(node, config)``, a low-level request handler
+"""The Handle REST API over aiohttp: ``NodeAPI(node)``, a low-level request handler
 with its router, and one handler per endpoint; no globals.
 
 Shapes, statuses and codes follow Handle.Net 9.3.1 as recorded in ``shared/reference``.
 Every answer that is not a success is Handle-shaped JSON (responseCode, message, handle);
 nothing a client sends can produce a 500. ``Accept: application/msgpack`` gets the same
 documents as msgpack. Reading the request (path, query, credentials, body) is
-``resolver.http_input``; every limit comes from the ``Config`` given to ``NodeAPI``.
+``resolver.http_input``; every limit comes from the node's ``Config`` (``node.config``).
 The warm GET of a recursive node (``NodeAPI.__call__`` -> ``get_handle`` -> ``node.cached``
 -> ``record_json``) is the hot path: keep it free of extra calls and lookups.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-from functools import partial
 from urllib.parse import unquote
 
 import msgpack
@@ -22,7 +21,6 @@ import orjson
 from aiohttp import web
 
 from resolver import errors, records
-from resolver.config import Config, HttpConfig
 from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_param,
                                  int_params, json_body, read_body)
 from resolver.roles import Role
@@ -96,12 +94,12 @@ async def get_handle(node, request: web.BaseRequest) -> web.Response:
     return answer(request, {"responseCode": errors.SUCCESS, "handle": text, "values": values})
 
 
-async def put_handle(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
+async def put_handle(node, request: web.BaseRequest) -> web.Response:
     handle = node.parse(handle_text(request))
     identity = identity_of(node, request)
     overwrite = flag(request, "overwrite", True)
     indexes = int_params(request, "index")
-    doc = await json_body(request, http)
+    doc = await json_body(request, node.config.http)
     try:
         values = records.values_from_json(doc, now=int(node.clock()))
     except errors.HandleError as exc:
@@ -119,7 +117,7 @@ async def delete_handle(node, request: web.BaseRequest) -> web.Response:
     return answer(request, {"responseCode": errors.SUCCESS, "handle": handle.text})
 
 
-async def list_handles(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
+async def list_handles(node, request: web.BaseRequest) -> web.Response:
     prefix = request.query.get("prefix", "")
     if not prefix:
         raise errors.HandleError(errors.PROTOCOL_ERROR, "prefix is required: ?prefix=88.118.8")
@@ -133,6 +131,7 @@ async def list_handles(node, request: web.BaseRequest, *, http: HttpConfig) -> w
     if not node.administers(identity, prefix):
         raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
                                  f"{identity} may not list {prefix}", handle=prefix)
+    http = node.config.http
     page = max(0, min(int_param(request, "page", 0), http.max_page))
     size = max(1, min(int_param(request, "pageSize", http.page_size), http.max_page_size))
     total, handles = node.list_handles(prefix, page, size)
@@ -150,14 +149,14 @@ async def list_prefixes(node, request: web.BaseRequest) -> web.Response:
     return answer(request, {"responseCode": errors.SUCCESS, "prefixes": sorted(prefixes)})
 
 
-async def create_prefix(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
+async def create_prefix(node, request: web.BaseRequest) -> web.Response:
     """Admin API: allocate an enterprise prefix and its owner login.
 
     Body ``{"prefix": "88.118.9", "secret": optional}``; the caller must administer a
     prefix above it (the node admin, ``300:0.NA/88.118``). The secret is shown once.
     """
     identity = identity_of(node, request)
-    doc = await json_body(request, http)
+    doc = await json_body(request, node.config.http)
     if not isinstance(doc, dict) or not isinstance(doc.get("prefix"), str):
         raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"prefix": "88.118.9"}')
     secret = doc.get("secret")
@@ -169,10 +168,10 @@ async def create_prefix(node, request: web.BaseRequest, *, http: HttpConfig) -> 
                             "secret": creds.secret}, 201)
 
 
-async def batch_register(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
+async def batch_register(node, request: web.BaseRequest) -> web.Response:
     """``{"overwrite": false, "handles": [{"handle": h, "values": [...]}, ...]}``."""
     identity = identity_of(node, request)
-    doc = await json_body(request, http)
+    doc = await json_body(request, node.config.http)
     items = doc.get("handles") if isinstance(doc, dict) else None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise errors.HandleError(errors.INVALID_VALUE,
@@ -186,9 +185,9 @@ async def batch_register(node, request: web.BaseRequest, *, http: HttpConfig) ->
                             "failed": len(results) - ok, "results": results})
 
 
-async def batch_resolve(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
+async def batch_resolve(node, request: web.BaseRequest) -> web.Response:
     """``{"handles": [h, ...]}`` → one resolve answer per handle, in order."""
-    doc = await json_body(request, http)
+    doc = await json_body(request, node.config.http)
     items = doc.get("handles") if isinstance(doc, dict) else doc
     if not isinstance(items, list):
         raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"handles": [...]}')
@@ -236,11 +235,11 @@ async def stats(node, request: web.BaseRequest) -> web.Response:
                             **node.report_stats()})
 
 
-async def forward_write(node, request: web.BaseRequest, *, http: HttpConfig) -> web.Response:
+async def forward_write(node, request: web.BaseRequest) -> web.Response:
     """PUT or DELETE of a handle at a recursive node: passed to the node that serves it."""
     text = handle_text(request)
     handle = node.parse(text)
-    body = await read_body(request, http) if request.body_exists else None
+    body = await read_body(request, node.config.http) if request.body_exists else None
     headers = {k: request.headers[k] for k in ("Authorization", "Content-Type", "Accept")
                if k in request.headers}
     status, payload, passed = await node.forward(request.method, handle, request.raw_path,
@@ -265,26 +264,21 @@ class NodeAPI:
     trivial handler. The hot path (GET /api/handles/…) is the first test below.
     """
 
-    def __init__(self, node, config: Config | None = None) -> None:
+    def __init__(self, node) -> None:
         self.node = node
-        self.config = config = config or Config()
         writes = node.role != Role.RECURSIVE
-
-        def limited(handler):  # handlers that read a body (or page a listing) get the limits
-            return partial(handler, http=config.http)
-
         self.exact = {  # path → {method: handler}
-            "/api/handles": {"GET": limited(list_handles)} if writes else {},
+            "/api/handles": {"GET": list_handles} if writes else {},
             "/api/handles/": {"GET": empty_handle},
-            "/api/batch/resolve": {"POST": limited(batch_resolve)},
-            "/api/batch/register": {"POST": limited(batch_register) if writes else write_elsewhere},
+            "/api/batch/resolve": {"POST": batch_resolve},
+            "/api/batch/register": {"POST": batch_register if writes else write_elsewhere},
             "/api/stats": {"GET": stats},
             "/api/prefixes": {"GET": list_prefixes} if writes else {},
-            "/api/admin/prefixes": {"POST": limited(create_prefix)} if writes else {},
+            "/api/admin/prefixes": {"POST": create_prefix} if writes else {},
         }
-        self.handle_methods = {"GET": get_handle, "HEAD": get_handle,  # the hot path: unbound
-                               "PUT": limited(put_handle if writes else forward_write),
-                               "DELETE": delete_handle if writes else limited(forward_write)}
+        self.handle_methods = {"GET": get_handle, "HEAD": get_handle,
+                               "PUT": put_handle if writes else forward_write,
+                               "DELETE": delete_handle if writes else forward_write}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:

@@ -224,3 +224,12 @@ def test_any_credentials_parse_or_are_refused_cleanly(raw):
         return
     identity, secret = got
     assert isinstance(identity, Identity) and isinstance(secret, str)
+
+
+def test_an_identity_whose_handle_is_not_a_handle_is_refused():
+    """The user part names a handle: over 255 bytes (or with control characters) it is
+    refused as bad credentials (403) before anything is looked up or remembered."""
+    with pytest.raises(errors.HandleError) as err:
+        auth.parse_identity("300:0.NA/" + "x" * 300)
+    assert err.value.code == errors.AUTHENTICATION_FAILED
+    assert "at most 255" in err.value.message

@@ -26,7 +26,7 @@ from resolver.web import NodeAPI
 from topology import demo
 
 JSON_CT = "application/json;charset=utf-8"
-LIMITS = HttpConfig()  # what ``NodeAPI(node)`` and ``server.serve`` use when given no config
+LIMITS = HttpConfig()  # what a node and ``server.serve`` use when given no config
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
 
 # ------------------------------------------------------------------ the reference file
@@ -1047,8 +1047,8 @@ async def test_rotated_secret_takes_effect_at_once(client):
 async def test_a_body_that_never_arrives_gets_408_not_a_hang(node):
     """Headers promising a body, then silence: the node answers 408 in Handle's shape and
     frees the handler, instead of waiting for ever (http.body_timeout, from the config)."""
-    config = Config().with_values("test", {"http": {"body_timeout": 0.2}})
-    runner = await server.serve(NodeAPI(node, config), "127.0.0.1", 0, config.http)
+    config = node.config = Config().with_values("test", {"http": {"body_timeout": 0.2}})
+    runner = await server.serve(NodeAPI(node), "127.0.0.1", 0, config.http)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.bound_port(runner))
         token = ent8_headers()["Authorization"]
@@ -1070,7 +1070,8 @@ async def test_a_body_that_never_arrives_gets_408_not_a_hang(node):
 
 async def api_client(node, config: Config):
     from aiohttp.test_utils import RawTestServer, TestClient
-    srv = RawTestServer(NodeAPI(node, config), host="127.0.0.1")
+    node.config = config  # the limits a node serves with are its config's
+    srv = RawTestServer(NodeAPI(node), host="127.0.0.1")
     await srv.start_server(**server.server_limits(config.http))
     client = TestClient(srv)
     await client.start_server()

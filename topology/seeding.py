@@ -35,6 +35,7 @@ async def seed(node: SecondaryNode, wanted: dict[str, int],
                progress: Callable[[str, int], None] | None = None, batch_size: int = BATCH) -> int:
     """Demo identifiers up to the wanted count under each prefix; returns how many were added."""
     admin = auth.Identity(auth.SECRET_INDEX, f"0.NA/{node.homed[0]}")
+    batch_size = min(batch_size, node.config.batch.max_register)  # what one batch may hold
     pending: list[tuple[str, dict]] = []
     added = 0
 

@@ -126,7 +126,7 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                                       case_sensitive=case_sensitive)
             running.nodes[name] = node
             shared = reuse_port and name == Role.RECURSIVE
-            running.runners.append(await server.serve(NodeAPI(node, config), addr.host,
+            running.runners.append(await server.serve(NodeAPI(node), addr.host,
                                                       addr.http_port, config.http,
                                                       reuse_port=shared))
             if not (shared or standalone):
