@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import logging
 import os
+import ssl
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -36,6 +37,7 @@ from resolver.rpc import RpcClient, RpcServer
 from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
+from topology import pki
 from topology.model import Topology
 from topology.seeding import seed_node
 
@@ -67,6 +69,23 @@ class Running:
             await node.close()
 
 
+@dataclass(frozen=True)
+class Tls:
+    """HTTPS of a topology with ``https`` addresses: served with the node certificate, and
+    ``https://`` nodes verified with the cluster CA, both from ``<data>/pki`` (made by the
+    launcher, ``topology.pki.ensure``; the CA's key is not read here)."""
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+    @classmethod
+    def of(cls, data_dir: Path) -> "Tls":
+        files = pki.directory(data_dir)
+        if not files.node_cert.exists():
+            raise RuntimeError(f"the topology serves https but {files.dir} holds no node "
+                               "certificate (idsim up --tls makes it)")
+        return cls(pki.server_context(files), pki.client_context(files.ca_cert))
+
+
 def store_url(kind: str, data_dir: Path, name: str) -> str:
     """``memory:`` or the node's LMDB directory under ``data_dir`` (map size from config)."""
     return "memory:" if kind == "memory" else f"lmdb:{data_dir / name}"
@@ -83,7 +102,7 @@ def national_prefix(topo: Topology) -> str:
 
 
 async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, logins: dict,
-                 store: str, clock: Clock, progress, case_sensitive: bool
+                 store: str, clock: Clock, progress, case_sensitive: bool, tls: "Tls | None"
                  ) -> tuple[object, object]:
     """One node, ready to serve, and the address it serves on."""
     if name == Role.TOP:
@@ -96,7 +115,8 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
         return node, topo.top
     if name == Role.RECURSIVE:
         return (RecursiveNode("recursive", topo.top.rpc_addr, config, clock=clock,
-                              case_sensitive=case_sensitive), topo.recursive)
+                              case_sensitive=case_sensitive, client_ssl=tls and tls.client),
+                topo.recursive)
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store), [spec.code], config, clock=clock,
@@ -119,16 +139,17 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
     """
     running = Running()
+    tls = Tls.of(data_dir) if topo.uses_tls else None
     try:
         for name in names:
             node, addr = await _build(topo, name, config, data_dir=data_dir, logins=logins,
                                       store=store, clock=clock, progress=progress,
-                                      case_sensitive=case_sensitive)
+                                      case_sensitive=case_sensitive, tls=tls)
             running.nodes[name] = node
             shared = reuse_port and name == Role.RECURSIVE
-            running.runners.append(await server.serve(NodeAPI(node), addr.host,
-                                                      addr.http_port, config.http,
-                                                      reuse_port=shared))
+            running.runners.append(await server.serve(
+                NodeAPI(node), addr.host, addr.http_port, config.http, reuse_port=shared,
+                ssl_context=tls.server if tls and addr.scheme == "https" else None))
             if not (shared or standalone):
                 running.rpc_servers.append(await RpcServer(node.rpc_handlers(), config.rpc)
                                            .start(addr.host, addr.rpc_port))
