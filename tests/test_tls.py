@@ -248,3 +248,65 @@ def test_idsim_up_tls_with_pyhandle_and_the_cli(tmp_path, monkeypatch):
         assert up.interrupt() == 0
     finally:
         up.kill_all()
+
+
+# ------------------------------------------------------------------ Basic auth and the transport
+
+def test_credentials_count_over_tls_or_from_loopback_only():
+    from resolver.config import HttpConfig
+    from resolver.tls import credentials_count
+    strict, lax = HttpConfig(), HttpConfig(plain_auth_remote=1)
+    for peer in ("127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"):
+        assert credentials_count(False, peer, strict), peer
+    for peer in ("192.0.2.7", "10.0.0.1", "fd00::2", "::ffff:10.0.0.1", None, "", "x"):
+        assert not credentials_count(False, peer, strict), peer
+        assert credentials_count(True, peer, strict), peer
+        assert credentials_count(False, peer, lax), peer
+
+
+def lan_address() -> str | None:
+    """This machine's address on its default route (no packet is sent), if not loopback."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("198.51.100.1", 9))  # TEST-NET-2: routing only
+            ip = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if ipaddress.ip_address(ip).is_loopback else ip
+
+
+@pytest.mark.parametrize("scheme,plain_auth_remote,status", [
+    ("http", 0, 401),    # plain text from another host: anonymous (Handle.Net: the same)
+    ("http", 1, 201),    # allowed by config
+    ("https", 0, 201),   # over TLS credentials count
+])
+async def test_basic_auth_from_another_host_needs_tls(tmp_path, scheme, plain_auth_remote,
+                                                      status):
+    from benchmarks.procs import free_port
+    from topology.cli_node import standalone_topology
+    ip = lan_address()
+    if ip is None:
+        pytest.skip("no non-loopback address on this machine to connect from")
+    topo = standalone_topology("88.118", [ENT], ip, free_port(), 0).with_scheme(scheme)
+    if scheme == "https":
+        pki.ensure(pki.directory(tmp_path), [ip], NOW)
+    logins = make_logins(topo)
+    config = Config().with_values("test", {"http": {"plain_auth_remote": plain_auth_remote}})
+    running = await start_nodes(topo, ["88.118"], config, data_dir=tmp_path, logins=logins,
+                                store="memory", standalone=True)
+    ctx = pki.client_context_for(tmp_path)
+    login = logins["enterprises"][ENT]
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx or True)) as http:
+            async with http.put(
+                    f"{topo.secondary('88.118').address.http_url}/api/handles/{ENT}/REMOTE-1",
+                    json={"values": [{"index": 1, "type": "URL",
+                                      "data": {"format": "string", "value": "https://e.x"}}]},
+                    headers={"Authorization": basic_token(login["username"],
+                                                          login["secret"])}) as r:
+                doc = await r.json(content_type=None)
+                assert r.status == status, doc
+                if status == 401:
+                    assert doc["responseCode"] == 402  # authentication needed: as if anonymous
+    finally:
+        await running.close()
