@@ -9,8 +9,8 @@ Files, all in ``<data>/pki/`` (``directory(data_dir)``):
 
 Two halves. Pure (``ca_certificate``, ``node_certificate``, ``subject_names``, ``needs_new``):
 build or judge certificate objects from keys, names and the time ``now`` given, no I/O.
-Files (``ensure``, ``server_context``, ``client_context``): make what is missing, reuse what
-is there.
+Files (``ensure``, ``node_tls``, ``server_context``, ``client_context``): make what is
+missing, reuse what is there; load what host processes and clients use.
 
 Invariants:
 - A CA that is there is reused (restarts keep the trust clients were given) while it is valid
@@ -233,6 +233,24 @@ def ensure(files: Files, hosts: Iterable[str], now: dt.datetime) -> Files:
         _write(files.node_cert, _cert_bytes(node_certificate(key, names, ca_key, ca_cert, now)),
                0o644)
     return files
+
+
+@dataclass(frozen=True)
+class NodeTls:
+    """What a host process serving ``https`` addresses uses: ``server`` (the node certificate
+    and key) and ``client`` (verifies ``https://`` nodes with the cluster CA)."""
+    server: ssl.SSLContext
+    client: ssl.SSLContext
+
+
+def node_tls(data_dir: str | Path) -> NodeTls:
+    """``NodeTls`` from ``<data>/pki`` (made by the launcher's ``ensure``; the CA's key is not
+    read). RuntimeError when there is no node certificate."""
+    files = directory(data_dir)
+    if not files.node_cert.exists():
+        raise RuntimeError(f"the topology serves https but {files.dir} holds no node "
+                           "certificate (idsim up --tls makes it)")
+    return NodeTls(server_context(files), client_context(files.ca_cert))
 
 
 def server_context(files: Files) -> ssl.SSLContext:

@@ -4,8 +4,9 @@
 one secondary node, ``standalone``), the host processes of ``idsim up`` (and so the
 benchmarks, which run those) and the test fixtures all call it. For each name (``top``,
 ``recursive`` or a secondary node's code) it opens the store, builds the node from the
-config, seeds demo data, serves HTTP and msgpack-RPC on the topology's addresses, registers
-the enterprise prefixes with the top-level node and starts the statistics reports.
+config, seeds demo data, serves HTTP (HTTPS for ``https`` addresses, ``topology.pki``) and
+msgpack-RPC on the topology's addresses, registers the enterprise prefixes with the top-level
+node and starts the statistics reports.
 
 Invariants: every default comes from ``config`` (nothing here has a number of its own but
 the retry interval of the start-up registration); every time read or wait goes through
@@ -17,7 +18,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import ssl
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -69,23 +69,6 @@ class Running:
             await node.close()
 
 
-@dataclass(frozen=True)
-class Tls:
-    """HTTPS of a topology with ``https`` addresses: served with the node certificate, and
-    ``https://`` nodes verified with the cluster CA, both from ``<data>/pki`` (made by the
-    launcher, ``topology.pki.ensure``; the CA's key is not read here)."""
-    server: ssl.SSLContext
-    client: ssl.SSLContext
-
-    @classmethod
-    def of(cls, data_dir: Path) -> "Tls":
-        files = pki.directory(data_dir)
-        if not files.node_cert.exists():
-            raise RuntimeError(f"the topology serves https but {files.dir} holds no node "
-                               "certificate (idsim up --tls makes it)")
-        return cls(pki.server_context(files), pki.client_context(files.ca_cert))
-
-
 def store_url(kind: str, data_dir: Path, name: str) -> str:
     """``memory:`` or the node's LMDB directory under ``data_dir`` (map size from config)."""
     return "memory:" if kind == "memory" else f"lmdb:{data_dir / name}"
@@ -102,8 +85,8 @@ def national_prefix(topo: Topology) -> str:
 
 
 async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, logins: dict,
-                 store: str, clock: Clock, progress, case_sensitive: bool, tls: "Tls | None"
-                 ) -> tuple[object, object]:
+                 store: str, clock: Clock, progress, case_sensitive: bool,
+                 tls: pki.NodeTls | None) -> tuple[object, object]:
     """One node, ready to serve, and the address it serves on."""
     if name == Role.TOP:
         node = TopNode("top", open_store(store_url(store, data_dir, "top"), config.store),
@@ -115,8 +98,8 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
         return node, topo.top
     if name == Role.RECURSIVE:
         return (RecursiveNode("recursive", topo.top.rpc_addr, config, clock=clock,
-                              case_sensitive=case_sensitive, client_ssl=tls and tls.client),
-                topo.recursive)
+                              case_sensitive=case_sensitive,
+                              client_ssl=tls.client if tls else None), topo.recursive)
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store), [spec.code], config, clock=clock,
@@ -139,7 +122,7 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
     """
     running = Running()
-    tls = Tls.of(data_dir) if topo.uses_tls else None
+    tls = pki.node_tls(data_dir) if topo.uses_tls else None  # https addresses: <data>/pki
     try:
         for name in names:
             node, addr = await _build(topo, name, config, data_dir=data_dir, logins=logins,
