@@ -65,6 +65,8 @@ class HttpConfig:
     page_size: int = 100                  # GET /api/handles?prefix=: handles per page if not given
     max_page_size: int = 10_000           # larger ?pageSize= values are cut to this
     max_page: int = 1_000_000             # larger ?page= values are cut to this
+    plain_auth_remote: int = 0            # 1: Basic credentials count over plain HTTP from
+                                          # non-loopback peers too (Handle.Net: HTTPS only)
 
 
 @dataclass(frozen=True, slots=True)

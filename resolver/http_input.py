@@ -15,7 +15,7 @@ import msgpack
 import orjson
 from aiohttp import web
 
-from resolver import auth, errors
+from resolver import auth, errors, tls
 from resolver.config import HttpConfig
 
 HANDLES = "/api/handles/"
@@ -80,10 +80,13 @@ def flag(request: web.BaseRequest, name: str, default: bool) -> bool:
 
 
 def identity_of(node, request: web.BaseRequest) -> auth.Identity | None:
-    """The verified caller, None when anonymous; HandleError 401 for bad credentials."""
+    """The verified caller, None when anonymous (no credentials, or Basic sent in plain text
+    from another host: ``resolver.tls``); HandleError 401 for bad credentials."""
     creds = auth.parse_basic(request.headers.get("Authorization"))
     if creds is None:
         return None
+    if not tls.credentials_count(request.secure, request.remote, node.config.http):
+        return None  # plain text from another host: anonymous, as Handle.Net (resolver.tls)
     return node.authenticate(*creds)
 
 

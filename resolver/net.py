@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from typing import Any
 
 import aiohttp
@@ -76,11 +77,15 @@ async def connect(host: str, port: int) -> socket.socket:
     raise error if error is not None else OSError(f"cannot resolve {host}")
 
 
-def client_session(**kwargs: Any) -> aiohttp.ClientSession:
+def client_session(*, ssl_context: ssl.SSLContext | None = None,
+                   **kwargs: Any) -> aiohttp.ClientSession:
     """An ``aiohttp.ClientSession`` whose connections use ``client_socket``.
 
-    Keyword arguments go to the session (``timeout=``, ``headers=``...); it must be created
-    inside a running event loop, as any ClientSession.
+    ``ssl_context``: what ``https://`` URLs are verified with (a cluster's CA:
+    ``topology.pki.client_context``); None: aiohttp's default verification. Other keyword
+    arguments go to the session (``timeout=``, ``headers=``...); it must be created inside a
+    running event loop, as any ClientSession.
     """
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=client_socket),
-                                 **kwargs)
+    connector = aiohttp.TCPConnector(socket_factory=client_socket,
+                                     ssl=True if ssl_context is None else ssl_context)
+    return aiohttp.ClientSession(connector=connector, **kwargs)

@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import Counter
 from functools import partial
 
@@ -40,8 +41,10 @@ class RecursiveNode:
     role = Role.RECURSIVE
 
     def __init__(self, name: str, top_rpc: str, config: Config | None = None, *,
-                 case_sensitive: bool = False, clock: Clock = SYSTEM) -> None:
+                 case_sensitive: bool = False, clock: Clock = SYSTEM,
+                 client_ssl: ssl.SSLContext | None = None) -> None:
         self.name = name
+        self.client_ssl = client_ssl  # verifies https:// nodes writes pass to (cluster CA)
         self.config = config or Config()
         self.case_sensitive = case_sensitive
         self.clock = clock
@@ -101,8 +104,8 @@ class RecursiveNode:
                                      handle=handle.text)
         site = await self.locate(handle.prefix)
         if self._http is None:
-            self._http = client_session(timeout=aiohttp.ClientTimeout(
-                total=self.config.http.forward_timeout))
+            self._http = client_session(ssl_context=self.client_ssl, timeout=aiohttp
+                                        .ClientTimeout(total=self.config.http.forward_timeout))
         self.caches.answers.invalidate(handle.key)
         try:
             async with self._http.request(method, site.http_url + target, data=body,

@@ -7,6 +7,7 @@ aiohttp's parser, oversized bodies 413 from ``resolver.http_input``. No defaults
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 from aiohttp import web
 
@@ -29,13 +30,17 @@ def server_limits(config: HttpConfig) -> dict:
 
 
 async def serve(handler, host: str, port: int, config: HttpConfig | None = None, *,
-                reuse_port: bool = False) -> web.ServerRunner:
-    """Serve a low-level aiohttp request handler (``web.NodeAPI``) on host:port."""
+                reuse_port: bool = False, ssl_context: ssl.SSLContext | None = None
+                ) -> web.ServerRunner:
+    """Serve a low-level aiohttp request handler (``web.NodeAPI``) on host:port; over TLS
+    with ``ssl_context`` (``topology.pki.server_context``), where a plain-text client's
+    connection is closed at the failed handshake."""
     srv = web.Server(handler, handler_cancellation=True, access_log=None,
                      **server_limits(config or HttpConfig()))
     runner = web.ServerRunner(srv)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024,
+                       ssl_context=ssl_context)
     await site.start()
     return runner
 

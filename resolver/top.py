@@ -30,6 +30,7 @@ from resolver.roles import Role
 # the msgpack-RPC interface in it are what every node reads back (parse_site).
 SITE_INDEX = 1
 RPC_PROTOCOL = "MSGPACK-RPC"
+SCHEME_ATTRIBUTE = "httpScheme"  # site attribute "https" when the HTTP interface serves TLS
 
 
 def site_value(site: Site, *, ttl: int, now: int = 0) -> Value:
@@ -42,7 +43,8 @@ def site_value(site: Site, *, ttl: int, now: int = 0) -> Value:
                               "port": rpc_port, "address": host}]}
     return Value(SITE_INDEX, "HS_SITE", {"version": 1, "protocolVersion": "2.10",
                                          "serialNumber": 1, "primaryMask": {"primary": True},
-                                         "attributes": [{"name": "desc", "value": site.prefix}],
+                                         "attributes": [{"name": "desc", "value": site.prefix},
+                                                        *_scheme_attribute(http.scheme)],
                                          "servers": [server]},
                  "site", ttl=ttl, timestamp=now)
 
@@ -54,7 +56,15 @@ def parse_site(prefix: str, value: Any) -> Site:
     rpc = by_proto[RPC_PROTOCOL]
     host = server["address"]
     rpc_host = rpc.get("address", host)
-    return Site(prefix, f"http://{host}:{http['port']}", f"{rpc_host}:{rpc['port']}")
+    scheme = next((a.get("value") for a in value.get("attributes", ())
+                   if a.get("name") == SCHEME_ATTRIBUTE), "http")
+    return Site(prefix, f"{scheme}://{host}:{http['port']}", f"{rpc_host}:{rpc['port']}")
+
+
+def _scheme_attribute(scheme: str) -> list[dict]:
+    """An HTTPS interface is told by a site attribute (Handle's HS_SITE has no HTTPS protocol
+    name); plain HTTP sites carry none, as before."""
+    return [{"name": SCHEME_ATTRIBUTE, "value": scheme}] if scheme == "https" else []
 
 
 class TopNode(SecondaryNode):

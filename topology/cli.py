@@ -25,6 +25,7 @@ from pathlib import Path
 from resolver import config as configuration
 from resolver import auth, identifiers, server
 from resolver.roles import Role
+from topology import pki
 from topology.cli_config import add_config_args, add_config_command, effective_config
 from topology.cluster import Cluster, plan_workers, read_state, running_pids, stop_recorded
 from topology.supervisor import OnExit
@@ -35,7 +36,9 @@ DEFAULT_DATA = "idsim-data"
 # ------------------------------------------------------------------ client commands
 
 def http(method: str, url: str, body: dict | None = None, user: str | None = None,
-         secret: str | None = None) -> tuple[int, dict]:
+         secret: str | None = None, data: str | None = None) -> tuple[int, dict]:
+    """One request; ``https://`` verified with the cluster CA of the data directory ``data``
+    when it has one (``idsim up --tls``), else the system's roots."""
     req = urllib.request.Request(url, method=method,
                                  data=json.dumps(body).encode() if body is not None else None)
     req.add_header("Accept", "application/json")
@@ -44,7 +47,9 @@ def http(method: str, url: str, body: dict | None = None, user: str | None = Non
     if user:
         req.add_header("Authorization", auth.basic_header(user, secret))
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10,
+                                    context=pki.client_context_for(data) if data else None
+                                    ) as resp:
             return resp.status, json.loads(resp.read() or b"{}")
     except urllib.error.HTTPError as exc:
         raw = exc.read()
@@ -55,8 +60,11 @@ def http(method: str, url: str, body: dict | None = None, user: str | None = Non
 
 
 def cmd_resolve(args) -> int:
+    if args.via is None:  # the cluster's recursive node running from --data, or the default
+        state = read_state(args.data)
+        args.via = state["recursiveUrl"] if state else "http://127.0.0.1:8000"
     t = time.perf_counter()
-    status, doc = http("GET", f"{args.via}/api/handles/{args.handle}")
+    status, doc = http("GET", f"{args.via}/api/handles/{args.handle}", data=args.data)
     ms = (time.perf_counter() - t) * 1000
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     print(f"HTTP {status} in {ms:.1f} ms via {args.via}", file=sys.stderr)
@@ -87,7 +95,7 @@ def cmd_register(args) -> int:
         values.append({"index": i, "type": vtype, "data": {"format": "string", "value": val}})
     q = "" if args.overwrite else "?overwrite=false"
     status, doc = http("PUT", f"{via}/api/handles/{args.handle}{q}", {"values": values},
-                       user, secret)
+                       user, secret, data=args.data)
     print(json.dumps(doc, indent=2, ensure_ascii=False))
     print(f"HTTP {status} from {via} as {user}", file=sys.stderr)
     return 0 if status in (200, 201) else 1
@@ -133,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recursive node's answer cache, entries (0: off, every resolve asks "
                          "the serving node; delegations stay cached); = --set "
                          "cache.answer_entries=N")
+    up.add_argument("--tls", action="store_true",
+                    help="serve every node's HTTP port over HTTPS, with certificates from a "
+                         "cluster CA kept in <data>/pki (clients trust <data>/pki/ca.crt)")
     up.add_argument("--on-exit", default=OnExit.RESTART, choices=[o.value for o in OnExit],
                     help="when a host process exits: restart it with back-off (default), keep "
                          "the others serving without it, or stop the whole network")
@@ -163,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     res = sub.add_parser("resolve", help="resolve an identifier")
     res.add_argument("handle")
-    res.add_argument("--via", default="http://127.0.0.1:8000")
+    res.add_argument("--via", help="a node's URL (default: the recursive node of the cluster "
+                                   "running from --data, else http://127.0.0.1:8000)")
+    res.add_argument("--data", default=DEFAULT_DATA, help="a cluster's data directory")
     res.set_defaults(func=cmd_resolve)
 
     reg = sub.add_parser("register", help="register (or replace) an identifier")
@@ -208,6 +221,8 @@ def cmd_up(args) -> int:
         return 1
     topo = load(args.topology) if args.topology else get_preset(args.preset)
     topo = topo.with_ports(args.port, host=args.host)
+    if args.tls:
+        topo = topo.with_scheme("https")
     if args.demo is not None:
         topo = replace(topo, identifiers_per_enterprise=args.demo)
     flags = {} if args.answer_cache is None else {
@@ -250,11 +265,15 @@ def cmd_up(args) -> int:
                           n["httpUrl"], n["rpc"])
         console.print(table)
         rec = state["recursiveUrl"]
+        curl = f"curl --cacert {state['caFile']}" if "caFile" in state else "curl"
         console.print(f"resolve through the recursive node: [bold]{rec}[/]")
         for ex in state["examples"]:
-            console.print(f"  curl {rec}/api/handles/{ex}")
-        console.print(f"network statistics: curl {state['topUrl']}/api/stats")
+            console.print(f"  {curl} {rec}/api/handles/{ex}")
+        console.print(f"network statistics: {curl} {state['topUrl']}/api/stats")
         console.print(f"logins (prefix, user, secret, node URL): {state['logins']}")
+        if "caFile" in state:
+            console.print(f"HTTPS: clients trust the cluster CA {state['caFile']} "
+                          f"(pyhandle: HTTPS_verify=that path)")
         console.print("Ctrl-C stops the cluster; its data stays for the next start.")
         while not cluster.failed():
             cluster.supervisor.failed.wait(0.5)
@@ -308,9 +327,11 @@ def cmd_status(args) -> int:
     if state is None:
         print(f"no cluster running from {args.data} (start one with: idsim up)", file=sys.stderr)
         return 1
+    tls = pki.client_context_for(args.data)  # a --tls cluster's CA
     for n in state["nodes"]:
         try:
-            with urllib.request.urlopen(f"{n['httpUrl']}/api/stats", timeout=2) as resp:
+            with urllib.request.urlopen(f"{n['httpUrl']}/api/stats", timeout=2,
+                                        context=tls) as resp:
                 n["up"] = resp.status == 200
         except OSError:
             n["up"] = False

@@ -3,7 +3,8 @@
 The data directory holds everything a restart needs: ``topology.toml`` (the addresses used),
 ``logins.json`` (every login: top-level, node admins, enterprises; mode 0600), one LMDB
 directory per node, ``logs/host-<i>.log`` (each host process's stderr and the supervisor's
-notes) and ``cluster.json`` (what is running where, for ``idsim status`` and ``down``).
+notes), ``pki/`` when the nodes serve HTTPS (the cluster CA, ``topology.pki``) and
+``cluster.json`` (what is running where, for ``idsim status`` and ``down``).
 
 Invariants:
 - The processes are ``topology.supervisor`` host processes: they die with the launcher, and
@@ -20,6 +21,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -28,7 +30,7 @@ import psutil
 from resolver import auth
 from resolver.config import Config, write_toml
 from resolver.roles import Role
-from topology import demo
+from topology import demo, pki
 from topology.model import Topology
 from topology.ports import find_ports_in_use
 from topology.supervisor import HostProcess, OnExit, Supervisor, host_command, terminate
@@ -115,6 +117,9 @@ class Cluster:
         logins = make_logins(self.topology, old)
         path.write_text(json.dumps(logins, indent=2))
         path.chmod(0o600)
+        if self.topology.uses_tls:  # the cluster CA and the nodes' certificate, kept or made
+            pki.ensure(pki.directory(self.data_dir), {a.host for a in self.topology.addresses()},
+                       datetime.now(timezone.utc))
         return logins
 
     def start(self, on_event: Callable[[dict], None] | None = None) -> None:
@@ -185,6 +190,8 @@ def write_state(data_dir: Path, topo: Topology, children: Sequence[HostProcess])
              "recursiveUrl": topo.recursive.http_url, "topUrl": topo.top.http_url,
              "perEnterprise": topo.identifiers_per_enterprise,
              "prefixes": [e.prefix for e in topo.enterprises]}
+    if topo.uses_tls:  # what clients verify the nodes' HTTPS with (pyhandle: HTTPS_verify)
+        state["caFile"] = str(pki.directory(data_dir).ca_cert.resolve())
     write_json_atomic(data_dir / "cluster.json", state)
 
 

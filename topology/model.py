@@ -88,10 +88,11 @@ class NodeAddress:
     host: str
     http_port: int
     rpc_port: int
+    scheme: str = "http"  # "https": the HTTP port serves TLS (``idsim up --tls``)
 
     @property
     def http_url(self) -> str:
-        return f"http://{_host_for_url(self.host)}:{self.http_port}"
+        return f"{self.scheme}://{_host_for_url(self.host)}:{self.http_port}"
 
     @property
     def rpc_addr(self) -> str:
@@ -242,13 +243,35 @@ class Topology:
             raise TopologyError("cannot re-address topology", problems)
         return dataclasses.replace(
             self,
-            recursive=NodeAddress(host, base_port, rpc),
-            top=NodeAddress(host, base_port + 1, rpc + 1),
+            recursive=NodeAddress(host, base_port, rpc, self.recursive.scheme),
+            top=NodeAddress(host, base_port + 1, rpc + 1, self.top.scheme),
             secondaries=tuple(
-                dataclasses.replace(n, address=NodeAddress(host, base_port + 2 + i, rpc + 2 + i))
+                dataclasses.replace(n, address=NodeAddress(host, base_port + 2 + i, rpc + 2 + i,
+                                                           n.address.scheme))
                 for i, n in enumerate(self.secondaries)
             ),
         )
+
+    def with_scheme(self, scheme: str) -> Topology:
+        """A copy whose every node serves its HTTP port with *scheme* (``http``/``https``)."""
+        return dataclasses.replace(
+            self,
+            recursive=dataclasses.replace(self.recursive, scheme=scheme),
+            top=dataclasses.replace(self.top, scheme=scheme),
+            secondaries=tuple(
+                dataclasses.replace(n, address=dataclasses.replace(n.address, scheme=scheme))
+                for n in self.secondaries
+            ),
+        )
+
+    def addresses(self) -> list[NodeAddress]:
+        """Every node's address: recursive, top-level, then the secondary nodes."""
+        return [self.recursive, self.top, *(n.address for n in self.secondaries)]
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether any node serves HTTPS (then its data directory holds the cluster CA)."""
+        return any(a.scheme == "https" for a in self.addresses())
 
     def endpoints(self) -> list[tuple[str, str, int]]:
         """Every listening endpoint as ``(label, host, port)``, HTTP and RPC, all nodes."""

@@ -28,7 +28,7 @@ from .model import Enterprise, Industry, NodeAddress, SecondarySpec, Topology, T
 __all__ = ["from_toml", "load", "load_with_config", "save", "to_toml"]
 
 _NETWORK_KEYS = ("name", "seed", "identifiers_per_enterprise")
-_ADDRESS_KEYS = ("host", "http_port", "rpc_port")
+_ADDRESS_KEYS = ("host", "http_port", "rpc_port", "scheme")  # scheme: optional, "http"
 _INDUSTRY_KEYS = ("code", "name")
 _SECONDARY_KEYS = ("code", "name", "city", "industry", *_ADDRESS_KEYS)
 _ENTERPRISE_KEYS = ("prefix", "name", "node", "industry")
@@ -42,7 +42,8 @@ _NO_INLINE_INDENT = 101
 
 
 def _address_dict(a: NodeAddress) -> dict[str, Any]:
-    return {"host": a.host, "http_port": a.http_port, "rpc_port": a.rpc_port}
+    scheme = {} if a.scheme == "http" else {"scheme": a.scheme}  # written only when not http
+    return {"host": a.host, "http_port": a.http_port, "rpc_port": a.rpc_port, **scheme}
 
 
 def _document(t: Topology) -> dict[str, Any]:
@@ -132,6 +133,7 @@ class _Reader:
             host=self.field(tbl, "host", str, where),
             http_port=self.field(tbl, "http_port", int, where),
             rpc_port=self.field(tbl, "rpc_port", int, where),
+            scheme=self.field(tbl, "scheme", str, where, default="http"),
         )
 
 

@@ -100,6 +100,9 @@ def validate(topology: Topology) -> None:
     for (host, port), labels in users.items():
         if len(labels) > 1:
             add(f"address {host}:{port} is used by {len(labels)} endpoints: {', '.join(labels)}")
+    for addr in t.addresses():  # HTTP ports serve plain HTTP or HTTPS (cluster CA)
+        if addr.scheme not in ("http", "https"):
+            add(f"{addr.host}:{addr.http_port}: scheme must be http or https, got {addr.scheme!r}")
 
     if problems:
         raise TopologyError(f"invalid topology {t.name!r}", problems)

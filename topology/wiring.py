@@ -4,8 +4,9 @@
 one secondary node, ``standalone``), the host processes of ``idsim up`` (and so the
 benchmarks, which run those) and the test fixtures all call it. For each name (``top``,
 ``recursive`` or a secondary node's code) it opens the store, builds the node from the
-config, seeds demo data, serves HTTP and msgpack-RPC on the topology's addresses, registers
-the enterprise prefixes with the top-level node and starts the statistics reports.
+config, seeds demo data, serves HTTP (HTTPS for ``https`` addresses, ``topology.pki``) and
+msgpack-RPC on the topology's addresses, registers the enterprise prefixes with the top-level
+node and starts the statistics reports.
 
 Invariants: every default comes from ``config`` (nothing here has a number of its own but
 the retry interval of the start-up registration); every time read or wait goes through
@@ -36,6 +37,7 @@ from resolver.rpc import RpcClient, RpcServer
 from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
+from topology import pki
 from topology.model import Topology
 from topology.seeding import seed_node
 
@@ -83,8 +85,8 @@ def national_prefix(topo: Topology) -> str:
 
 
 async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, logins: dict,
-                 store: str, clock: Clock, progress, case_sensitive: bool
-                 ) -> tuple[object, object]:
+                 store: str, clock: Clock, progress, case_sensitive: bool,
+                 tls: pki.NodeTls | None) -> tuple[object, object]:
     """One node, ready to serve, and the address it serves on."""
     if name == Role.TOP:
         node = TopNode("top", open_store(store_url(store, data_dir, "top"), config.store),
@@ -96,7 +98,8 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
         return node, topo.top
     if name == Role.RECURSIVE:
         return (RecursiveNode("recursive", topo.top.rpc_addr, config, clock=clock,
-                              case_sensitive=case_sensitive), topo.recursive)
+                              case_sensitive=case_sensitive,
+                              client_ssl=tls.client if tls else None), topo.recursive)
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store), [spec.code], config, clock=clock,
@@ -119,16 +122,17 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
     """
     running = Running()
+    tls = pki.node_tls(data_dir) if topo.uses_tls else None  # https addresses: <data>/pki
     try:
         for name in names:
             node, addr = await _build(topo, name, config, data_dir=data_dir, logins=logins,
                                       store=store, clock=clock, progress=progress,
-                                      case_sensitive=case_sensitive)
+                                      case_sensitive=case_sensitive, tls=tls)
             running.nodes[name] = node
             shared = reuse_port and name == Role.RECURSIVE
-            running.runners.append(await server.serve(NodeAPI(node), addr.host,
-                                                      addr.http_port, config.http,
-                                                      reuse_port=shared))
+            running.runners.append(await server.serve(
+                NodeAPI(node), addr.host, addr.http_port, config.http, reuse_port=shared,
+                ssl_context=tls.server if tls and addr.scheme == "https" else None))
             if not (shared or standalone):
                 running.rpc_servers.append(await RpcServer(node.rpc_handlers(), config.rpc)
                                            .start(addr.host, addr.rpc_port))
