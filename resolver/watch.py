@@ -121,14 +121,12 @@ class Watcher:
                 asyncio.gather(*(self._metrics(http, u) for u in urls)))
         now = self.clock()
         samples: dict[str, observe.Sample] = {}
-        answered: set[str] = set()
         for url, found in zip(urls, scrapes):
             if found is not None:
-                answered |= self._covers.get(url, frozenset())
                 for name, smp in found.items():
                     samples.setdefault(name, smp)
-        if any(n.name not in samples for n in nodes if n.url in urls or n.name in answered):
-            self._covers.clear()  # the processes changed: ask every node next time
+        if any(n.name not in samples and n.url not in urls for n in nodes):
+            self._covers.clear()  # a node left its process's exposition: ask every node
         dt = None if self._at is None else now - self._at
         rows = {r["node"]: r for r in (stats or {}).get("nodes", ())}
         out = []
