@@ -94,7 +94,8 @@ class Watcher:
         if status != 200:
             return None
         try:
-            found = observe.parse(body.decode("utf-8", "replace"))
+            # in a thread: the event loop keeps serving between the GIL's switches
+            found = await asyncio.to_thread(observe.parse, body.decode("utf-8", "replace"))
         except ValueError:
             return None
         self._covers[url] = frozenset(found)

@@ -20,6 +20,8 @@ import aiohttp
 import pytest
 
 from benchmarks.network import free_preset
+from network_fixtures import net  # noqa: F401  (fixture)
+from resolver.config import Config
 from test_cli_up import REPO, Up
 
 pytestmark = pytest.mark.timeout(90)
@@ -140,3 +142,32 @@ async def test_dashboard_shows_the_network_and_its_load(tmp_path: Path) -> None:
         assert up.interrupt() == 0
     finally:
         up.kill_all()
+
+
+async def test_dashboard_data_is_one_gathering_per_cache_period(net):
+    """Every browser in one cache period gets the same snapshot; the next one has rates."""
+    status, first = await net.get(f"{net.url}/dashboard/data")
+    assert status == 200
+    assert [n["name"] for n in first["nodes"]] == ["recursive", "top", "88.101", "88.118",
+                                                   "88.201"]
+    assert all(n["up"] and n["ready"] for n in first["nodes"])
+    assert first["totals"]["enterprises"] == 12 and first["interval"] is None
+    assert first["refresh"] == Config().observe.dashboard_poll
+    _, again = await net.get(f"{net.url}/dashboard/data")
+    assert again == first  # not gathered again
+    net.clock.advance(Config().observe.dashboard_cache)
+    _, later = await net.get(f"{net.url}/dashboard/data")
+    assert later["interval"] == Config().observe.dashboard_cache
+    assert later["totals"]["resolutionsPerSecond"] == 0.0
+
+
+async def test_the_page_and_its_script_are_served_by_the_recursive_node_only(net):
+    async with net.http.get(f"{net.url}/dashboard") as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        page = await resp.text()
+    assert '<script src="/dashboard/dashboard.js">' in page and "http" not in page.split(
+        "<body>")[1].replace("http://www.w3.org", "")  # nothing fetched from elsewhere
+    async with net.http.get(f"{net.url}/dashboard/dashboard.js") as resp:
+        assert resp.status == 200 and "/dashboard/data" in await resp.text()
+    status, body = await net.get(f"{net.top_url}/dashboard")
+    assert status == 404 and body["responseCode"] == 4

@@ -124,3 +124,34 @@ def test_totals_rates_from_two_stats_documents():
                  "resolutionsPerSecond": 50.0, "registrationsPerSecond": 5.0}
     assert observe.totals(None, b, 2.0)["resolutionsPerSecond"] is None
     assert observe.totals(a, None, 2.0)["enterprises"] is None
+
+
+def test_the_line_scanner_agrees_with_prometheus_clients_parser():
+    """What prometheus_client writes (a process of several nodes, every op, escaped label
+    values elsewhere) reads the same through ``observe.samples`` as through its own parser."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    reg = CollectorRegistry()
+    req = Counter("idsim_requests_total", "r", ["node", "role", "op", "process"], registry=reg)
+    dur = Histogram("idsim_request_duration_seconds", "d", ["node", "role", "op", "process"],
+                    registry=reg, buckets=[0.00025, 0.001, 0.004, 0.016, 0.064, 0.256, 1, 8])
+    hits = Counter("idsim_cache_hits_total", "h", ["node", "cache", "process"], registry=reg)
+    rec = Gauge("idsim_records", "n", ["node", "process"], registry=reg)
+    odd = Counter("idsim_upstream_failures_total", "f", ["node", "peer", "method"],
+                  registry=reg)
+    odd.labels("recursive", 'a "quoted" \\ peer}', "resolve").inc()
+    for k, node in enumerate(["top", "88.101", "88.118"]):
+        for j, op in enumerate(["resolve", "register", "stats", "other"]):
+            req.labels(node, "secondary", op, "0").inc(10 * k + j + 1)
+            for x in range(k + j + 1):
+                dur.labels(node, "secondary", op, "0").observe(0.0003 * (x + 1) ** 3)
+        hits.labels(node, "answer", "0").inc(k)
+        rec.labels(node, "0").set(100 + k)
+    text = generate_latest(reg).decode()
+    ours = sorted((n, sorted(lab.items()), v) for n, lab, v in observe.samples(text))
+    wanted = ("idsim_requests_total", "idsim_request_duration_seconds_bucket",
+              "idsim_cache_hits_total", "idsim_records")
+    theirs = sorted((s.name, sorted(s.labels.items()), s.value)
+                    for fam in text_string_to_metric_families(text) for s in fam.samples
+                    if s.name in wanted)
+    assert ours == theirs and len(ours) > 50
