@@ -137,8 +137,9 @@ class Watcher:
                         "title": n.title, "url": n.url, "up": up, "ready": ready,
                         "reason": reason, "metrics": n.name in samples, **seen.doc(),
                         "identifiers": rows.get(n.name, {}).get("identifiers")})
-        doc = {"at": now, "interval": dt, "totals": observe.totals(self._stats, stats, now - self._stats_at),
-               "nodes": out, "statsAnswered": stats is not None}
+        totals = observe.totals(self._stats, stats, now - self._stats_at)
+        doc = {"at": now, "interval": dt, "totals": totals, "nodes": out,
+               "statsAnswered": stats is not None}
         self._samples.update(samples)
         if stats is not None:
             self._stats, self._stats_at = stats, now
