@@ -22,8 +22,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
+import aiohttp
+import orjson
+from aiohttp import web
+
 from resolver import errors
 from resolver.clock import Clock
+from resolver.net import client_session
 
 STARTING = "starting: the node has not finished seeding and joining the network"
 
@@ -151,8 +156,6 @@ def prefixes_registered(top_url: str, prefixes: list[str], *, chunk: int,
     """The top-level node is reachable over HTTP and holds ``0.NA/<prefix>`` with an HS_SITE
     for each of ``prefixes`` (asked with batch resolves of ``chunk`` handles)."""
     async def check() -> str:
-        import aiohttp
-        from resolver.net import client_session
         handles = [f"0.NA/{p}" for p in prefixes]
         missing: list[str] = []
         try:
@@ -179,21 +182,19 @@ def prefixes_registered(top_url: str, prefixes: list[str], *, chunk: int,
 
 # ------------------------------------------------------------------ HTTP handlers
 
-def _json(doc: dict, status: int):
-    import orjson
-    from aiohttp import web
+def _json(doc: dict, status: int) -> web.Response:
     return web.Response(body=orjson.dumps(doc), status=status,
                         headers={"Content-Type": "application/json;charset=utf-8",
                                  "Cache-Control": "no-store"})
 
 
-async def healthz(node, request):
+async def healthz(node, request: web.BaseRequest) -> web.Response:
     """Liveness: the process answers HTTP."""
     return _json({"responseCode": errors.SUCCESS, "status": "alive", "node": node.name,
                   "role": str(node.role)}, 200)
 
 
-async def readyz(node, request):
+async def readyz(node, request: web.BaseRequest) -> web.Response:
     """Readiness: 200 when started and every upstream check passes, else 503 saying why."""
     readiness = readiness_of(node)
     verdict = await readiness.verdict() if readiness is not None else decide(False, [])
