@@ -53,18 +53,21 @@ def cells(n: dict) -> list[str]:
 
 
 COLUMNS = ("node", "role", "city", "state", "req/s", "p99", "hit ratio", "records", "URL")
+NARROW = ("node", "state", "req/s", "p99", "hit ratio", "records")  # a terminal under FULL
+FULL = 110  # columns the whole table needs
 
 
-def table(snapshot: dict, title: str):
+def table(snapshot: dict, title: str, width: int = WIDE):
     from rich.table import Table
+    shown = COLUMNS if width >= FULL else NARROW
     t = Table(title=title, title_justify="left")
-    for col in COLUMNS:
+    for col in shown:
         t.add_column(col, justify="right" if col in ("req/s", "p99", "hit ratio", "records")
                      else "left", no_wrap=True)
     for n in snapshot["nodes"]:
-        row = cells(n)
+        row = dict(zip(COLUMNS, cells(n)))
         style = None if n["ready"] else ("yellow" if n["up"] else "red")
-        t.add_row(*row, style=style)
+        t.add_row(*(row[c] for c in shown), style=style)
     return t
 
 
@@ -123,7 +126,7 @@ def run_status(args) -> int:
         state["totals"] = snapshot["totals"]
         print(json.dumps(state, indent=2))
     else:
-        console.print(table(snapshot, headline(state, snapshot)))
+        console.print(table(snapshot, headline(state, snapshot), console.width))
         for line in notes(snapshot):
             console.print(line, markup=False, highlight=False)
         console.print(f"recursive node {state['recursiveUrl']}; logins in {state['logins']}",
@@ -141,7 +144,7 @@ async def watch(snap, state: dict, console, interval: float, terminal: bool) -> 
         from rich.console import Group
         from rich.text import Text
         stamp = time.strftime("%H:%M:%S")
-        return Group(table(s, f"{headline(state, s)}  [{stamp}]"),
+        return Group(table(s, f"{headline(state, s)}  [{stamp}]", console.width),
                      *(Text(line) for line in notes(s)))
     first = await snap()
     if terminal:
