@@ -66,9 +66,10 @@ def samples(text: str):
     """The exposition's samples this module reads: ``(name, labels, value)``.
 
     A line scanner for the Prometheus text format's sample lines, reading only the names
-    above: prometheus_client's parser takes ~0.6 s for one 33-node process's exposition on a
-    busy 2-core box, which the recursive node serving the dashboard cannot spend on its event
-    loop; this takes a few percent of that (tests check both agree). ValueError if malformed.
+    above. prometheus_client's parser is ~7x slower on a 34-node process's exposition
+    (``benchmarks/observe_parse.py``: 160 ms against 21 ms on a busy 2-core box), time the
+    recursive node serving the dashboard would take from resolves; a test checks both
+    readings agree. ValueError if a wanted line is malformed.
     """
     for line in text.splitlines():
         if not line.startswith(_WANTED):

@@ -117,3 +117,29 @@ async def test_watcher_rates_and_one_scrape_per_process():
         assert second["totals"]["resolutionsPerSecond"] == 15.0
     finally:
         await server.close()
+
+
+def test_the_table_shows_down_and_not_ready_nodes_and_why():
+    from rich.console import Console
+    from topology.status_view import notes, table
+    node = {"role": "secondary", "city": "Guangzhou", "metrics": True, "rate": 12.25,
+            "p99": 0.0042, "hitRatio": None, "records": 1234.0, "identifiers": None}
+    snap = {"nodes": [
+        dict(node, name="88.101", url="http://h:1", up=True, ready=True, reason=""),
+        dict(node, name="88.118", url="http://h:2", up=True, ready=False,
+             reason="not ready: top: top-level node http://h:0 unreachable"),
+        dict(node, name="88.201", url="http://h:3", up=False, ready=False, reason="no answer",
+             rate=None, p99=None, records=None)]}
+    console = Console(width=200, record=True)
+    console.print(table(snap, "t"))
+    text = console.export_text()
+    rows = {line.split()[1]: line for line in text.splitlines() if "http://h:" in line}
+    assert "ready" in rows["88.101"] and "12.2" in rows["88.101"] and "4.2 ms" in rows["88.101"]
+    assert "1,234" in rows["88.101"]
+    assert "up, not ready" in rows["88.118"]
+    assert "DOWN" in rows["88.201"] and "–" in rows["88.201"]
+    assert notes(snap) == ["  88.118: not ready: top: top-level node http://h:0 unreachable"]
+    narrow = Console(width=80, record=True)
+    narrow.print(table(snap, "t", 80))
+    shown = narrow.export_text()
+    assert "http://h:" not in shown and "DOWN" in shown

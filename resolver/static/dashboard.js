@@ -111,6 +111,7 @@ function tile(n, parent) {
     el("b", { "data-f": f }, s).textContent = "–";
     s.append(after);
   }
+  el("div", { class: "why" }, t);
   return t;
 }
 
@@ -158,6 +159,7 @@ function render(d) {
     f("p99").textContent = fmtMs(n.p99);
     f("hit").textContent = fmtPct(n.hitRatio);
     f("ids").textContent = fmtInt(n.records != null ? n.records : n.identifiers);
+    tl.querySelector(".why").textContent = n.ready ? "" : (n.reason || "no answer");
   }
   for (const [city, m] of cityMarks) {
     const states = m.nodes.map(n => stateOf(nodes.find(x => x.name === n.name) || n));
