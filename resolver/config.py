@@ -103,6 +103,8 @@ class ObserveConfig:
     dashboard_cache: float = 1.0          # s a /dashboard/data answer is reused by every browser
     dashboard_poll: float = 2.0           # s between the dashboard page's polls
     ready_poll: float = 0.2               # s between idsim up's polls of the nodes' /readyz
+    registration_recheck: float = 60.0    # s between a secondary's checks that the top-level
+                                          # node holds its prefixes (and on each top restart)
 
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,

@@ -19,6 +19,7 @@ multiplies the calls to peers.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -30,6 +31,7 @@ from resolver import errors
 from resolver.clock import Clock
 from resolver.net import client_session
 
+BOOT = secrets.token_hex(8)  # this process, as /healthz names it (a restart is a new one)
 STARTING = "starting: the node has not finished seeding and joining the network"
 
 
@@ -151,15 +153,29 @@ def rpc_answers(client, method: str, *params) -> Check:
     return check
 
 
-def prefixes_registered(top_url: str, prefixes: list[str], *, chunk: int,
-                        timeout: float) -> Check:
-    """The top-level node is reachable over HTTP and holds ``0.NA/<prefix>`` with an HS_SITE
-    for each of ``prefixes`` (asked with batch resolves of ``chunk`` handles)."""
+def prefixes_registered(top_url: str, prefixes: list[str], *, chunk: int, timeout: float,
+                        recheck: float, clock: Clock) -> Check:
+    """The top-level node answers ``/healthz`` and holds ``0.NA/<prefix>`` with an HS_SITE for
+    each of ``prefixes``. The prefixes are asked (batch resolves of ``chunk`` handles) when the
+    top-level node's process is new to this check (its ``/healthz`` ``boot``) and at most every
+    ``recheck`` seconds otherwise: the batch resolves are Handle API work at the top-level
+    node, which watching the network must not turn into load."""
+    verified: dict = {"boot": None, "at": 0.0}
+
     async def check() -> str:
         handles = [f"0.NA/{p}" for p in prefixes]
+        done = f"top-level node holds all {len(prefixes)} prefixes"
         missing: list[str] = []
         try:
             async with client_session(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+                async with http.get(f"{top_url}/healthz") as resp:
+                    if resp.status != 200:
+                        raise NotReady(f"top-level node {top_url} answered HTTP {resp.status} "
+                                       f"to /healthz")
+                    boot = (await resp.json(content_type=None)).get("boot")
+                now = clock()
+                if boot == verified["boot"] and 0 <= now - verified["at"] < recheck:
+                    return done
                 for i in range(0, len(handles), chunk):
                     async with http.post(f"{top_url}/api/batch/resolve",
                                          json={"handles": handles[i:i + chunk]}) as resp:
@@ -170,13 +186,15 @@ def prefixes_registered(top_url: str, prefixes: list[str], *, chunk: int,
                     missing += [r.get("handle", "?")[5:] for r in doc["results"]
                                 if not any(v.get("type") == "HS_SITE"
                                            for v in r.get("values", ()))]
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             raise NotReady(f"top-level node {top_url} unreachable "
                            f"({type(exc).__name__})") from None
         if missing:
+            verified["boot"] = None
             raise NotReady(f"{len(missing)} of {len(prefixes)} prefixes not registered at "
                            f"the top-level node (first: {missing[0]})")
-        return f"top-level node holds all {len(prefixes)} prefixes"
+        verified.update(boot=boot, at=now)
+        return done
     return check
 
 
@@ -189,9 +207,9 @@ def _json(doc: dict, status: int) -> web.Response:
 
 
 async def healthz(node, request: web.BaseRequest) -> web.Response:
-    """Liveness: the process answers HTTP."""
+    """Liveness: the process answers HTTP. ``boot`` tells this process from a restarted one."""
     return _json({"responseCode": errors.SUCCESS, "status": "alive", "node": node.name,
-                  "role": str(node.role)}, 200)
+                  "role": str(node.role), "boot": BOOT}, 200)
 
 
 async def readyz(node, request: web.BaseRequest) -> web.Response:

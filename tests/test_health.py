@@ -68,6 +68,8 @@ async def test_secondary_is_not_ready_when_the_top_lost_its_prefix(net):
     assert (await net.get(f"{url}/readyz"))[0] == 200
     await net.top.store.delete(identifiers.make_key("0.NA/88.118.8", False))
     net.clock.advance(TTL)
+    assert (await net.get(f"{url}/readyz"))[0] == 200  # verified a moment ago: not asked
+    net.clock.advance(Config().observe.registration_recheck)
     status, body = await net.get(f"{url}/readyz")
     assert status == 503
     n = len(net.topo.enterprises_of("88.118"))
@@ -146,3 +148,13 @@ async def test_the_launchers_wait_names_the_node_not_ready_and_why(client):
     with pytest.raises(RuntimeError) as err:
         await asyncio.to_thread(readiness.wait_ready, [url], Config(), 0)
     assert f"{url}: not ready: {health.STARTING}" in str(err.value)
+
+
+async def test_a_restarted_top_has_the_prefixes_checked_again_at_once(net, monkeypatch):
+    url = net.node_url("88.118.8")
+    assert (await net.get(f"{url}/readyz"))[0] == 200
+    await net.top.store.delete(identifiers.make_key("0.NA/88.118.8", False))
+    monkeypatch.setattr(health, "BOOT", "a-new-top-process")  # as its /healthz says it
+    net.clock.advance(TTL)
+    status, body = await net.get(f"{url}/readyz")
+    assert status == 503 and "(first: 88.118.8)" in body["message"]

@@ -43,9 +43,9 @@ def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = Fa
                                        clock)
         else:
             prefixes = [e.prefix for e in topo.enterprises_of(name)] or [name]
-            checks["top"] = health.prefixes_registered(topo.top.http_url, prefixes,
-                                                       chunk=config.batch.max_resolve,
-                                                       timeout=obs.peer_timeout)
+            checks["top"] = health.prefixes_registered(
+                topo.top.http_url, prefixes, chunk=config.batch.max_resolve,
+                timeout=obs.peer_timeout, recheck=obs.registration_recheck, clock=clock)
         node.readiness = health.Readiness(checks, ttl=obs.peer_check_ttl,
                                           timeout=obs.peer_timeout, clock=clock)
 
