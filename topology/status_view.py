@@ -57,7 +57,7 @@ NARROW = ("node", "state", "req/s", "p99", "hit ratio", "records")  # a terminal
 FULL = 110  # columns the whole table needs
 
 
-def table(snapshot: dict, title: str, width: int = WIDE):
+def table(snapshot: dict, title: str | None, width: int = WIDE):
     from rich.table import Table
     shown = COLUMNS if width >= FULL else NARROW
     t = Table(title=title, title_justify="left")
@@ -126,7 +126,8 @@ def run_status(args) -> int:
         state["totals"] = snapshot["totals"]
         print(json.dumps(state, indent=2))
     else:
-        console.print(table(snapshot, headline(state, snapshot), console.width))
+        console.print(headline(state, snapshot), markup=False, highlight=False)
+        console.print(table(snapshot, None, console.width))
         for line in notes(snapshot):
             console.print(line, markup=False, highlight=False)
         console.print(f"recursive node {state['recursiveUrl']}; logins in {state['logins']}",
@@ -144,7 +145,7 @@ async def watch(snap, state: dict, console, interval: float, terminal: bool) -> 
         from rich.console import Group
         from rich.text import Text
         stamp = time.strftime("%H:%M:%S")
-        return Group(table(s, f"{headline(state, s)}  [{stamp}]", console.width),
+        return Group(Text(f"{headline(state, s)}  [{stamp}]"), table(s, None, console.width),
                      *(Text(line) for line in notes(s)))
     first = await snap()
     if terminal:

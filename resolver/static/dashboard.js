@@ -158,7 +158,7 @@ function render(d) {
     f("rate").textContent = fmtRate(n.rate);
     f("p99").textContent = fmtMs(n.p99);
     f("hit").textContent = fmtPct(n.hitRatio);
-    f("ids").textContent = fmtInt(n.records != null ? n.records : n.identifiers);
+    f("ids").textContent = fmtInt(n.identifiers != null ? n.identifiers : n.records);
     tl.querySelector(".why").textContent = n.ready ? "" : (n.reason || "no answer");
   }
   for (const [city, m] of cityMarks) {
