@@ -179,3 +179,19 @@ def totals(prev: dict | None, cur: dict | None, dt: float) -> dict:
     out["registrationsPerSecond"] = increase(float(p.get("registrations", 0)),
                                              float(t.get("registrations", 0))) / dt
     return out
+
+
+def node_resolutions(prev: dict | None, cur: dict | None, dt: float) -> dict[str, float]:
+    """Resolutions/s of each secondary node, from the rows of two /api/stats documents: every
+    lookup it answered, over RPC (the recursive node's questions) as over HTTP, which its
+    ``idsim_requests_total`` (HTTP only) does not see."""
+    if not prev or not cur or dt <= 0:
+        return {}
+    before = {r.get("node"): r for r in prev.get("nodes", ())}
+    out = {}
+    for row in cur.get("nodes", ()):
+        old = before.get(row.get("node"))
+        if old is not None:
+            grew = increase(float(old.get("resolutions", 0)), float(row.get("resolutions", 0)))
+            out[row["node"]] = grew / dt
+    return out

@@ -8,7 +8,8 @@ A snapshot is a JSON-ready dict: ``at``, ``interval`` (seconds since the previou
 which rates are over; None on the first), ``totals`` (``observe.totals``) and ``nodes``, one
 per node in the order given: name, role, city, industry, title, url, up (answered HTTP),
 ready (/readyz 200), reason (why not), metrics (whether /metrics answered), rate, p99,
-hitRatio, records, identifiers (from the top-level node's report).
+hitRatio, records, identifiers and resolutionRate (a secondary's lookups/s, RPC included:
+from the top-level node's reports).
 
 Invariants: every timeout comes from ``config.observe``; time from the injected clock; a node
 that does not answer is shown down, never an error. Several nodes in one host process share
@@ -130,13 +131,15 @@ class Watcher:
             self._covers.clear()  # a node left its process's exposition: ask every node
         dt = None if self._at is None else now - self._at
         rows = {r["node"]: r for r in (stats or {}).get("nodes", ())}
+        lookups = observe.node_resolutions(self._stats, stats, now - self._stats_at)
         out = []
         for n, (up, ready, reason) in zip(nodes, readies):
             seen = observe.view(self._samples.get(n.name), samples.get(n.name), dt or 0.0)
             out.append({"name": n.name, "role": n.role, "city": n.city, "industry": n.industry,
                         "title": n.title, "url": n.url, "up": up, "ready": ready,
                         "reason": reason, "metrics": n.name in samples, **seen.doc(),
-                        "identifiers": rows.get(n.name, {}).get("identifiers")})
+                        "identifiers": rows.get(n.name, {}).get("identifiers"),
+                        "resolutionRate": lookups.get(n.name)})
         totals = observe.totals(self._stats, stats, now - self._stats_at)
         doc = {"at": now, "interval": dt, "totals": totals, "nodes": out,
                "statsAnswered": stats is not None}

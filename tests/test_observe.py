@@ -155,3 +155,11 @@ def test_the_line_scanner_agrees_with_prometheus_clients_parser():
                     for fam in text_string_to_metric_families(text) for s in fam.samples
                     if s.name in wanted)
     assert ours == theirs and len(ours) > 50
+
+
+def test_node_resolutions_from_two_stats_documents():
+    a = {"nodes": [{"node": "88.101", "resolutions": 10}, {"node": "88.118", "resolutions": 0}]}
+    b = {"nodes": [{"node": "88.101", "resolutions": 30}, {"node": "88.118", "resolutions": 4},
+                   {"node": "88.201", "resolutions": 9}]}
+    assert observe.node_resolutions(a, b, 2.0) == {"88.101": 10.0, "88.118": 2.0}
+    assert observe.node_resolutions(None, b, 2.0) == {}

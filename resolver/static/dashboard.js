@@ -105,7 +105,9 @@ function tile(n, parent) {
   el("div", { class: "ind" }, t).textContent =
     n.role === "secondary" ? (n.industry || n.title) : (n.role === "top" ? "national top-level node" : "recursive node: clients' entry point");
   const figs = el("div", { class: "figs" }, t);
-  for (const [f, label, after] of [["rate", "", " req/s"], ["p99", "p99 ", ""], ["hit", "hit ", ""], ["ids", "", " ids"]]) {
+  const figures = [["rate", "", " req/s"], ["p99", "p99 ", ""], ["hit", "hit ", ""], ["ids", "", " ids"]];
+  if (n.role === "secondary") figures.push(["res", "", " res/s"]);
+  for (const [f, label, after] of figures) {
     const s = el("span", {}, figs);
     s.append(label);
     el("b", { "data-f": f }, s).textContent = "–";
@@ -153,12 +155,14 @@ function render(d) {
     tl.className = "tile " + st;
     tl.dataset.state = st;
     tl.title = `${n.title || n.name} (${n.url})\n` + (n.ready ? "ready" : (n.reason || "down")) +
-      (n.metrics ? "" : "\n/metrics not answered: rates unknown");
+      (n.metrics ? "" : "\n/metrics not answered: rates unknown") +
+    (n.role === "secondary" ? "\nreq/s: HTTP requests; res/s: every resolution it answered, RPC included" : "");
     const f = name => tl.querySelector(`[data-f="${name}"]`);
     f("rate").textContent = fmtRate(n.rate);
     f("p99").textContent = fmtMs(n.p99);
     f("hit").textContent = fmtPct(n.hitRatio);
     f("ids").textContent = fmtInt(n.identifiers != null ? n.identifiers : n.records);
+    if (f("res")) f("res").textContent = fmtRate(n.resolutionRate);
     tl.querySelector(".why").textContent = n.ready ? "" : (n.reason || "no answer");
   }
   for (const [city, m] of cityMarks) {
