@@ -1,8 +1,8 @@
 """Every tunable default of a node, in one place, and where each effective value came from.
 
 A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``, ``store``,
-``host``). The defaults below are the only defaults: constructors take their values from a
-``Config`` and keep none of their own. Values are layered, later layers winning:
+``host``, ``observe``). The defaults below are the only defaults: constructors take their
+values from a ``Config`` and keep none of their own. Values are layered, later layers winning:
 
     defaults  <  the topology file's sections  <  idsim.toml (--config)  <  --set / flags
 
@@ -95,8 +95,23 @@ class HostConfig:
     restart_reset_after: float = 30.0     # s up after which the delay is back to restart_delay
 
 
+@dataclass(frozen=True, slots=True)
+class ObserveConfig:
+    """The operator's view: /readyz, ``idsim status`` and the dashboard (h6)."""
+    peer_check_ttl: float = 2.0           # s a /readyz peer check's result is reused
+    peer_timeout: float = 2.0             # s for one /readyz peer check
+    scrape_timeout: float = 3.0           # s for one node's /readyz or /metrics when observed
+    status_interval: float = 1.0          # s between the scrapes rates come from (status, --watch)
+    dashboard_cache: float = 1.0          # s a /dashboard/data answer is reused by every browser
+    dashboard_poll: float = 2.0           # s between the dashboard page's polls
+    ready_poll: float = 0.2               # s between idsim up's polls of the nodes' /readyz
+    registration_recheck: float = 60.0    # s between a secondary's checks that the top-level
+                                          # node holds its prefixes (and on each top restart)
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
-                             "batch": BatchConfig, "store": StoreConfig, "host": HostConfig}
+                             "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
+                             "observe": ObserveConfig}  # observe: h6
 DEFAULT_SOURCE = "default"
 
 
@@ -118,6 +133,7 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     host: HostConfig = field(default_factory=HostConfig)
+    observe: ObserveConfig = field(default_factory=ObserveConfig)  # h6
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from resolver import errors, records
+from resolver import dashboard, health  # h6: /healthz, /readyz, /dashboard
 from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_param,
                                  int_params, json_body, read_body)
 from resolver.roles import Role
@@ -275,6 +276,9 @@ class NodeAPI:
             "/api/stats": {"GET": stats},
             "/api/prefixes": {"GET": list_prefixes} if writes else {},
             "/api/admin/prefixes": {"POST": create_prefix} if writes else {},
+            "/healthz": {"GET": health.healthz, "HEAD": health.healthz},  # h6
+            "/readyz": {"GET": health.readyz, "HEAD": health.readyz},  # h6
+            **({} if writes else dashboard.ROUTES),  # h6: the recursive node's dashboard
         }
         self.handle_methods = {"GET": get_handle, "HEAD": get_handle,
                                "PUT": put_handle if writes else forward_write,

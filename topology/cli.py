@@ -1,7 +1,7 @@
 """``idsim``: run nodes and talk to them.
 
     idsim up                     start the Guangzhou network with demo data (Ctrl-C stops it)
-    idsim status [--json]        what is running, where, and the logins file
+    idsim status [--watch]       every node: up/ready, requests/s, p99, hit ratio, records
     idsim down                   stop a cluster started elsewhere
     idsim load --scenario mixed --time 30s   Locust against the cluster (starts one if needed)
     idsim resolve 88.118.8/SN000000000
@@ -163,9 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--demo", type=int, default=None)
     load.set_defaults(func=cmd_load)
 
-    st = sub.add_parser("status", help="show the running cluster")
-    st.add_argument("--data", default=DEFAULT_DATA)
-    st.add_argument("--json", action="store_true")
+    st = sub.add_parser("status", help="every node: up/ready, requests/s, p99, cache hit "
+                                       "ratio, records")
+    st.add_argument("--data", default=DEFAULT_DATA, help="the running cluster's data directory")
+    st.add_argument("--json", action="store_true",
+                    help="cluster.json with each node's figures, as JSON")
+    st.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
+    st.add_argument("--interval", type=float, default=None,
+                    help="seconds between the scrapes rates are over (default: the config's "
+                         "observe.status_interval)")
     st.set_defaults(func=cmd_status)
 
     down = sub.add_parser("down", help="stop the running cluster")
@@ -323,31 +329,8 @@ def parse_duration(text: str) -> float:
 
 
 def cmd_status(args) -> int:
-    state = read_state(args.data)
-    if state is None:
-        print(f"no cluster running from {args.data} (start one with: idsim up)", file=sys.stderr)
-        return 1
-    tls = pki.client_context_for(args.data)  # a --tls cluster's CA
-    for n in state["nodes"]:
-        try:
-            with urllib.request.urlopen(f"{n['httpUrl']}/api/stats", timeout=2,
-                                        context=tls) as resp:
-                n["up"] = resp.status == 200
-        except OSError:
-            n["up"] = False
-    if args.json:
-        print(json.dumps(state, indent=2))
-    else:
-        up = sum(n["up"] for n in state["nodes"])
-        print(f"{state['topology']}: {up}/{len(state['nodes'])} nodes answering; "
-              f"recursive node {state['recursiveUrl']}; logins in {state['logins']}")
-        for n in state["nodes"]:
-            print(f"  {'up  ' if n['up'] else 'DOWN'} {n['name']:<10} {n['role']:<10} "
-                  f"{n['httpUrl']:<24} {n.get('industry', '')}")
-        for p in state.get("processes", []):
-            print(f"  pid {p['pid']:<8} {p['label']:<8} restarts {p['restarts']:<3} "
-                  f"{' '.join(p['nodes'])}  (log {p['log']})")
-    return 0 if all(n["up"] for n in state["nodes"]) else 1
+    from topology.status_view import run_status
+    return run_status(args)
 
 
 def cmd_down(args) -> int:

@@ -32,6 +32,7 @@ from resolver.config import Config, write_toml
 from resolver.roles import Role
 from topology import demo, pki
 from topology.model import Topology
+from topology import readiness  # h6
 from topology.ports import find_ports_in_use
 from topology.supervisor import HostProcess, OnExit, Supervisor, host_command, terminate
 from topology.tomlio import save
@@ -146,12 +147,20 @@ class Cluster:
                 self.supervisor.spawn(f"host-{i}", host_command(
                     data / "topology.toml", data, nodes, *flags), nodes)
             self.supervisor.wait_ready(*self.supervisor.children)
+            readiness.wait_ready(self.node_urls(), self.config,  # h6: every /readyz 200
+                                 self.config.host.ready_timeout)
         except BaseException:
             self.stop()
             raise
         finally:
             starting.clear()
         self.write_state()
+
+    def node_urls(self) -> list[str]:
+        """Every node's HTTP URL (h6: idsim up waits on their /readyz)."""
+        topo = self.topology
+        return [topo.recursive.http_url, topo.top.http_url,
+                *(s.address.http_url for s in topo.secondaries)]
 
     def write_state(self) -> None:
         write_state(self.data_dir, self.topology, self.supervisor.children)

@@ -38,6 +38,7 @@ from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
 from topology import pki
+from topology import readiness  # h6
 from topology.model import Topology
 from topology.seeding import seed_node
 
@@ -138,6 +139,7 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                                            .start(addr.host, addr.rpc_port))
         if not standalone:
             await _join_network(running, topo, config, logins, clock)
+        readiness.attach(running, topo, config, clock, standalone=standalone)  # h6: /readyz
     except BaseException:
         await running.close()
         raise

@@ -1,0 +1,85 @@
+"""Readiness across a topology: what each node's ``/readyz`` checks, and the launcher's wait on
+every node's ``/readyz``.
+
+``attach`` is the wiring's last step (``topology.wiring.start_nodes``): once the named nodes
+have seeded and joined the network it gives each a ``resolver.health.Readiness`` with its
+role's checks (recursive: the top-level node answers RPC; secondary: the top-level node holds
+its enterprise prefixes; top: its store is open), and gives a recursive node the network's
+addresses for its dashboard (``resolver.dashboard``). Before ``attach`` a node's /readyz
+answers 503 "starting".
+
+``wait_ready`` polls URLs' ``/readyz`` until each answers 200, within a deadline, and says
+which did not and why otherwise. Every interval and timeout comes from ``Config``.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Iterable
+
+from resolver import health
+from resolver.clock import Clock
+from resolver.config import Config
+from resolver.roles import Role
+
+
+def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = False) -> None:
+    """Give each node of ``running`` its ``Readiness`` (and a recursive node its dashboard)."""
+    from resolver.dashboard import Dashboard
+    obs = config.observe
+    national = topo.secondaries[0].code.split(".")[0] if topo.secondaries else "88"
+    for name, node in running.nodes.items():
+        checks: dict[str, health.Check] = {}
+        if node.role == Role.TOP:
+            checks["store"] = health.store_open(node.store)
+        elif standalone:
+            pass  # no network to depend on
+        elif node.role == Role.RECURSIVE:
+            probe = topo.secondaries[0].code if topo.secondaries else national
+            checks["top"] = health.rpc_answers(node.top, "delegate", probe)
+            node.dashboard = Dashboard(topo.top.http_url, topo.recursive.http_url, config,
+                                       clock)
+        else:
+            prefixes = [e.prefix for e in topo.enterprises_of(name)] or [name]
+            checks["top"] = health.prefixes_registered(
+                topo.top.http_url, prefixes, chunk=config.batch.max_resolve,
+                timeout=obs.peer_timeout, recheck=obs.registration_recheck, clock=clock)
+        node.readiness = health.Readiness(checks, ttl=obs.peer_check_ttl,
+                                          timeout=obs.peer_timeout, clock=clock)
+
+
+def probe(url: str, timeout: float) -> tuple[bool, str]:
+    """``GET <url>/readyz``: (ready, why not)."""
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout) as resp:
+            return resp.status == 200, ""
+    except urllib.error.HTTPError as exc:
+        try:
+            return False, json.loads(exc.read()).get("message", f"HTTP {exc.code}")
+        except ValueError:
+            return False, f"HTTP {exc.code}"
+    except OSError as exc:
+        return False, f"no answer ({type(exc).__name__})"
+
+
+def wait_ready(urls: Iterable[str], config: Config, timeout: float) -> None:
+    """Block until every URL's /readyz answers 200; RuntimeError naming those that did not
+    (and their last reason) after ``timeout`` seconds."""
+    waiting = dict.fromkeys(urls, "not asked yet")
+    deadline = time.monotonic() + timeout
+    while True:
+        for url in list(waiting):
+            ok, why = probe(url, config.observe.scrape_timeout)
+            if ok:
+                del waiting[url]
+            else:
+                waiting[url] = why
+        if not waiting:
+            return
+        if time.monotonic() >= deadline:
+            shown = "\n  ".join(f"{u}: {w}" for u, w in list(waiting.items())[:10])
+            raise RuntimeError(f"{len(waiting)} node(s) not ready after {timeout:.0f} s:\n  "
+                               + shown)
+        time.sleep(config.observe.ready_poll)
