@@ -32,12 +32,13 @@ STATIC = Path(__file__).with_name("static")
 class Dashboard:
     """The recursive node's view of the network, gathered at most once per cache period."""
 
-    def __init__(self, top_url: str, self_url: str, config: Config, clock: Clock) -> None:
+    def __init__(self, top_url: str, self_url: str, config: Config, clock: Clock, *,
+                 ssl_context=None) -> None:
         self.top_url = top_url
         self.self_url = self_url
         self.config = config.observe
         self.clock = clock
-        self.watcher = Watcher(config, clock)
+        self.watcher = Watcher(config, clock, ssl_context=ssl_context)
         self._doc: dict | None = None
         self._at = 0.0
         self._gathering: asyncio.Future | None = None

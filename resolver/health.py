@@ -154,7 +154,7 @@ def rpc_answers(client, method: str, *params) -> Check:
 
 
 def prefixes_registered(top_url: str, prefixes: list[str], *, chunk: int, timeout: float,
-                        recheck: float, clock: Clock) -> Check:
+                        recheck: float, clock: Clock, ssl_context=None) -> Check:
     """The top-level node answers ``/healthz`` and holds ``0.NA/<prefix>`` with an HS_SITE for
     each of ``prefixes``. The prefixes are asked (batch resolves of ``chunk`` handles) when the
     top-level node's process is new to this check (its ``/healthz`` ``boot``) and at most every
@@ -167,7 +167,8 @@ def prefixes_registered(top_url: str, prefixes: list[str], *, chunk: int, timeou
         done = f"top-level node holds all {len(prefixes)} prefixes"
         missing: list[str] = []
         try:
-            async with client_session(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+            async with client_session(timeout=aiohttp.ClientTimeout(total=timeout),
+                                      ssl_context=ssl_context) as http:
                 async with http.get(f"{top_url}/healthz") as resp:
                     if resp.status != 200:
                         raise NotReady(f"top-level node {top_url} answered HTTP {resp.status} "

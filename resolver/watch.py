@@ -54,8 +54,9 @@ def nodes_from_stats(stats: dict, top_url: str, recursive_url: str | None) -> li
 class Watcher:
     """Successive snapshots of a network; rates are between consecutive snapshots."""
 
-    def __init__(self, config: Config, clock: Clock) -> None:
+    def __init__(self, config: Config, clock: Clock, *, ssl_context=None) -> None:
         self.config = config.observe
+        self.ssl_context = ssl_context  # a --tls cluster's CA (topology.pki)
         self.clock = clock
         self._samples: dict[str, observe.Sample] = {}
         self._stats: dict | None = None
@@ -106,7 +107,7 @@ class Watcher:
                        recursive_url: str | None = None) -> dict:
         """Observe the network now. ``nodes`` None: the nodes the top-level node lists."""
         timeout = aiohttp.ClientTimeout(total=self.config.scrape_timeout)
-        async with client_session(timeout=timeout) as http:
+        async with client_session(timeout=timeout, ssl_context=self.ssl_context) as http:
             status, body = await self._get(http, f"{top_url}/api/stats")
             stats = None
             if status == 200:

@@ -147,8 +147,9 @@ class Cluster:
                 self.supervisor.spawn(f"host-{i}", host_command(
                     data / "topology.toml", data, nodes, *flags), nodes)
             self.supervisor.wait_ready(*self.supervisor.children)
-            readiness.wait_ready(self.node_urls(), self.config,  # h6: every /readyz 200
-                                 self.config.host.ready_timeout)
+            readiness.wait_ready(self.node_urls(), self.config,  # every /readyz 200
+                                 self.config.host.ready_timeout,
+                                 pki.client_context_for(data))
         except BaseException:
             self.stop()
             raise

@@ -25,7 +25,8 @@ from resolver.config import Config
 from resolver.roles import Role
 
 
-def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = False) -> None:
+def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = False,
+           ssl_context=None) -> None:
     """Give each node of ``running`` its ``Readiness`` (and a recursive node its dashboard)."""
     from resolver.dashboard import Dashboard
     obs = config.observe
@@ -40,20 +41,22 @@ def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = Fa
             probe = topo.secondaries[0].code if topo.secondaries else national
             checks["top"] = health.rpc_answers(node.top, "delegate", probe)
             node.dashboard = Dashboard(topo.top.http_url, topo.recursive.http_url, config,
-                                       clock)
+                                       clock, ssl_context=ssl_context)
         else:
             prefixes = [e.prefix for e in topo.enterprises_of(name)] or [name]
             checks["top"] = health.prefixes_registered(
                 topo.top.http_url, prefixes, chunk=config.batch.max_resolve,
-                timeout=obs.peer_timeout, recheck=obs.registration_recheck, clock=clock)
+                timeout=obs.peer_timeout, recheck=obs.registration_recheck, clock=clock,
+                ssl_context=ssl_context)
         node.readiness = health.Readiness(checks, ttl=obs.peer_check_ttl,
                                           timeout=obs.peer_timeout, clock=clock)
 
 
-def probe(url: str, timeout: float) -> tuple[bool, str]:
-    """``GET <url>/readyz``: (ready, why not)."""
+def probe(url: str, timeout: float, ssl_context=None) -> tuple[bool, str]:
+    """``GET <url>/readyz``: (ready, why not); https verified with ``ssl_context``."""
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout) as resp:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=timeout,
+                                    context=ssl_context) as resp:
             return resp.status == 200, ""
     except urllib.error.HTTPError as exc:
         try:
@@ -64,14 +67,14 @@ def probe(url: str, timeout: float) -> tuple[bool, str]:
         return False, f"no answer ({type(exc).__name__})"
 
 
-def wait_ready(urls: Iterable[str], config: Config, timeout: float) -> None:
+def wait_ready(urls: Iterable[str], config: Config, timeout: float, ssl_context=None) -> None:
     """Block until every URL's /readyz answers 200; RuntimeError naming those that did not
     (and their last reason) after ``timeout`` seconds."""
     waiting = dict.fromkeys(urls, "not asked yet")
     deadline = time.monotonic() + timeout
     while True:
         for url in list(waiting):
-            ok, why = probe(url, config.observe.scrape_timeout)
+            ok, why = probe(url, config.observe.scrape_timeout, ssl_context)
             if ok:
                 del waiting[url]
             else:

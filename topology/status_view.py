@@ -21,6 +21,7 @@ from pathlib import Path
 from resolver import config as configuration
 from resolver.clock import SYSTEM
 from resolver.watch import NodeInfo, Watcher
+from topology import pki
 from topology.cluster import read_state
 
 WIDE = 400  # columns for output that is not a terminal: lines are never cut or wrapped
@@ -96,7 +97,7 @@ def run_status(args) -> int:
         return 1
     config = cluster_config(Path(args.data))
     interval = args.interval if args.interval is not None else config.observe.status_interval
-    watcher = Watcher(config, SYSTEM)
+    watcher = Watcher(config, SYSTEM, ssl_context=pki.client_context_for(args.data))
     nodes = nodes_of(state)
 
     async def snap() -> dict:

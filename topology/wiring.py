@@ -139,7 +139,8 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                                            .start(addr.host, addr.rpc_port))
         if not standalone:
             await _join_network(running, topo, config, logins, clock)
-        readiness.attach(running, topo, config, clock, standalone=standalone)  # h6: /readyz
+        readiness.attach(running, topo, config, clock, standalone=standalone,  # /readyz
+                         ssl_context=tls.client if tls else None)
     except BaseException:
         await running.close()
         raise
