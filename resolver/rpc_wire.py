@@ -10,6 +10,11 @@ a failure on a remote node surfaces as the same ``HandleError`` it would have be
 iteration: messages produced in the same iteration go out in one write. Invariants: bytes are
 written in the order ``send`` was called; nothing is written once the transport is closing;
 a message larger than the configured ``max_message`` is never decoded (the unpacker raises).
+
+``Lengths`` walks the headers of a message that has not fully arrived, so a length header
+declaring more than the cap (a 4 GiB bin, say) is refused at once instead of holding the
+connection while it waits; ``Throttle`` bounds the warning lines a stream of bad input can
+write (a burst per window, then one line saying how many were left out).
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ import msgpack
 from .errors import ERROR, HandleError
 
 __all__ = ["REQUEST", "RESPONSE", "NOTIFY", "MSGID_MASK", "PLAIN", "Malformed", "Stream",
-           "error_field", "rebuild_error", "set_nodelay", "log"]
+           "Lengths", "Throttle", "error_field", "rebuild_error", "set_nodelay", "log"]
 
 # One logger for both ends, so ``resolver.rpc`` names every RPC log line.
 log = logging.getLogger("resolver.rpc")
@@ -35,6 +40,120 @@ PLAIN = frozenset({type(None), bool, int, float, str, bytes, list, dict})  # nev
 
 class Malformed(Exception):
     """A message that decodes but is not a valid msgpack-rpc message for this end."""
+
+
+class Lengths:
+    """Resumable walk over the msgpack headers of one message still arriving.
+
+    ``feed(data)`` raises Malformed as soon as a str/bin/ext header declares more bytes, or a
+    container more items, than ``limit``, or nesting goes deeper than msgpack's own limit.
+    State is a stack of items still expected, the payload bytes still to skip and at most a
+    header's worth of bytes (memory O(depth)); each byte is looked at once per message.
+    """
+
+    __slots__ = ("limit", "_stack", "_skip", "_tail")
+    MAX_DEPTH = 1024
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._stack = [1]
+        self._skip = 0
+        self._tail = b""
+
+    def feed(self, data: bytes) -> None:
+        buf = self._tail + data if self._tail else data
+        pos, end, stack, limit = self._skip, len(buf), self._stack, self.limit
+        while pos < end and stack:
+            b = buf[pos]
+            size, count, payload = _HEADERS[b] if b < 0xC0 or b >= 0xE0 else _header(b)
+            if size > 1:
+                if pos + size > end:
+                    break  # the rest of this header comes in a later read
+                payload, count = _length(buf, pos, b, size, payload, count)
+            if payload > limit or count > limit:
+                raise Malformed(f"length header {max(payload, count)} over the limit {limit}")
+            pos += size + payload
+            stack[-1] -= 1
+            if count:
+                if len(stack) >= self.MAX_DEPTH:
+                    raise Malformed("nested too deep")
+                stack.append(count)
+            while stack and not stack[-1]:
+                stack.pop()
+        if pos >= end:
+            self._skip, self._tail = pos - end, b""
+        else:
+            self._skip, self._tail = 0, bytes(buf[pos:])
+
+
+def _fixed(b: int) -> tuple[int, int, int]:
+    """(header bytes, items inside, payload bytes) of a one-byte header."""
+    if b <= 0x7F or b >= 0xE0:
+        return 1, 0, 0
+    if b <= 0x8F:
+        return 1, 2 * (b & 0x0F), 0
+    if b <= 0x9F:
+        return 1, b & 0x0F, 0
+    return 1, 0, b & 0x1F  # fixstr
+
+
+_HEADERS = [_fixed(b) if b < 0xC0 or b >= 0xE0 else (0, 0, 0) for b in range(256)]
+# 0xc0..0xdf: (header bytes, kind) -- kind: 0 scalar, "b" length of payload, "a"/"m" counts
+_LONG = {0xC0: (1, 0), 0xC2: (1, 0), 0xC3: (1, 0), 0xC4: (2, "b"), 0xC5: (3, "b"),
+         0xC6: (5, "b"), 0xC7: (3, "e"), 0xC8: (4, "e"), 0xC9: (6, "e"), 0xCA: (5, 0),
+         0xCB: (9, 0), 0xCC: (2, 0), 0xCD: (3, 0), 0xCE: (5, 0), 0xCF: (9, 0), 0xD0: (2, 0),
+         0xD1: (3, 0), 0xD2: (5, 0), 0xD3: (9, 0), 0xD4: (3, 0), 0xD5: (4, 0), 0xD6: (6, 0),
+         0xD7: (10, 0), 0xD8: (18, 0), 0xD9: (2, "b"), 0xDA: (3, "b"), 0xDB: (5, "b"),
+         0xDC: (3, "a"), 0xDD: (5, "a"), 0xDE: (3, "m"), 0xDF: (5, "m")}
+
+
+def _header(b: int) -> tuple[int, int, int]:
+    found = _LONG.get(b)
+    if found is None:
+        raise Malformed(f"byte 0x{b:02x} is not msgpack")
+    return found[0], 0, 0
+
+
+def _length(buf: bytes, pos: int, b: int, size: int, payload: int, count: int
+            ) -> tuple[int, int]:
+    """(payload bytes, items inside) of a header of ``size`` bytes at ``pos``."""
+    kind = _LONG[b][1]
+    if not kind:
+        return 0, 0  # a scalar: its bytes are the header (fixext: type byte + data)
+    width = size - 1 if kind != "e" else size - 2
+    n = int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
+    if kind == "b":
+        return n, 0
+    if kind == "e":
+        return n, 0  # the ext type byte is counted in size
+    return 0, n if kind == "a" else 2 * n
+
+
+class Throttle:
+    """At most ``burst`` lines per ``window`` seconds; ``allow()`` says whether to write one,
+    and the first line of a new window learns how many were left out (``dropped``). Pure:
+    time comes from the ``clock`` given."""
+
+    __slots__ = ("burst", "window", "_clock", "_start", "_used", "dropped")
+
+    def __init__(self, burst: int, window: float, clock) -> None:
+        self.burst, self.window, self._clock = burst, window, clock
+        self._start = float("-inf")
+        self._used = 0
+        self.dropped = 0  # left out since the last line written
+
+    def allow(self) -> int | None:
+        """None: leave this line out. Otherwise write it, adding the count returned (lines
+        left out before it, 0 for none)."""
+        now = self._clock()
+        if now - self._start >= self.window:
+            self._start, self._used = now, 0
+        if self._used >= self.burst:
+            self.dropped += 1
+            return None
+        self._used += 1
+        dropped, self.dropped = self.dropped, 0
+        return dropped
 
 
 def _packer() -> msgpack.Packer:
