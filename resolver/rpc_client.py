@@ -15,7 +15,9 @@ the cluster. Answers larger than ``max_answer`` close the connection.
 Invariants: every failure to reach the peer (refused, timed out, lost with calls pending,
 malformed answer, client closed) raises ``PeerUnavailable`` (a refused handshake too); an error answered by the peer
 raises the ``HandleError`` it carries; concurrent callers share one connect attempt; within
-``retry_after`` of a failed connect calls fail at once without trying again; a call never
+``retry_after`` of a failed connect calls fail at once without trying again; a connection
+idle for half the server's ``idle_timeout`` is replaced before a call (the server may be
+closing it just then); a call never
 leaves its msgid pending after it returns or raises.
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = ["RpcClient"]
 
 class _ClientConnection(Stream):
     __slots__ = ("_client", "pending", "lost", "_closed", "ready", "_proven", "_nonce",
-                 "_server")
+                 "_server", "last")
 
     def __init__(self, client: "RpcClient"):
         super().__init__(client.config.max_answer)
@@ -49,6 +51,7 @@ class _ClientConnection(Stream):
         self._proven = client.trust is None
         self._nonce = b""
         self._server: tuple[str, bytes] | None = None  # (name, nonce) from its challenge
+        self.last = client._clock()  # the last byte in or out (see RpcClient.call)
         if self._proven:
             self.ready.set_result(None)
 
@@ -80,6 +83,7 @@ class _ClientConnection(Stream):
             self.transport.abort()
 
     def data_received(self, data):
+        self.last = self._client._clock()
         pending = self.pending
         try:
             self._unpacker.feed(data)
@@ -248,6 +252,16 @@ class RpcClient:
 
     async def call(self, method: str, *params: Any) -> Any:
         conn = self._conn
+        if conn is not None:
+            now = self._clock()
+            if now - conn.last >= self.config.idle_timeout / 2:
+                # the server may be closing it as idle right now: a call sent there would be
+                # lost with it, so a connection idle that long is replaced first
+                self._conn = None
+                conn.close()
+                conn = None
+            else:
+                conn.last = now
         if conn is None:
             conn = await self._connection()
         msgid = self._next_id

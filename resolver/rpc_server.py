@@ -40,8 +40,8 @@ __all__ = ["RpcServer"]
 
 
 class _ServerConnection(Stream):
-    __slots__ = ("_server", "_handlers", "caller", "_nonce", "_fed", "_start", "_lengths",
-                 "_last", "_timers", "peer")
+    __slots__ = ("_server", "_handlers", "caller", "_nonce", "_fed", "_ended", "_start",
+                 "_lengths", "_last", "_timers", "peer")
 
     def __init__(self, server: "RpcServer"):
         super().__init__(server.config.max_message)
@@ -50,6 +50,8 @@ class _ServerConnection(Stream):
         self.caller: Caller | None = None
         self._nonce = b""
         self._fed = 0          # bytes fed to the unpacker so far
+        self._ended = 0        # where the last whole message ended (the unpacker's tell()
+                               # counts the header of one still arriving as read)
         self._start = 0        # where the message still arriving began (stream offset)
         self._lengths: Lengths | None = None
         self._last = 0.0       # clock time of the last byte in or out
@@ -110,10 +112,11 @@ class _ServerConnection(Stream):
         try:
             unpacker.feed(data)
             for msg in unpacker:
+                self._ended = unpacker.tell()
                 self._dispatch(msg)
                 if self.transport is None or self.transport.is_closing():
                     return  # closed by this message: nothing after it is dispatched
-            self._track_partial(data, before, unpacker.tell())
+            self._track_partial(data, before, self._ended)
         except Exception as exc:  # undecodable bytes, oversized message, wrong shape
             if self.transport is not None and not self.transport.is_closing():
                 self._server.warn("rpc: closing connection from %s: malformed input (%s: %s)",

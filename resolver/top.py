@@ -220,7 +220,7 @@ class TopNode(SecondaryNode):
                          **{k: count(stats, k) for k in ("enterprises", "identifiers",
                                                          "resolutions", "registrations")},
                          "reportedAgo": None if at is None else round(self.clock() - at, 1)})
-        recursive = {code: s for code, (s, _) in self.reports.items()
+        recursive = {code: plain(s) for code, (s, _) in self.reports.items()
                      if is_recursive_code(code)}
         return {
             "responseCode": errors.SUCCESS,
@@ -275,10 +275,18 @@ def check_stats(stats: Any, config: RpcConfig) -> dict:
     return clean
 
 
-def count(stats: dict, key: str) -> int | float:
-    """A numeric field of a stored report, 0 when absent or not a number."""
-    value = stats.get(key, 0)
-    return value if type(value) in (int, float) else 0
+def count(stats: Any, key: str) -> int | float:
+    """A numeric field of a stored report, 0 when absent or not a finite count."""
+    value = stats.get(key, 0) if type(stats) is dict else 0
+    return value if type(value) in (int, float) and 0 <= value < MAX_COUNT else 0
+
+
+def plain(stats: Any) -> dict:
+    """The fields of a stored report that render as JSON scalars (all of a checked one)."""
+    if type(stats) is not dict:
+        return {}
+    return {k: v for k, v in stats.items() if type(k) is str and (
+        type(v) in (bool, str) or (type(v) in (int, float) and 0 <= v < MAX_COUNT))}
 
 
 def _free_index(values: list[Value], start: int) -> int:
