@@ -64,12 +64,15 @@ class Lengths:
         buf = self._tail + data if self._tail else data
         pos, end, stack, limit = self._skip, len(buf), self._stack, self.limit
         while pos < end and stack:
-            b = buf[pos]
-            size, count, payload = _HEADERS[b] if b < 0xC0 or b >= 0xE0 else _header(b)
-            if size > 1:
+            size, kind, n = _SHORT[buf[pos]]
+            if kind is None:
+                raise Malformed(f"byte 0x{buf[pos]:02x} is not msgpack")
+            if kind == _LEN:  # n: bytes of a big-endian length after the type byte
                 if pos + size > end:
                     break  # the rest of this header comes in a later read
-                payload, count = _length(buf, pos, b, size, payload, count)
+                n, kind = int.from_bytes(buf[pos + 1:pos + 1 + n], "big"), _LONG[buf[pos]]
+            payload = n if kind == _BYTES else 0
+            count = n if kind == _ITEMS else 2 * n if kind == _PAIRS else 0
             if payload > limit or count > limit:
                 raise Malformed(f"length header {max(payload, count)} over the limit {limit}")
             pos += size + payload
@@ -86,47 +89,37 @@ class Lengths:
             self._skip, self._tail = 0, bytes(buf[pos:])
 
 
-def _fixed(b: int) -> tuple[int, int, int]:
-    """(header bytes, items inside, payload bytes) of a one-byte header."""
+# What each first byte of a msgpack object says: (header bytes, kind, n). Kinds: _SCALAR (the
+# header is all of it: fixint, nil, bool, float, int, fixext), _BYTES (n payload bytes follow:
+# str, bin, ext), _ITEMS / _PAIRS (an array of n items / a map of n pairs follows), _LEN (a
+# big-endian length of n bytes follows the type byte; _LONG says of which kind), None (0xc1).
+_SCALAR, _BYTES, _ITEMS, _PAIRS, _LEN = range(5)
+
+
+def _short(b: int) -> tuple[int, int | None, int]:
     if b <= 0x7F or b >= 0xE0:
-        return 1, 0, 0
+        return 1, _SCALAR, 0
     if b <= 0x8F:
-        return 1, 2 * (b & 0x0F), 0
+        return 1, _PAIRS, b & 0x0F
     if b <= 0x9F:
-        return 1, b & 0x0F, 0
-    return 1, 0, b & 0x1F  # fixstr
+        return 1, _ITEMS, b & 0x0F
+    if b <= 0xBF:
+        return 1, _BYTES, b & 0x1F
+    fixed = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9,
+             0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3, 0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+    if b in fixed:
+        return fixed[b], _SCALAR, 0
+    width = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xC7: 1, 0xC8: 2, 0xC9: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4,
+             0xDC: 2, 0xDD: 4, 0xDE: 2, 0xDF: 4}.get(b)
+    if width is None:
+        return 1, None, 0
+    ext = 1 if 0xC7 <= b <= 0xC9 else 0  # an ext's type byte follows its length
+    return 1 + width + ext, _LEN, width
 
 
-_HEADERS = [_fixed(b) if b < 0xC0 or b >= 0xE0 else (0, 0, 0) for b in range(256)]
-# 0xc0..0xdf: (header bytes, kind) -- kind: 0 scalar, "b" length of payload, "a"/"m" counts
-_LONG = {0xC0: (1, 0), 0xC2: (1, 0), 0xC3: (1, 0), 0xC4: (2, "b"), 0xC5: (3, "b"),
-         0xC6: (5, "b"), 0xC7: (3, "e"), 0xC8: (4, "e"), 0xC9: (6, "e"), 0xCA: (5, 0),
-         0xCB: (9, 0), 0xCC: (2, 0), 0xCD: (3, 0), 0xCE: (5, 0), 0xCF: (9, 0), 0xD0: (2, 0),
-         0xD1: (3, 0), 0xD2: (5, 0), 0xD3: (9, 0), 0xD4: (3, 0), 0xD5: (4, 0), 0xD6: (6, 0),
-         0xD7: (10, 0), 0xD8: (18, 0), 0xD9: (2, "b"), 0xDA: (3, "b"), 0xDB: (5, "b"),
-         0xDC: (3, "a"), 0xDD: (5, "a"), 0xDE: (3, "m"), 0xDF: (5, "m")}
-
-
-def _header(b: int) -> tuple[int, int, int]:
-    found = _LONG.get(b)
-    if found is None:
-        raise Malformed(f"byte 0x{b:02x} is not msgpack")
-    return found[0], 0, 0
-
-
-def _length(buf: bytes, pos: int, b: int, size: int, payload: int, count: int
-            ) -> tuple[int, int]:
-    """(payload bytes, items inside) of a header of ``size`` bytes at ``pos``."""
-    kind = _LONG[b][1]
-    if not kind:
-        return 0, 0  # a scalar: its bytes are the header (fixext: type byte + data)
-    width = size - 1 if kind != "e" else size - 2
-    n = int.from_bytes(buf[pos + 1:pos + 1 + width], "big")
-    if kind == "b":
-        return n, 0
-    if kind == "e":
-        return n, 0  # the ext type byte is counted in size
-    return 0, n if kind == "a" else 2 * n
+_SHORT = [_short(b) for b in range(256)]
+_LONG = {b: _ITEMS if b in (0xDC, 0xDD) else _PAIRS if b in (0xDE, 0xDF) else _BYTES
+         for b in range(256) if _SHORT[b][1] == _LEN}
 
 
 class Throttle:
