@@ -6,6 +6,10 @@ questions in flight share one upstream call (``_inflight``); the upstream work r
 task, so a caller that goes away cancels only its own wait. Writes sent here are passed on
 over HTTP to the node that serves the handle (``forward``), located by the same rules.
 
+What it gets over RPC is what an anonymous GET at the serving node shows (no hidden value, no
+HS_SECKEY: ``nodes.public_record``), so that is all it caches and serves; it checks no
+credentials (hidden values are read at the serving node's own HTTP port).
+
 Invariants:
 * every limit, window and timeout comes from the ``Config`` given (``config.cache``,
   ``config.rpc``, ``config.http.forward_timeout``); time only from the ``clock`` given;
