@@ -322,3 +322,18 @@ async def test_register_prefixes_merges_and_the_node_login_keeps_working(net: Ne
         assert r.status == 200
         assert "HS_SECKEY" in {v["type"] for v in (await r.json())["values"]}
     assert identifiers.NA_PREFIX == "0.NA"
+
+
+def test_every_node_gets_its_own_key_and_restarts_keep_them():
+    from topology.cluster import make_logins
+    from topology.presets import get_preset
+    topo = get_preset("mini")
+    logins = make_logins(topo)
+    names = {"top", "recursive", *(s.code for s in topo.secondaries)}
+    assert set(logins["rpc"]) == names
+    assert len({bytes.fromhex(k) for k in logins["rpc"].values()}) == len(names)  # all differ
+    assert make_logins(topo, logins) == logins  # a restart keeps every key and secret
+    old = {k: v for k, v in logins.items() if k != "rpc"}  # a data directory from before keys
+    again = make_logins(topo, old)
+    assert set(again["rpc"]) == names and again["nodes"] == logins["nodes"]
+    Keyring.from_logins(again)  # usable by every host process
