@@ -5,11 +5,14 @@ calls. Bounded (``max_examples``, no per-example deadline; a test timeout guards
 After every example the server still answers an authenticated client; no bad argument is an
 internal error (code 2: a handler that raised something other than a HandleError); no
 exception escapes to the event loop; and the log stays within the throttle's burst.
+A longer run: ``IDSIM_FUZZ_EXAMPLES=6000 python -m pytest tests/test_hostile_rpc.py`` (about
+two minutes).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import msgpack
 import pytest
@@ -26,7 +29,8 @@ from resolver.store import open_store
 from resolver.top import TopNode
 from rpc_helpers import Raw, pack
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(600)
+EXAMPLES = int(os.environ.get("IDSIM_FUZZ_EXAMPLES", "200"))
 KEYS = Keyring({"top": b"t" * 32, "recursive": b"r" * 32, "88.118": b"s" * 32})
 SITE = Site("88.118", "http://127.0.0.1:1", "127.0.0.1:2")
 METHODS = ["resolve", "stats", "delegate", "register_prefixes", "report", "nope", ""]
@@ -118,7 +122,7 @@ def target():
     t.close()
 
 
-@settings(max_examples=200, deadline=None, derandomize=False,
+@settings(max_examples=EXAMPLES, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large])
 @given(payload=payloads, who=st.sampled_from([None, "recursive", "88.118", "top", "recursive",
