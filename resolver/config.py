@@ -64,6 +64,8 @@ class RpcConfig:
     max_report_fields: int = 64           # fields in one statistics report
     max_report_text: int = 256            # characters of a text field in a report
     max_recursive_reports: int = 64       # recursive processes the top-level node keeps
+    max_unproven: int = 64 * 1024         # bytes a connection may send before it has proved
+                                          # which node it is (a hello is ~100 B)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,9 +15,9 @@ Invariants: a request gets exactly one response while its connection is open; a
 unauthorised request is answered with an error (``[403, ...]`` or ``[400, ...]``) and its
 connection closed, and nothing after it on that connection is dispatched. Input that is not
 msgpack-rpc, a message over ``max_message``, a length header declaring more than that, a
-message not completed within ``message_timeout``, no handshake within ``handshake_timeout``
-and ``idle_timeout`` without a byte each close only that connection, after the answers
-already produced. At most ``max_connections`` are open: beyond, the oldest connection that
+message not completed within ``message_timeout``, more than ``max_unproven`` bytes or no
+handshake within ``handshake_timeout``, and ``idle_timeout`` without a byte each close only
+that connection, after the answers already produced. At most ``max_connections`` are open: beyond, the oldest connection that
 has not authenticated yet is closed to make room, else the new one. Warning lines are
 throttled (``log_burst`` per ``log_window``). Every timer runs on the injected clock. The
 listening socket binds with SO_REUSEADDR (see ``resolver.net``).
@@ -110,6 +110,8 @@ class _ServerConnection(Stream):
         before = self._fed
         self._fed += len(data)
         try:
+            if self.caller is None and self._fed - self._ended > self._server.unproven_limit:
+                raise Malformed("too much sent before authenticating")
             unpacker.feed(data)
             for msg in unpacker:
                 self._ended = unpacker.tell()
@@ -279,6 +281,8 @@ class RpcServer:
         self.config = config or RpcConfig()
         self.trust = trust
         self.clock = clock
+        # what a connection may send before it is proven (it buffers at most that much)
+        self.unproven_limit = self.config.max_unproven if trust is not None else float("inf")
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_ServerConnection] = set()
         self._unproven: dict[_ServerConnection, None] = {}  # oldest first

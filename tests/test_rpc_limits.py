@@ -96,6 +96,16 @@ async def test_an_unauthenticated_connection_is_closed_after_the_handshake_timeo
     raw.close()
 
 
+async def test_an_unproven_connection_buffers_little(served):
+    srv, clock = served
+    raw = await Raw.open(srv.port)
+    assert (await raw.next())[1] == "idsim.challenge"
+    # the start of a 1 MiB message: within max_message, but far more than a hello
+    raw.writer.write(msgpack.packb([0, 1, "echo", [b"x" * (LIMITS.max_message - 64)]])[:100_000])
+    assert await raw.closed()  # at once: no clock advance
+    raw.close()
+
+
 async def test_connection_cap_closes_the_oldest_unproven_then_refuses(served):
     srv, clock = served
     idle = [await Raw.open(srv.port) for _ in range(3)]
