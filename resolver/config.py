@@ -48,8 +48,24 @@ class RpcConfig:
     timeout: float = 2.0                  # s for an answer to a call
     connect_timeout: float = 1.0
     retry_after: float = 0.5              # s a failed connect makes later calls fail at once
-    max_message: int = 16 * MiB           # largest message either side accepts
+    max_message: int = 4 * MiB            # largest message a server accepts (the largest
+                                          # real one, 717 prefixes registered at start: 8 KB)
     close_timeout: float = 1.0            # s close() lets unsent bytes drain before aborting
+    # limits and authentication of node-to-node RPC (resolver.rpc_auth; see the README)
+    max_answer: int = 16 * MiB            # largest answer a client accepts (a record may be
+                                          # as large as an HTTP body, http.max_body)
+    handshake_timeout: float = 5.0        # s for a new connection to prove which node it is
+    message_timeout: float = 10.0         # s to complete a message once it has begun to arrive
+    idle_timeout: float = 300.0           # s without a byte or a call before a server closes
+    max_connections: int = 1024           # open connections per server; beyond: the oldest
+                                          # unauthenticated one is closed, else the new one
+    log_burst: int = 10                   # warning lines per log_window, then one summary
+    log_window: float = 60.0              # s
+    max_report_fields: int = 64           # fields in one statistics report
+    max_report_text: int = 256            # characters of a text field in a report
+    max_recursive_reports: int = 64       # recursive processes the top-level node keeps
+    max_unproven: int = 64 * 1024         # bytes a connection may send before it has proved
+                                          # which node it is (a hello is ~100 B)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
+import msgpack
+
 from resolver import auth, errors, identifiers, records
 from resolver.authority import Authority, prefix_above, prefix_record
 from resolver.clock import SYSTEM, Clock
@@ -21,9 +23,20 @@ from resolver.identifiers import Handle
 from resolver.locks import KeyLocks
 from resolver.records import Value
 from resolver.roles import Role
+from resolver.rpc_auth import Method, text_param
 from resolver.store import RecordStore
 
 SCAN_CHUNK = 10_000  # rows per store scan when paging: how the work is cut, not a tunable
+
+
+def public_record(data: bytes) -> bytes:
+    """Stored record bytes with only what an anonymous reader may see: values with public
+    read, and never an HS_SECKEY (or other secret type) whatever its permissions. The same
+    bytes when nothing is dropped (the usual case)."""
+    text, rows = records.decode_rows(data)
+    kept = [r for r in rows if r[6] & records.PUBLIC_READ
+            and not (isinstance(r[1], str) and r[1].upper() in records.HIDDEN_TYPES)]
+    return data if len(kept) == len(rows) else msgpack.packb([text, kept], use_bin_type=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,8 +306,13 @@ class SecondaryNode:
                 "registrations": self.stats["registrations"]}
 
     def rpc_handlers(self) -> dict:
-        return {"resolve": lambda text: self.lookup(self.parse(text)),
-                "stats": self.report_stats}
+        """RPC methods and who may call them (``resolver.rpc_auth``). ``resolve`` answers
+        what an anonymous HTTP GET here shows (``public_record``): hidden values are read
+        with credentials at this node's own HTTP port, never through another node."""
+        def resolve(caller, text) -> bytes:
+            return public_record(self.lookup(self.parse(text_param(text, "handle"))))
+        return {"resolve": Method(resolve, [Role.RECURSIVE, Role.TOP]),
+                "stats": Method(lambda caller: self.report_stats(), [Role.TOP])}
 
     async def close(self) -> None:
         await self.store.close()

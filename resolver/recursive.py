@@ -6,6 +6,10 @@ questions in flight share one upstream call (``_inflight``); the upstream work r
 task, so a caller that goes away cancels only its own wait. Writes sent here are passed on
 over HTTP to the node that serves the handle (``forward``), located by the same rules.
 
+What it gets over RPC is what an anonymous GET at the serving node shows (no hidden value, no
+HS_SECKEY: ``nodes.public_record``), so that is all it caches and serves; it checks no
+credentials (hidden values are read at the serving node's own HTTP port).
+
 Invariants:
 * every limit, window and timeout comes from the ``Config`` given (``config.cache``,
   ``config.rpc``, ``config.http.forward_timeout``); time only from the ``clock`` given;
@@ -35,6 +39,7 @@ from resolver.net import client_session, split_address
 from resolver.resolution import NOT_PROBED, Caches, Outcome, Site, drive, steps
 from resolver.roles import Role
 from resolver.rpc import RpcClient
+from resolver.rpc_auth import Method, Trust, text_param
 
 
 class RecursiveNode:
@@ -42,12 +47,14 @@ class RecursiveNode:
 
     def __init__(self, name: str, top_rpc: str, config: Config | None = None, *,
                  case_sensitive: bool = False, clock: Clock = SYSTEM,
-                 client_ssl: ssl.SSLContext | None = None) -> None:
+                 client_ssl: ssl.SSLContext | None = None,
+                 trust: Trust | None = None) -> None:
         self.name = name
         self.client_ssl = client_ssl  # verifies https:// nodes writes pass to (cluster CA)
         self.config = config or Config()
         self.case_sensitive = case_sensitive
         self.clock = clock
+        self.trust = trust  # how its RPC clients prove they are this node (rpc_auth)
         self.caches = Caches.from_config(self.config.cache)
         self.top_rpc = top_rpc
         self.top_site = Site(identifiers.NA_PREFIX, "", top_rpc)  # serves 0.NA/ records
@@ -68,9 +75,10 @@ class RecursiveNode:
 
     # ------------------------------------------------------------------ upstream
     def _client(self, addr: str) -> RpcClient:
-        """An RPC client to ``addr`` with the config's limits and the node's clock (every
-        client of this node is made here)."""
-        return RpcClient(*split_address(addr), self.config.rpc, clock=self.clock)
+        """An RPC client to ``addr`` with the config's limits, the node's clock and its RPC
+        identity (every client of this node is made here)."""
+        return RpcClient(*split_address(addr), self.config.rpc, clock=self.clock,
+                         trust=self.trust)
 
     async def _ask_top(self, prefix: str) -> tuple[Site, int]:
         self.stats["delegation_calls"] += 1
@@ -190,9 +198,12 @@ class RecursiveNode:
                 "coalesced": self.stats["coalesced"], "stale": self.stats["stale"]}
 
     def rpc_handlers(self) -> dict:
-        async def resolve(text: str) -> bytes:
-            return (await self.resolve(self.parse(text))).data
-        return {"resolve": resolve, "stats": self.report_stats}
+        """RPC methods and who may call them. What this node holds came through RPC, so it
+        is public already (``nodes.public_record``): any node of the cluster may resolve."""
+        async def resolve(caller, text) -> bytes:
+            return (await self.resolve(self.parse(text_param(text, "handle")))).data
+        return {"resolve": Method(resolve, list(Role)),
+                "stats": Method(lambda caller: self.report_stats(), [Role.TOP])}
 
     async def close(self) -> None:
         if self._http is not None:

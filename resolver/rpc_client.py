@@ -7,10 +7,17 @@ with ``clock()``; every duration and size comes from ``RpcConfig``. The socket i
 ``resolver.net.connect`` (SO_REUSEADDR set before connecting, so a TIME-WAIT it leaves behind
 never blocks a node binding that port).
 
+With ``trust`` (``resolver.rpc_auth.Trust``) a new connection first answers the server's
+challenge and checks the server's proof (the handshake is part of connecting, under
+``connect_timeout``); calls are sent only on a connection whose server proved it is a node of
+the cluster. Answers larger than ``max_answer`` close the connection.
+
 Invariants: every failure to reach the peer (refused, timed out, lost with calls pending,
-malformed answer, client closed) raises ``PeerUnavailable``; an error answered by the peer
+malformed answer, client closed) raises ``PeerUnavailable`` (a refused handshake too); an error answered by the peer
 raises the ``HandleError`` it carries; concurrent callers share one connect attempt; within
-``retry_after`` of a failed connect calls fail at once without trying again; a call never
+``retry_after`` of a failed connect calls fail at once without trying again; a connection
+idle for half the server's ``idle_timeout`` is replaced before a call (the server may be
+closing it just then); a call never
 leaves its msgid pending after it returns or raises.
 """
 from __future__ import annotations
@@ -21,7 +28,8 @@ from typing import Any
 from . import net
 from .clock import SYSTEM, Clock
 from .config import RpcConfig
-from .errors import PeerUnavailable
+from .errors import HandleError, PeerUnavailable
+from .rpc_auth import CHALLENGE, HELLO, REFUSED, WELCOME, Trust
 from .rpc_wire import (MSGID_MASK, NOTIFY, REQUEST, RESPONSE, Malformed, Stream, log,
                        rebuild_error, set_nodelay)
 
@@ -29,14 +37,23 @@ __all__ = ["RpcClient"]
 
 
 class _ClientConnection(Stream):
-    __slots__ = ("_client", "pending", "lost", "_closed")
+    __slots__ = ("_client", "pending", "lost", "_closed", "ready", "_proven", "_nonce",
+                 "_server", "last")
 
     def __init__(self, client: "RpcClient"):
-        super().__init__(client.config.max_message)
+        super().__init__(client.config.max_answer)
         self._client = client
         self.pending: dict[int, asyncio.Future] = {}
         self.lost = False
         self._closed = self._loop.create_future()
+        # done when the handshake is (at once without trust); its result: the server's name
+        self.ready = self._loop.create_future()
+        self._proven = client.trust is None
+        self._nonce = b""
+        self._server: tuple[str, bytes] | None = None  # (name, nonce) from its challenge
+        self.last = client._clock()  # the last byte in or out (see RpcClient.call)
+        if self._proven:
+            self.ready.set_result(None)
 
     def connection_made(self, transport):
         self.transport = transport
@@ -55,6 +72,8 @@ class _ClientConnection(Stream):
         if client._conn is self:
             client._conn = None
         pending, self.pending = self.pending, {}
+        if not self.ready.done():
+            self.ready.set_exception(PeerUnavailable(why))
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(PeerUnavailable(why))
@@ -64,11 +83,14 @@ class _ClientConnection(Stream):
             self.transport.abort()
 
     def data_received(self, data):
+        self.last = self._client._clock()
         pending = self.pending
         try:
             self._unpacker.feed(data)
             for msg in self._unpacker:
-                if type(msg) is list and len(msg) == 4 and msg[0] == RESPONSE:
+                if not self._proven:
+                    self._handshake(msg)
+                elif type(msg) is list and len(msg) == 4 and msg[0] == RESPONSE:
                     fut = pending.get(msg[1])
                     if fut is None or fut.done():
                         continue  # timed out or cancelled meanwhile
@@ -81,11 +103,37 @@ class _ClientConnection(Stream):
                     continue  # server-to-client notifications are not used
                 else:
                     raise Malformed("not a response")
+        except HandleError as exc:  # the handshake failed
+            log.warning("rpc: connection to %s: %s", self._client.address, exc.message)
+            if not self.ready.done():
+                self.ready.set_exception(exc)
+            self._drop(f"handshake with {self._client.address} failed")
+            self.abort()
         except Exception as exc:
             log.warning("rpc: closing connection to %s: malformed input (%s: %s)",
-                        self._client.address, type(exc).__name__, exc)
+                        self._client.address, type(exc).__name__, str(exc)[:200])
             self._drop(f"malformed answer from {self._client.address}")
             self.abort()
+
+    def _handshake(self, msg) -> None:
+        """Answer the server's challenge, then check its welcome (``resolver.rpc_auth``)."""
+        if not (type(msg) is list and len(msg) == 3 and msg[0] == NOTIFY):
+            raise Malformed("expected the handshake")
+        trust = self._client.trust
+        if msg[1] == CHALLENGE and self._server is None:
+            self._nonce = trust.nonce()
+            name, hello = trust.hello(msg[2], self._nonce)
+            self._server = (name, msg[2][2])
+            self.send(self.packer.pack([NOTIFY, HELLO, hello]))
+        elif msg[1] == WELCOME and self._server is not None:
+            name, server_nonce = self._server
+            trust.check_welcome(name, server_nonce, self._nonce, msg[2])
+            self._proven = True
+            self.ready.set_result(name)
+        elif msg[1] == REFUSED:
+            raise rebuild_error(msg[2])
+        else:
+            raise Malformed(f"unexpected {str(msg[1])[:40]} during the handshake")
 
 
 class RpcClient:
@@ -93,12 +141,14 @@ class RpcClient:
 
     ``config`` (default ``RpcConfig()``) gives ``timeout`` (s for an answer),
     ``connect_timeout``, ``retry_after`` (s a failed connect makes later calls fail at once),
-    ``max_message`` and ``close_timeout``; ``clock`` runs those timers.
+    ``max_answer`` and ``close_timeout``; ``clock`` runs those timers; ``trust``, when
+    given, is this node's part in the handshake (``resolver.rpc_auth``).
     """
 
     def __init__(self, host: str, port: int, config: RpcConfig | None = None, *,
-                 clock: Clock = SYSTEM):
+                 clock: Clock = SYSTEM, trust: Trust | None = None):
         self.host = host
+        self.trust = trust
         self.port = port
         self.address = f"{host}:{port}"
         self.config = config or RpcConfig()
@@ -153,6 +203,11 @@ class RpcClient:
                 except BaseException:
                     sock.close()
                     raise
+                try:
+                    await conn.ready
+                except BaseException:
+                    conn.abort()
+                    raise
             except asyncio.CancelledError:
                 if not expired:
                     raise
@@ -161,6 +216,8 @@ class RpcClient:
                 raise self._connect_failed(why) from None
             except OSError as exc:
                 raise self._connect_failed(exc.strerror or type(exc).__name__) from None
+            except HandleError as exc:  # the handshake failed, or the connection was lost
+                raise self._connect_failed(exc.message or "handshake failed") from None
             finally:
                 timer.cancel()
             if self._closed:
@@ -195,6 +252,16 @@ class RpcClient:
 
     async def call(self, method: str, *params: Any) -> Any:
         conn = self._conn
+        if conn is not None:
+            now = self._clock()
+            if now - conn.last >= self.config.idle_timeout / 2:
+                # the server may be closing it as idle right now: a call sent there would be
+                # lost with it, so a connection idle that long is replaced first
+                self._conn = None
+                conn.close()
+                conn = None
+            else:
+                conn.last = now
         if conn is None:
             conn = await self._connection()
         msgid = self._next_id

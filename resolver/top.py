@@ -2,8 +2,9 @@
 
 It holds ``0.NA/<prefix>`` records, as Handle's Global Handle Registry does: an HS_SITE value
 says which node serves the prefix (its HTTP and msgpack-RPC interfaces), HS_ADMIN who may
-change it. Secondary nodes register their enterprise prefixes here, authenticated as the
-owner of their own node prefix (``300:0.NA/88.118``), and report counts.
+change it. Secondary nodes register their enterprise prefixes here (over RPC, authenticated
+as the node they are: only prefixes under their own code, at their own site) and report
+counts (their own only; ``check_stats`` bounds what a report may hold).
 
 Invariants: it stores and serves only ``0.NA/<prefix>`` records (any other handle is 301);
 a prefix is served by the longest registered prefix above it that has an HS_SITE value; the
@@ -12,19 +13,23 @@ rules (``resolver.authority``), through the same ``_store``.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from resolver import auth, errors, identifiers, records
+from resolver import errors, identifiers, records
 from resolver.authority import ADMIN_GROUP_INDEX, prefix_record
 from resolver.clock import SYSTEM, Clock
-from resolver.config import Config
+from resolver.config import Config, RpcConfig
 from resolver.identifiers import Handle
 from resolver.net import split_address
 from resolver.nodes import SCAN_CHUNK, SecondaryNode
 from resolver.records import Value
 from resolver.resolution import Site
 from resolver.roles import Role
+from resolver.rpc_auth import Caller, Method, text_param
 
 # Protocol data, not tunables: where HS_SITE sits in a 0.NA/<prefix> record and the name of
 # the msgpack-RPC interface in it are what every node reads back (parse_site).
@@ -114,25 +119,52 @@ class TopNode(SecondaryNode):
             await self._store([(handle.key, records.encode(handle.text, values))])
         self.nodes_info[code] = dict(info or {}, http_url=site.http_url, rpc_addr=site.rpc_addr)
 
-    async def register_prefixes(self, user: str, secret: str, prefixes: list[str],
-                                site: list[str]) -> int:
-        """RPC from a secondary node: home these enterprise prefixes at ``site``.
-
-        Each gets ``0.NA/<prefix>`` with HS_SITE and HS_ADMIN naming the node's admin group.
-        Returns how many were new.
-        """
-        identity = self.authenticate(auth.parse_identity(user), secret)
-        where = Site(*site)
-        now = int(self.clock())
-        new = 0
+    async def register_prefixes(self, caller: Caller, prefixes: Any, site: Any) -> int:
+        """RPC from a secondary node: home these enterprise prefixes (each under the caller's
+        own code) at the caller's own site. A new ``0.NA/<prefix>`` gets HS_ADMIN naming the
+        node's admin group and HS_SITE; an existing one keeps every value but its HS_SITE
+        (its HS_ADMIN, HS_VLIST and HS_SECKEY stay: the logins they hold keep working).
+        Checks every prefix before writing any. Returns how many were new."""
+        code = caller.name
+        info = self.nodes_info.get(code)
+        if caller.role != Role.SECONDARY or info is None:
+            raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
+                                     f"node {code} registers no prefixes here")
+        if type(prefixes) is not list or type(site) is not list or len(site) != 3:
+            raise errors.HandleError(errors.INVALID_VALUE, "register_prefixes takes a list of "
+                                     "prefixes and a site [prefix, http url, rpc address]")
+        where = Site(*(text_param(x, "site") for x in site))
+        if (where.http_url, where.rpc_addr) != (info.get("http_url"), info.get("rpc_addr")):
+            raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
+                                     f"node {code} registers prefixes at its own site only")
+        todo: dict[bytes, tuple[str, Handle]] = {}
         for prefix in prefixes:
-            identifiers.check_prefix(prefix)
+            identifiers.check_prefix(text_param(prefix, "prefix", 255))
+            if not identifiers.is_under(prefix, code):
+                raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
+                                         f"node {code} may register prefixes under {code} only",
+                                         handle=prefix)
             handle = self.parse(f"{identifiers.NA_PREFIX}/{prefix}")
-            values = [records.admin_value(f"0.NA/{identity.handle.partition('/')[2]}",
-                                          ADMIN_GROUP_INDEX, timestamp=now),
-                      site_value(Site(prefix, where.http_url, where.rpc_addr),
-                                 ttl=self.config.cache.site_ttl, now=now)]
-            new += await self.put(handle, values, identity=identity, overwrite=True)
+            self.check_homed(handle)
+            todo.setdefault(handle.key, (prefix, handle))
+        now = int(self.clock())
+        ttl = self.config.cache.site_ttl
+        new, writes = 0, []
+        async with self.locks.hold(todo):
+            for key, (prefix, handle) in todo.items():
+                site_val = site_value(Site(prefix, where.http_url, where.rpc_addr), ttl=ttl,
+                                      now=now)
+                current = self.values_of(handle.text)
+                new += current is None
+                values = [v for v in current or () if v.type != "HS_SITE"]
+                if not any(v.type == "HS_ADMIN" for v in values):
+                    values.append(records.admin_value(
+                        f"{identifiers.NA_PREFIX}/{code}", ADMIN_GROUP_INDEX,
+                        index=_free_index(values, records.ADMIN_INDEX), timestamp=now))
+                values.append(dataclasses.replace(site_val,
+                                                  index=_free_index(values, SITE_INDEX)))
+                writes.append((key, records.encode(handle.text, values)))
+            await self._store(writes)
         return new
 
     def enterprises(self) -> int:
@@ -151,31 +183,55 @@ class TopNode(SecondaryNode):
         return n
 
     def rpc_handlers(self) -> dict:
-        def delegate(prefix: str) -> list:
-            site, ttl = self.delegate(prefix)
+        """RPC methods and who may call them (``resolver.rpc_auth``)."""
+        def delegate(caller: Caller, prefix: Any) -> list:
+            site, ttl = self.delegate(identifiers.check_prefix(text_param(prefix, "prefix", 255)))
             return [[site.prefix, site.http_url, site.rpc_addr], ttl]
-        return dict(super().rpc_handlers(), register_prefixes=self.register_prefixes,
-                    report=self.report, delegate=delegate)
+        return dict(super().rpc_handlers(),
+                    register_prefixes=Method(self.register_prefixes, [Role.SECONDARY]),
+                    report=Method(self.report_from, [Role.SECONDARY, Role.RECURSIVE]),
+                    delegate=Method(delegate, [Role.RECURSIVE, Role.SECONDARY]))
 
     # ------------------------------------------------------------------ statistics
-    def report(self, code: str, stats: dict) -> None:
-        """RPC notification from a node: its latest counters."""
-        self.reports[code] = (stats, self.clock())
+    def report_from(self, caller: Caller, code: Any, stats: Any) -> None:
+        """RPC notification: a secondary node reports its own code only; a recursive node
+        ``recursive`` or ``recursive@<process>`` (several processes may serve it)."""
+        mine = (code == caller.name if caller.role == Role.SECONDARY
+                else caller.role == Role.RECURSIVE and is_recursive_code(code))
+        if not mine:
+            raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
+                                     f"node {caller.name} may not report for {str(code)[:70]}")
+        self.report(code, stats)
+
+    def report(self, code: str, stats: Any) -> None:
+        """A node's latest counters. Kept only for the top-level node itself, the known
+        secondary nodes (``nodes_info``) and up to ``rpc.max_recursive_reports`` recursive
+        processes (the one reported longest ago makes room); ``stats`` must pass
+        ``check_stats``. HandleError 202 otherwise, and nothing is kept."""
+        recursive = is_recursive_code(code)
+        if not (code == Role.TOP.value or code in self.nodes_info or recursive):
+            raise errors.HandleError(errors.INVALID_VALUE, "report for an unknown node")
+        clean = check_stats(stats, self.config.rpc)
+        if recursive and code not in self.reports:
+            kept = [c for c in self.reports if is_recursive_code(c)]
+            if len(kept) >= self.config.rpc.max_recursive_reports:
+                del self.reports[min(kept, key=lambda c: self.reports[c][1])]
+        self.reports[code] = (clean, self.clock())
 
     def statistics(self) -> dict:
+        """The network's totals and per-node rows, from checked reports (any stored report
+        renders: a field that is not a number counts 0)."""
         rows = []
         for code, info in sorted(self.nodes_info.items()):
             stats, at = self.reports.get(code, ({}, None))
             rows.append({"node": code, "name": info.get("name", ""),
                          "industry": info.get("industry", ""), "city": info.get("city", ""),
                          "httpUrl": info.get("http_url", ""),
-                         "enterprises": stats.get("enterprises", 0),
-                         "identifiers": stats.get("identifiers", 0),
-                         "resolutions": stats.get("resolutions", 0),
-                         "registrations": stats.get("registrations", 0),
+                         **{k: count(stats, k) for k in ("enterprises", "identifiers",
+                                                         "resolutions", "registrations")},
                          "reportedAgo": None if at is None else round(self.clock() - at, 1)})
-        recursive = {code: s for code, (s, _) in self.reports.items()
-                     if s.get("role") == Role.RECURSIVE}
+        recursive = {code: plain(s) for code, (s, _) in self.reports.items()
+                     if is_recursive_code(code)}
         return {
             "responseCode": errors.SUCCESS,
             "totals": {
@@ -184,9 +240,66 @@ class TopNode(SecondaryNode):
                 "enterprises": self.enterprises(),
                 "identifiers": sum(r["identifiers"] for r in rows),
                 "resolutions": sum(r["resolutions"] for r in rows),
-                "recursiveResolutions": sum(s.get("resolutions", 0) for s in recursive.values()),
+                "recursiveResolutions": sum(count(s, "resolutions") for s in recursive.values()),
                 "registrations": sum(r["registrations"] for r in rows),
             },
             "nodes": rows,
             "recursive": recursive,
         }
+
+
+# ---------------------------------------------------------------------- reports, checked
+_RECURSIVE_CODE = re.compile(r"recursive(@[0-9A-Za-z_.-]{1,32})?")
+MAX_STAT_KEY = 64  # characters of a field name in a report
+MAX_COUNT = 2**63  # counts are 0 <= n < 2**63 (what a node's counters can reach)
+
+
+def is_recursive_code(code: Any) -> bool:
+    """``recursive`` or ``recursive@<process>``: what the recursive node's processes report as."""
+    return type(code) is str and _RECURSIVE_CODE.fullmatch(code) is not None
+
+
+def check_stats(stats: Any, config: RpcConfig) -> dict:
+    """A copy of a report if it is a small flat dict of field name -> count, finite number,
+    bool or short text (``config.max_report_fields``, ``max_report_text``); HandleError 202
+    naming the first problem otherwise."""
+    def bad(why: str) -> errors.HandleError:
+        return errors.HandleError(errors.INVALID_VALUE, f"malformed report: {why}")
+    if type(stats) is not dict:
+        raise bad("not a map")
+    if len(stats) > config.max_report_fields:
+        raise bad(f"more than {config.max_report_fields} fields")
+    clean = {}
+    for key, value in stats.items():
+        if type(key) is not str or not 0 < len(key) <= MAX_STAT_KEY:
+            raise bad(f"field names are text of 1 to {MAX_STAT_KEY} characters")
+        if isinstance(value, str):  # a Role is text too
+            value = str(value)
+        kind = type(value)
+        ok = (kind is bool or (kind is int and 0 <= value < MAX_COUNT)
+              or (kind is float and math.isfinite(value) and 0 <= value < MAX_COUNT)
+              or (kind is str and len(value) <= config.max_report_text))
+        if not ok:
+            raise bad(f"field {key}: a count, finite number, bool or short text")
+        clean[key] = value
+    return clean
+
+
+def count(stats: Any, key: str) -> int | float:
+    """A numeric field of a stored report, 0 when absent or not a finite count."""
+    value = stats.get(key, 0) if type(stats) is dict else 0
+    return value if type(value) in (int, float) and 0 <= value < MAX_COUNT else 0
+
+
+def plain(stats: Any) -> dict:
+    """The fields of a stored report that render as JSON scalars (all of a checked one)."""
+    if type(stats) is not dict:
+        return {}
+    return {k: v for k, v in stats.items() if type(k) is str and (
+        type(v) in (bool, str) or (type(v) in (int, float) and 0 <= v < MAX_COUNT))}
+
+
+def _free_index(values: list[Value], start: int) -> int:
+    """``start``, or the next index after it no value of ``values`` holds."""
+    used = {v.index for v in values}
+    return next(i for i in range(start, records.MAX_INDEX) if i not in used)

@@ -18,6 +18,7 @@ from topology.wiring import start_nodes
 from resolver import errors, identifiers
 from resolver.config import Config
 from resolver.recursive import RecursiveNode
+from resolver.rpc_auth import Method
 from topology import demo
 
 ENT = "88.118.8"  # the mini preset always has it
@@ -314,11 +315,11 @@ async def reported(n: Net) -> None:
     rpc = next(r for r in n.host.rpc_servers if r.port == n.topo.top.rpc_port)
     report = rpc._handlers["report"]
 
-    def watched(code: str, stats: dict) -> None:
-        report(code, stats)
+    def watched(caller, code: str, stats: dict) -> None:
+        report.fn(caller, code, stats)
         if codes <= n.top.reports.keys():
             done.set()
-    rpc._handlers["report"] = watched
+    rpc._handlers["report"] = Method(watched, report.roles)
     if not codes <= n.top.reports.keys():
         await asyncio.wait_for(done.wait(), 10)  # a guard against a hang, not an order
 
@@ -542,11 +543,11 @@ async def test_coalesced_request_survives_leader_disconnect(net: Net) -> None:
     lookup = rpc._handlers["resolve"]
     asked, release = asyncio.Event(), asyncio.Event()
 
-    async def held(text: str):
+    async def held(caller, text: str):
         asked.set()
         await release.wait()
-        return lookup(text)
-    rpc._handlers["resolve"] = held  # the node answers when the test says so
+        return lookup.fn(caller, text)
+    rpc._handlers["resolve"] = Method(held, lookup.roles)  # answers when the test says so
     rec = net.recursive
     resolve = rec.resolve
     entered: asyncio.Queue[str] = asyncio.Queue()

@@ -13,6 +13,7 @@ from resolver.config import Config
 from resolver.nodes import SecondaryNode
 from resolver.resolution import Site
 from resolver.roles import Role
+from resolver.rpc_auth import Caller
 from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
@@ -75,7 +76,7 @@ async def test_top_node_delegates_with_the_configured_site_ttl():
     await top.add_node("88.118", Site("88.118", "http://127.0.0.1:8001", "127.0.0.1:9001"),
                        "node-secret")
     assert top.delegate("88.118")[1] == 60
-    assert await top.register_prefixes(str(NODE), "node-secret", ["88.118.8"],
+    assert await top.register_prefixes(Caller("88.118", Role.SECONDARY), ["88.118.8"],
                                        ["88.118", "http://127.0.0.1:8001", "127.0.0.1:9001"]) == 1
     site, ttl = top.delegate("88.118.8.1")
     assert (site.prefix, ttl) == ("88.118.8", 60)

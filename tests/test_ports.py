@@ -29,6 +29,7 @@ from aiohttp import web
 from resolver import net, server
 from resolver.clock import FakeClock
 from resolver.rpc import RpcClient, RpcServer
+from resolver.rpc_auth import Keyring, Trust
 from topology.presets import get_preset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -273,8 +274,10 @@ def test_idsim_up_starts_on_ports_held_by_our_clients_time_wait(tmp_path: Path):
         # the top-level node answers on the RPC port that was in TIME-WAIT ...
         prefix = state["examples"][0].partition("/")[0]
 
-        async def delegate() -> list:
-            async with RpcClient("127.0.0.1", rpc_port) as c:
+        keys = Keyring.from_logins(json.loads((data / "logins.json").read_text()))
+
+        async def delegate() -> list:  # asked as the recursive node: RPC is authenticated
+            async with RpcClient("127.0.0.1", rpc_port, trust=Trust("recursive", keys)) as c:
                 return await c.call("delegate", prefix)
 
         site, ttl = asyncio.run(delegate())

@@ -1,7 +1,8 @@
 """Start a topology as a few host processes on this machine, wait until ready, stop cleanly.
 
 The data directory holds everything a restart needs: ``topology.toml`` (the addresses used),
-``logins.json`` (every login: top-level, node admins, enterprises; mode 0600), one LMDB
+``logins.json`` (every login: top-level, node admins, enterprises, and each node's RPC key;
+mode 0600), one LMDB
 directory per node, ``logs/host-<i>.log`` (each host process's stderr and the supervisor's
 notes), ``pki/`` when the nodes serve HTTPS (the cluster CA, ``topology.pki``) and
 ``cluster.json`` (what is running where, for ``idsim status`` and ``down``).
@@ -30,6 +31,7 @@ import psutil
 from resolver import auth
 from resolver.config import Config, write_toml
 from resolver.roles import Role
+from resolver.rpc_auth import new_key
 from topology import demo, pki
 from topology.model import Topology
 from topology import readiness  # h6
@@ -40,7 +42,8 @@ from topology.validation import validate
 
 
 def make_logins(topo: Topology, old: dict | None = None) -> dict:
-    """Logins for every prefix owner, keeping those already made (restarts keep secrets)."""
+    """Logins for every prefix owner and every node's RPC key, keeping those already made
+    (restarts keep secrets)."""
     old = old or {}
 
     def login(section: str, prefix: str) -> dict:
@@ -48,7 +51,12 @@ def make_logins(topo: Topology, old: dict | None = None) -> dict:
         return have or {"prefix": prefix, "username": f"{auth.SECRET_INDEX}:0.NA/{prefix}",
                         "secret": auth.new_secret()}
     national = topo.secondaries[0].code.split(".")[0] if topo.secondaries else "88"
+    # each node's own key for node-to-node RPC (resolver.rpc_auth); kept across restarts, and
+    # made for a data directory from before there were any
+    keys = old.get("rpc") if isinstance(old.get("rpc"), dict) else {}
+    names = [str(Role.TOP), str(Role.RECURSIVE), *(s.code for s in topo.secondaries)]
     return {
+        "rpc": {name: keys.get(name) or new_key() for name in names},
         "top": login("top", national),
         "nodes": {s.code: login("nodes", s.code) for s in topo.secondaries},
         "enterprises": {e.prefix: dict(login("enterprises", e.prefix), node=e.node,

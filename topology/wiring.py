@@ -34,6 +34,7 @@ from resolver.recursive import RecursiveNode
 from resolver.resolution import Site
 from resolver.roles import Role
 from resolver.rpc import RpcClient, RpcServer
+from resolver.rpc_auth import Keyring, Trust
 from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
@@ -87,7 +88,7 @@ def national_prefix(topo: Topology) -> str:
 
 async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, logins: dict,
                  store: str, clock: Clock, progress, case_sensitive: bool,
-                 tls: pki.NodeTls | None) -> tuple[object, object]:
+                 tls: pki.NodeTls | None, keyring: Keyring | None) -> tuple[object, object]:
     """One node, ready to serve, and the address it serves on."""
     if name == Role.TOP:
         node = TopNode("top", open_store(store_url(store, data_dir, "top"), config.store),
@@ -98,8 +99,9 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
                                 {"name": s.name, "industry": s.industry, "city": s.city})
         return node, topo.top
     if name == Role.RECURSIVE:
+        trust = Trust(Role.RECURSIVE.value, keyring) if keyring else None
         return (RecursiveNode("recursive", topo.top.rpc_addr, config, clock=clock,
-                              case_sensitive=case_sensitive,
+                              case_sensitive=case_sensitive, trust=trust,
                               client_ssl=tls.client if tls else None), topo.recursive)
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
@@ -115,7 +117,8 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                       reuse_port: bool = False, standalone: bool = False,
                       case_sensitive: bool = False,
                       progress: Callable[[str, int], None] | None = None) -> Running:
-    """Start the named nodes of ``topo``. ``logins`` holds every secret (``cluster.make_logins``).
+    """Start the named nodes of ``topo``. ``logins`` holds every secret (``cluster.make_logins``),
+    the nodes' RPC keys too: every RPC server and client of a node proves it is that node.
 
     ``reuse_port`` lets several processes serve the recursive node's HTTP port (each with its
     own cache; only the first serves its RPC port). ``standalone``: no top-level node to
@@ -124,21 +127,24 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     """
     running = Running()
     tls = pki.node_tls(data_dir) if topo.uses_tls else None  # https addresses: <data>/pki
+    keyring = None if standalone else Keyring.from_logins(logins)
     try:
         for name in names:
             node, addr = await _build(topo, name, config, data_dir=data_dir, logins=logins,
                                       store=store, clock=clock, progress=progress,
-                                      case_sensitive=case_sensitive, tls=tls)
+                                      case_sensitive=case_sensitive, tls=tls,
+                                      keyring=keyring)
             running.nodes[name] = node
             shared = reuse_port and name == Role.RECURSIVE
             running.runners.append(await server.serve(
                 NodeAPI(node), addr.host, addr.http_port, config.http, reuse_port=shared,
                 ssl_context=tls.server if tls and addr.scheme == "https" else None))
             if not (shared or standalone):
-                running.rpc_servers.append(await RpcServer(node.rpc_handlers(), config.rpc)
-                                           .start(addr.host, addr.rpc_port))
+                rpc = RpcServer(node.rpc_handlers(), config.rpc, clock=clock,
+                                trust=Trust(node.name, keyring))
+                running.rpc_servers.append(await rpc.start(addr.host, addr.rpc_port))
         if not standalone:
-            await _join_network(running, topo, config, logins, clock)
+            await _join_network(running, topo, config, keyring, clock)
         readiness.attach(running, topo, config, clock, standalone=standalone,  # /readyz
                          ssl_context=tls.client if tls else None)
     except BaseException:
@@ -147,21 +153,26 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     return running
 
 
-async def _join_network(running: Running, topo: Topology, config: Config, logins: dict,
+async def _join_network(running: Running, topo: Topology, config: Config, keyring: Keyring,
                         clock: Clock) -> None:
-    """Register prefixes with the top-level node, announce new ones, start the reports."""
+    """Register prefixes with the top-level node, announce new ones, start the reports. Each
+    node talks to the top-level node on its own connection, as itself (``rpc_auth``)."""
     rpc = dataclasses.replace(config.rpc, timeout=config.host.top_timeout)
-    top = RpcClient(*split_address(topo.top.rpc_addr), rpc, clock=clock)
-    running.clients.append(top)
-    await register_with_top(running, topo, logins, top, config, clock)
+    tops: dict[str, RpcClient] = {}
+    for name, node in running.nodes.items():
+        if node.role != Role.TOP:
+            tops[name] = RpcClient(*split_address(topo.top.rpc_addr), rpc, clock=clock,
+                                   trust=Trust(node.name, keyring))
+            running.clients.append(tops[name])
+    await register_with_top(running, topo, tops, config, clock)
     for name, node in running.nodes.items():
         if node.role == Role.SECONDARY:
-            node.announce = partial(announce, top, logins["nodes"][name], site_for(topo, name))
+            node.announce = partial(announce, tops[name], site_for(topo, name))
     running.tasks.append(asyncio.get_running_loop().create_task(
-        report_loop(running, top, config.host.report_every, clock)))
+        report_loop(running, tops, config.host.report_every, clock)))
 
 
-async def register_with_top(running: Running, topo: Topology, logins: dict, top: RpcClient,
+async def register_with_top(running: Running, topo: Topology, tops: dict[str, RpcClient],
                             config: Config, clock: Clock) -> None:
     """Each secondary registers its enterprise prefixes at the top-level node, retrying while
     the top-level node starts, up to ``config.host.register_deadline``."""
@@ -172,7 +183,7 @@ async def register_with_top(running: Running, topo: Topology, logins: dict, top:
         prefixes = [e.prefix for e in topo.enterprises_of(name)]
         while True:
             try:
-                await announce(top, logins["nodes"][name], site_for(topo, name), *prefixes)
+                await announce(tops[name], site_for(topo, name), *prefixes)
                 break
             except errors.PeerUnavailable:
                 if clock() > deadline:
@@ -180,13 +191,15 @@ async def register_with_top(running: Running, topo: Topology, logins: dict, top:
                 await clock.sleep(REGISTER_RETRY)
 
 
-async def announce(top: RpcClient, creds: dict, site: Site, *prefixes: str) -> None:
-    """Register prefixes served at ``site`` with the top-level node (HS_SITE records)."""
-    await top.call("register_prefixes", creds["username"], creds["secret"], list(prefixes),
+async def announce(top: RpcClient, site: Site, *prefixes: str) -> None:
+    """Register prefixes served at ``site`` with the top-level node (HS_SITE records); the
+    connection ``top`` authenticated as the node serving them."""
+    await top.call("register_prefixes", list(prefixes),
                    [site.prefix, site.http_url, site.rpc_addr])
 
 
-async def report_loop(running: Running, top: RpcClient, every: float, clock: Clock) -> None:
+async def report_loop(running: Running, tops: dict[str, RpcClient], every: float,
+                      clock: Clock) -> None:
     """Every ``every`` seconds, each node's counters to the top-level node (best effort)."""
     tag = f"@{os.getpid()}"  # several processes may each run a recursive node
     while True:
@@ -196,8 +209,8 @@ async def report_loop(running: Running, top: RpcClient, every: float, clock: Clo
                                     "resolutions": node.stats["resolutions"]})
                 continue
             try:
-                top.notify("report", name + tag if node.role == Role.RECURSIVE else name,
-                           node.report_stats())
+                tops[name].notify("report", name + tag if node.role == Role.RECURSIVE else name,
+                                  node.report_stats())
             except Exception:  # reports are best effort; the node keeps serving
                 log.debug("report from %s failed", name, exc_info=True)
         await clock.sleep(every)
