@@ -125,10 +125,11 @@ def parse_basic(header: str | None) -> tuple[Identity, str] | None:
     """The identity and secret from an ``Authorization: Basic`` header; None when absent."""
     if not header:
         return None
+    if len(header) <= CACHED_HEADER:
+        return _parse_basic_cached(header)
     return _parse_basic(header)
 
 
-@lru_cache(maxsize=4096)  # clients send the same header with every request
 def _parse_basic(header: str) -> tuple[Identity, str]:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic":
@@ -146,3 +147,10 @@ def _parse_basic(header: str) -> tuple[Identity, str]:
         handle, _, secret = secret.partition(":")
         user = f"{user}:{handle}"
     return parse_identity(user), secret
+
+
+# Clients send the same header with every request, so parsing is remembered, but only for
+# headers of an ordinary size: what the cache holds is bounded (~1 MiB), however many
+# distinct, however long headers arrive (8 KiB each would otherwise be ~70 MB held).
+CACHED_HEADER = 256
+_parse_basic_cached = lru_cache(maxsize=1024)(_parse_basic)

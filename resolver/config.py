@@ -1,8 +1,8 @@
 """Every tunable default of a node, in one place, and where each effective value came from.
 
 A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``, ``store``,
-``host``). The defaults below are the only defaults: constructors take their values from a
-``Config`` and keep none of their own. Values are layered, later layers winning:
+``host``, ``auth``). The defaults below are the only defaults: constructors take their values
+from a ``Config`` and keep none of their own. Values are layered, later layers winning:
 
     defaults  <  the topology file's sections  <  idsim.toml (--config)  <  --set / flags
 
@@ -65,6 +65,9 @@ class HttpConfig:
     page_size: int = 100                  # GET /api/handles?prefix=: handles per page if not given
     max_page_size: int = 10_000           # larger ?pageSize= values are cut to this
     max_page: int = 1_000_000             # larger ?page= values are cut to this
+    # h2 hostile-http: sizes of what a client stores (larger: 413, responseCode 202)
+    max_value_data: int = 64 * 1024       # bytes of one value's data, as stored (msgpack)
+    max_record: int = MiB                 # bytes of one whole record, as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +96,20 @@ class HostConfig:
     restart_reset_after: float = 30.0     # s up after which the delay is back to restart_delay
 
 
+# h2 hostile-http: the failed-login limits (resolver.ratelimit), on the HTTP API
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Failed Basic-auth logins (``resolver.ratelimit.LoginLimits``): over a limit, 429."""
+    address_failures: int = 50            # failed logins one client address may make per window
+    identity_failures: int = 10           # ... for one identity from one address (0: no limits)
+    window: float = 60.0                  # s over which failures are counted
+    lockout: float = 60.0                 # s a client (or identity at it) over a limit waits
+    tracked: int = 10_000                 # clients and identities remembered (LRU)
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
-                             "batch": BatchConfig, "store": StoreConfig, "host": HostConfig}
+                             "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
+                             "auth": AuthConfig}
 DEFAULT_SOURCE = "default"
 
 
@@ -116,6 +131,7 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     host: HostConfig = field(default_factory=HostConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)  # h2 hostile-http
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

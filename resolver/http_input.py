@@ -21,6 +21,7 @@ from resolver.config import HttpConfig
 HANDLES = "/api/handles/"
 MSGPACK = "application/msgpack"
 _HEX = frozenset("0123456789abcdefABCDEF")
+INT_MIN, INT_MAX = -2**31, 2**31 - 1  # what Handle.Net (Java) reads a query integer as
 
 
 def handle_text(request: web.BaseRequest) -> str:
@@ -50,14 +51,18 @@ def _bad_percent(text: str) -> bool:
 
 
 def int_params(request: web.BaseRequest, name: str) -> set[int]:
-    """Every ``?name=`` value as an integer (``?index=1&index=2``); responseCode 4 if one is not."""
+    """Every ``?name=`` value as an integer (``?index=1&index=2``); responseCode 4 if one is
+    not, or is outside a 32-bit int (as Handle.Net's ``Integer.parseInt`` refuses it)."""
     out = set()
     for raw in request.query.getall(name, ()):
         try:
-            out.add(int(raw))
+            value = int(raw)
         except ValueError:
-            raise errors.HandleError(errors.PROTOCOL_ERROR,
-                                     f"{name} must be an integer; got {raw[:40]!r}") from None
+            value = None
+        if value is None or not INT_MIN <= value <= INT_MAX:
+            raise errors.HandleError(errors.PROTOCOL_ERROR, f"{name} must be an integer from "
+                                     f"{INT_MIN} to {INT_MAX}; got {raw[:40]!r}")
+        out.add(value)
     return out
 
 
@@ -80,11 +85,25 @@ def flag(request: web.BaseRequest, name: str, default: bool) -> bool:
 
 
 def identity_of(node, request: web.BaseRequest) -> auth.Identity | None:
-    """The verified caller, None when anonymous; HandleError 401 for bad credentials."""
+    """The verified caller, None when anonymous; HandleError 401 for bad credentials, and
+    429 (``ratelimit.RateLimited``) once the client's address, or this identity from it, has
+    failed too often (``node.logins``: a node that checks no secrets has none)."""
     creds = auth.parse_basic(request.headers.get("Authorization"))
     if creds is None:
         return None
-    return node.authenticate(*creds)
+    limits = getattr(node, "logins", None)
+    if limits is None:
+        return node.authenticate(*creds)
+    identity, address = creds[0], request.remote or ""
+    limits.check(identity, address)
+    try:
+        verified = node.authenticate(*creds)
+    except errors.HandleError as exc:
+        if exc.code == errors.AUTHENTICATION_FAILED:
+            limits.failed(identity, address)
+        raise
+    limits.succeeded(identity, address)
+    return verified
 
 
 async def json_body(request: web.BaseRequest, limits: HttpConfig):

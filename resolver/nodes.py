@@ -19,6 +19,7 @@ from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
 from resolver.locks import KeyLocks
+from resolver.ratelimit import LoginLimits
 from resolver.records import Value
 from resolver.roles import Role
 from resolver.store import RecordStore
@@ -52,6 +53,8 @@ class SecondaryNode:
         self.clock = clock
         self.locks = KeyLocks()
         self.stats: Counter[str] = Counter()
+        # h2: failed Basic-auth logins per client address and identity (http_input.identity_of)
+        self.logins = LoginLimits(self.config.auth, clock)
 
     # ---------------------------------------------------------------- naming
     def parse(self, text: str) -> Handle:
@@ -148,6 +151,10 @@ class SecondaryNode:
             index = next(i for i in range(records.ADMIN_INDEX, records.MAX_INDEX) if i not in used)
             out.append(records.admin_value(identity.handle, identity.index, index=index,
                                            timestamp=int(self.clock())))
+        limit = self.config.http.max_record  # h2: the whole record, as it will be stored
+        if (size := records.record_size(handle.text, out)) > limit:
+            raise records.too_large(f"the record would be {size} bytes; at most {limit}"
+                                    ).with_handle(handle.text)
         return out
 
     async def put(self, handle: Handle, values: list[Value], *, identity: auth.Identity | None,
@@ -222,7 +229,8 @@ class SecondaryNode:
                 if handle.key in todo:
                     raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
                                              "handle appears twice in this batch", handle=text)
-                todo[handle.key] = (pos, handle, records.values_from_json(doc, now=now))
+                todo[handle.key] = (pos, handle, records.values_from_json(
+                    doc, now=now, max_data=self.config.http.max_value_data))
                 results.append({"responseCode": errors.SUCCESS, "handle": handle.text})
             except errors.HandleError as exc:
                 results.append(exc.with_handle(str(text)).body())

@@ -1,0 +1,268 @@
+"""Hostile input on the HTTP API (issue 8 items 3, 4, 6, 9; issue 9 part 7).
+
+What a client sends must not grow a node's memory, guess secrets at leisure, or reach a 500:
+failed logins are limited per address and per (identity, address) with 429 + Retry-After;
+every integer is range-checked; sizes of values and records are capped (413); types hold no
+control characters; a value needs data; the redirect's Location is RFC 3986 text. The limiter
+is driven by a FakeClock; memory is measured with tracemalloc, never by timing.
+"""
+from __future__ import annotations
+
+import gc
+import tracemalloc
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import RawTestServer, TestClient
+
+from conftest import (ENT8, ENT8_SECRET, ENT9, ENT9_SECRET, NODE_ADMIN_SECRET, auth_headers,
+                      ent8_headers)
+from resolver import auth, server
+from resolver.clock import FakeClock
+from resolver.config import AuthConfig, Config
+from resolver.nodes import SecondaryNode
+from resolver.ratelimit import LoginLimits, RateLimited
+from resolver.store import open_store
+from resolver.web import NodeAPI, location
+
+JSON_CT = "application/json;charset=utf-8"
+I8 = auth.parse_identity(ENT8)
+I9 = auth.parse_identity(ENT9)
+LIMITS = AuthConfig(address_failures=5, identity_failures=3, window=60.0, lockout=30.0,
+                    tracked=100)
+
+
+# ------------------------------------------------------------------ the limiter, pure
+
+def limiter(config: AuthConfig = LIMITS) -> tuple[LoginLimits, FakeClock]:
+    clock = FakeClock()
+    return LoginLimits(config, clock), clock
+
+
+def locked(limits: LoginLimits, identity, address: str) -> int | None:
+    """Retry-After seconds when refused, None when allowed."""
+    try:
+        limits.check(identity, address)
+    except RateLimited as exc:
+        assert (exc.status, exc.code) == (429, 3)
+        return exc.retry_after
+    return None
+
+
+def test_identity_limit_locks_that_pair_with_retry_after():
+    limits, clock = limiter()
+    for _ in range(LIMITS.identity_failures - 1):
+        assert locked(limits, I8, "10.0.0.1") is None
+        limits.failed(I8, "10.0.0.1")
+    assert locked(limits, I8, "10.0.0.1") is None
+    limits.failed(I8, "10.0.0.1")  # the 3rd failure within the window
+    assert locked(limits, I8, "10.0.0.1") == 30
+    clock.advance(10.5)
+    assert locked(limits, I8, "10.0.0.1") == 20  # whole seconds, rounded up
+    assert locked(limits, I9, "10.0.0.1") is None  # another identity from there: its own count
+    assert locked(limits, I8, "10.0.0.2") is None  # the owner from elsewhere: unaffected
+    clock.advance(19.5)
+    assert locked(limits, I8, "10.0.0.1") is None  # the lockout is over
+
+
+def test_address_limit_locks_every_identity_from_it_only():
+    limits, clock = limiter()
+    for i in range(LIMITS.address_failures):
+        limits.failed(auth.Identity(300, f"0.NA/88.118.{i}"), "10.0.0.9")
+    assert locked(limits, I8, "10.0.0.9") == 30  # even an identity it never tried
+    assert locked(limits, I8, "10.0.0.1") is None
+    clock.advance(30)
+    assert locked(limits, I8, "10.0.0.9") is None
+
+
+def test_failures_outside_the_window_do_not_add_up():
+    limits, clock = limiter()
+    for _ in range(10):
+        limits.failed(I8, "10.0.0.1")
+        limits.failed(I8, "10.0.0.1")
+        clock.advance(60)  # each window sees 2 failures, under 3 and under 5
+        assert locked(limits, I8, "10.0.0.1") is None
+
+
+def test_success_forgets_the_pairs_failures_not_the_addresss():
+    limits, clock = limiter()
+    limits.failed(I8, "10.0.0.1")
+    limits.failed(I8, "10.0.0.1")
+    limits.succeeded(I8, "10.0.0.1")
+    limits.failed(I8, "10.0.0.1")
+    limits.failed(I8, "10.0.0.1")
+    assert locked(limits, I8, "10.0.0.1") is None  # 2 since the success, not 4
+    limits.failed(I9, "10.0.0.1")  # the address's 5th
+    assert locked(limits, I8, "10.0.0.1") == 30
+
+
+def test_zero_turns_a_limit_off():
+    limits, _ = limiter(AuthConfig(address_failures=0, identity_failures=0))
+    for _ in range(1000):
+        limits.failed(I8, "10.0.0.1")
+    assert locked(limits, I8, "10.0.0.1") is None and len(limits) == 0
+
+
+def test_limiter_memory_is_bounded():
+    """100,000 distinct addresses and identities: at most ``tracked`` buckets, each well under
+    512 B (tracemalloc: ~300 B), and no growth once it is full."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        limits, clock = limiter(AuthConfig(tracked=1000))
+        for i in range(2000):  # fill it
+            limits.failed(auth.Identity(300, f"0.NA/88.{i}"), f"10.{i >> 8 & 255}.{i & 255}.1")
+        full = tracemalloc.get_traced_memory()[0]
+        for i in range(100_000):
+            limits.failed(auth.Identity(300, f"0.NA/88.{i}"),
+                          f"10.{i >> 16}.{i >> 8 & 255}.{i & 255}")
+            clock.advance(0.001)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(limits) == 1000
+    assert full - base < 1000 * 512, full - base
+    assert after - full < 64 * 1024, after - full
+
+
+# ------------------------------------------------------------------ the limiter over HTTP
+
+async def serve(node: SecondaryNode) -> TestClient:
+    srv = RawTestServer(NodeAPI(node), host="127.0.0.1")
+    await srv.start_server(**server.server_limits(node.config.http))
+    cli = TestClient(srv)
+    await cli.start_server()
+    return cli
+
+
+@pytest.fixture
+async def limited():
+    """A node with small login limits on a FakeClock, and a client to it."""
+    clock = FakeClock()
+    config = Config(auth=LIMITS)
+    n = SecondaryNode("gz", open_store("memory:"), ["88.118"], config, clock=clock)
+    await n.bootstrap(NODE_ADMIN_SECRET)
+    admin = auth.Identity(auth.SECRET_INDEX, "0.NA/88.118")
+    await n.create_prefix("88.118.8", identity=admin, secret=ENT8_SECRET)
+    await n.create_prefix("88.118.9", identity=admin, secret=ENT9_SECRET)
+    cli = await serve(n)
+    yield cli, clock
+    await cli.close()
+    await n.close()
+
+
+URL_BODY = {"values": [{"index": 1, "type": "URL", "data": "https://example.com/1"}]}
+
+
+async def put(cli, path: str, headers: dict, json=URL_BODY):
+    r = await cli.put(path, headers=headers, json=json)
+    return r, await r.json()
+
+
+async def test_over_the_limit_is_429_with_retry_after_even_for_the_right_secret(limited):
+    cli, clock = limited
+    wrong = auth_headers(ENT8, "wrong")
+    for _ in range(LIMITS.identity_failures):
+        r, doc = await put(cli, "/api/handles/88.118.8/X", wrong)
+        assert r.status == 401 and doc["responseCode"] == 403
+    r, doc = await put(cli, "/api/handles/88.118.8/X", ent8_headers())
+    assert (r.status, r.headers["Content-Type"], r.headers["Retry-After"]) == (429, JSON_CT, "30")
+    assert doc["responseCode"] == 3 and "too many failed logins" in doc["message"]
+    assert doc["handle"] == "88.118.8/X"
+    # another identity from the same address is not locked by this pair's failures
+    r, _ = await put(cli, "/api/handles/88.118.9/Y", auth_headers(ENT9, ENT9_SECRET))
+    assert r.status == 201
+    clock.advance(30)
+    r, _ = await put(cli, "/api/handles/88.118.8/X", ent8_headers())
+    assert r.status == 201
+
+
+async def test_owner_from_another_address_is_not_locked_out(limited):
+    cli, _ = limited
+    wrong = auth_headers(ENT8, "wrong")
+    for _ in range(LIMITS.address_failures + 2):
+        await put(cli, "/api/handles/88.118.8/X", wrong)
+    r, _ = await put(cli, "/api/handles/88.118.8/X", ent8_headers())
+    assert r.status == 429  # from the attacker's address (127.0.0.1)
+    url = cli.make_url("/api/handles/88.118.8/X")
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector) as owner:
+        async with owner.put(url, headers=ent8_headers(), json=URL_BODY) as r:
+            assert r.status == 201, await r.text()
+
+
+async def test_anonymous_reads_are_never_limited(limited):
+    cli, _ = limited
+    for _ in range(LIMITS.address_failures + 1):
+        await put(cli, "/api/handles/88.118.8/X", auth_headers(ENT8, "wrong"))
+    r = await cli.get("/api/handles/0.NA/88.118.8")
+    assert r.status == 200
+
+
+# ------------------------------------------------------------------ memory under wrong secrets
+
+async def test_distinct_wrong_secrets_over_http_keep_memory_flat(node):
+    """5,000 requests, each with a distinct 4 KB wrong secret (the issue's reproduction sent
+    PUTs; a GET asks the same check without a body to discard), the limits off so every one
+    reaches the secret check: the node's memory stays flat."""
+    node.logins = None  # every attempt is checked, none refused early
+    admin = auth.Identity(auth.SECRET_INDEX, "0.NA/88.118")
+    owner = (await node.create_prefix("88.118.7", identity=admin)).username  # as idsim up
+    cli = await serve(node)  # makes them: a generated secret, checked by salted SHA-256
+    held = node.authority.held()
+    url = cli.make_url("/api/handles/0.NA/88.118.7")
+    session = aiohttp.ClientSession()  # not the TestClient's: it keeps every response
+    try:
+        async def attempt(i: int) -> None:
+            secret = f"{i:08d}" * 512
+            async with session.get(url, headers=auth_headers(owner, secret)) as r:
+                assert r.status == 401
+                await r.read()
+
+        for i in range(500):  # warm up: connections, parser caches, the record read
+            await attempt(i)
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for i in range(500, 5500):
+                await attempt(i)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+            print(f"5,000 distinct 4 KB wrong secrets over HTTP: traced memory grew {grown} B")
+        finally:
+            tracemalloc.stop()
+    finally:
+        await session.close()
+        await cli.close()
+    assert node.authority.held() == held  # no failed login left anything behind
+    assert grown < 512 * 1024, grown  # was ~35 MB: every header and decision remembered
+
+
+# ------------------------------------------------------------------ the redirect
+
+@pytest.mark.parametrize("url,want", [
+    ("https://ex.com/a b", "https://ex.com/a%20b"),
+    ("https://ex.com/产品/1", "https://ex.com/%E4%BA%A7%E5%93%81/1"),
+    ("https://ex.com/x\u2028y", "https://ex.com/x%E2%80%A8y"),
+    ("https://ex.com/a%20b?q=1&r=%E4#frag", "https://ex.com/a%20b?q=1&r=%E4#frag"),
+    ("https://ex.com/100%", "https://ex.com/100%25"),
+    ("https://ex.com/%zz", "https://ex.com/%25zz"),
+    ("https://u:p@[::1]:8/p;x=1/(a)*+,!$'~", "https://u:p@[::1]:8/p;x=1/(a)*+,!$'~"),
+    ('https://x/"<>\\^`{|}', "https://x/%22%3C%3E%5C%5E%60%7B%7C%7D"),
+])
+def test_location_is_rfc3986(url, want):
+    assert location(url) == want
+
+
+async def test_redirect_location_is_percent_encoded(client):
+    url = "https://ex.com/产品 1\u2028"
+    r = await client.put("/api/handles/88.118.8/UTF", headers=ent8_headers(),
+                         json={"values": [{"index": 1, "type": "URL", "data": url}]})
+    assert r.status == 201
+    r = await client.get("/88.118.8/UTF", allow_redirects=False)
+    assert r.status == 302
+    got = r.headers["Location"]
+    assert got == "https://ex.com/%E4%BA%A7%E5%93%81%201%E2%80%A8"
+    assert got.isascii() and b"%E4%BA%A7" in await r.read()
