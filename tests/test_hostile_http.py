@@ -17,7 +17,7 @@ from aiohttp.test_utils import RawTestServer, TestClient
 
 from conftest import (ENT8, ENT8_SECRET, ENT9, ENT9_SECRET, NODE_ADMIN_SECRET, auth_headers,
                       ent8_headers)
-from resolver import auth, server
+from resolver import auth, errors, records, server
 from resolver.clock import FakeClock
 from resolver.config import AuthConfig, Config
 from resolver.nodes import SecondaryNode
@@ -266,3 +266,118 @@ async def test_redirect_location_is_percent_encoded(client):
     got = r.headers["Location"]
     assert got == "https://ex.com/%E4%BA%A7%E5%93%81%201%E2%80%A8"
     assert got.isascii() and b"%E4%BA%A7" in await r.read()
+
+
+# ------------------------------------------------------------------ integers, types, data, sizes
+
+VLIST_HUGE = {"index": 5, "type": "HS_VLIST", "data": {"format": "vlist", "value": [
+    {"handle": "0.NA/88.118.8", "index": "99999999999999999999"}]}}
+
+
+def value(index: int = 1, data="https://example.com/1", vtype: str = "URL") -> dict:
+    return {"index": index, "type": vtype, "data": data}
+
+
+@pytest.mark.parametrize("bad,status,field", [
+    (VLIST_HUGE, 400, "values[0].data.value[0].index"),  # issue 8's reproduction: was 500
+    ({**VLIST_HUGE, "data": {"format": "vlist", "value": [{"handle": "a/b", "index": -1}]}},
+     400, "values[0].data.value[0].index"),
+    (value(index=2**31), 400, "values[0].index"),
+    (value(index="99999999999999999999"), 400, "values[0].index"),
+    ({**value(), "ttl": 2**31}, 400, "values[0].ttl"),
+    ({**value(), "ttl": "99999999999999999999"}, 400, "values[0].ttl"),
+    ({"index": 1, "type": "URL"}, 400, "values[0].data is missing"),
+    (value(vtype="URL\u0000"), 400, "values[0].type"),
+    (value(vtype="URL\n"), 400, "values[0].type"),
+    (value(vtype="URL\u2028"), 400, "values[0].type"),
+    (value(data="x" * (64 * 1024)), 413, "values[0].data"),
+])
+async def test_bad_values_are_refused_in_handles_shape(client, bad, status, field):
+    r = await client.put("/api/handles/88.118.8/BAD", headers=ent8_headers(),
+                         json={"values": [bad]})
+    doc = await r.json()
+    assert (r.status, r.headers["Content-Type"]) == (status, JSON_CT), doc
+    assert list(doc) == ["responseCode", "message", "handle"]
+    assert doc["responseCode"] == 202 and field in doc["message"]
+    assert doc["handle"] == "88.118.8/BAD"
+    assert (await client.get("/api/handles/88.118.8/BAD")).status == 404
+
+
+async def test_a_value_just_under_the_cap_is_stored(client):
+    r = await client.put("/api/handles/88.118.8/BIG", headers=ent8_headers(),
+                         json={"values": [value(data="x" * (64 * 1024 - 8))]})
+    assert r.status == 201
+
+
+def test_value_data_cap_is_413_naming_the_value():
+    doc = [value(), {"index": 2, "type": "BLOB", "data": "x" * 1000}]
+    assert len(records.values_from_json(doc, now=0, max_data=1003)) == 2  # 1000 B + msgpack header
+    with pytest.raises(errors.HandleError) as info:
+        records.values_from_json(doc, now=0, max_data=1002)
+    assert (info.value.code, info.value.status) == (errors.INVALID_VALUE, 413)
+    assert "values[1].data is 1003 bytes" in info.value.message
+
+
+@pytest.mark.parametrize("query", ["index=99999999999", "index=-2147483649",
+                                   "index=2147483648"])
+async def test_query_integers_outside_int32_are_400(client, query):
+    r = await client.get(f"/api/handles/0.NA/88.118.8?{query}")
+    doc = await r.json()
+    assert (r.status, doc["responseCode"]) == (400, 4) and "index" in doc["message"]
+    r = await client.delete(f"/api/handles/88.118.8/X?{query}", headers=ent8_headers())
+    assert (r.status, (await r.json())["responseCode"]) == (400, 4)
+
+
+async def test_a_bad_item_in_a_batch_fails_only_that_item(client):
+    items = [{"handle": "88.118.8/OK1", "values": [value()]},
+             {"handle": "88.118.8/HUGE", "values": [VLIST_HUGE]},
+             {"handle": "88.118.8/NODATA", "values": [{"index": 1, "type": "URL"}]},
+             {"handle": "88.118.8/CTRL", "values": [value(vtype="URL\u0000")]},
+             {"handle": "88.118.8/FAT", "values": [value(data="x" * 70_000)]},
+             {"handle": "88.118.8/OK2", "values": [value()]}]
+    r = await client.post("/api/batch/register", headers=ent8_headers(), json={"handles": items})
+    assert r.status == 200
+    doc = await r.json()
+    assert [x["responseCode"] for x in doc["results"]] == [1, 202, 202, 202, 202, 1]
+    assert (doc["registered"], doc["failed"]) == (2, 4)
+    assert [x["handle"] for x in doc["results"]] == [i["handle"] for i in items]
+    for handle, status in [("OK1", 200), ("HUGE", 404), ("FAT", 404), ("OK2", 200)]:
+        assert (await client.get(f"/api/handles/88.118.8/{handle}")).status == status
+
+
+@pytest.fixture
+async def small():
+    """A node whose caps are small: one value's data 100 B, a record 1,000 B."""
+    from resolver.config import HttpConfig
+    config = Config(http=HttpConfig(max_value_data=100, max_record=1000))
+    n = SecondaryNode("gz", open_store("memory:"), ["88.118"], config)
+    await n.bootstrap(NODE_ADMIN_SECRET)
+    admin = auth.Identity(auth.SECRET_INDEX, "0.NA/88.118")
+    await n.create_prefix("88.118.8", identity=admin, secret=ENT8_SECRET, token=True)
+    cli = await serve(n)
+    yield cli
+    await cli.close()
+    await n.close()
+
+
+async def test_caps_come_from_config_and_answer_413(small):
+    cli = small
+    r, doc = await put(cli, "/api/handles/88.118.8/V", ent8_headers(),
+                       {"values": [value(data="x" * 101)]})
+    assert (r.status, doc["responseCode"]) == (413, 202) and "at most 100" in doc["message"]
+    many = [value(index=i, data="x" * 90) for i in range(1, 12)]  # each fits, together not
+    r, doc = await put(cli, "/api/handles/88.118.8/R", ent8_headers(), {"values": many})
+    assert (r.status, doc["responseCode"]) == (413, 202) and "at most 1000" in doc["message"]
+    assert doc["handle"] == "88.118.8/R"
+    r, _ = await put(cli, "/api/handles/88.118.8/R", ent8_headers(), {"values": many[:5]})
+    assert r.status == 201
+    # adding values one index at a time cannot grow a record past the cap either
+    for i in range(6, 12):
+        r, doc = await put(cli, f"/api/handles/88.118.8/R?index={i}", ent8_headers(),
+                           {"values": [many[i - 1]]})
+        if r.status != 200:
+            break
+    assert (r.status, doc["responseCode"]) == (413, 202)
+    r = await cli.post("/api/batch/register", headers=ent8_headers(), json={"handles": [
+        {"handle": "88.118.8/B1", "values": many}, {"handle": "88.118.8/B2", "values": many[:2]}]})
+    assert [x["responseCode"] for x in (await r.json())["results"]] == [202, 1]
