@@ -9,6 +9,7 @@ is driven by a FakeClock; memory is measured with tracemalloc, never by timing.
 from __future__ import annotations
 
 import gc
+import sys
 import tracemalloc
 
 import aiohttp
@@ -18,6 +19,7 @@ from aiohttp.test_utils import RawTestServer, TestClient
 from conftest import (ENT8, ENT8_SECRET, ENT9, ENT9_SECRET, NODE_ADMIN_SECRET, auth_headers,
                       ent8_headers)
 from resolver import auth, errors, records, server
+from resolver.cache import TTLCache, negative_size
 from resolver.clock import FakeClock
 from resolver.config import AuthConfig, Config
 from resolver.nodes import SecondaryNode
@@ -381,3 +383,39 @@ async def test_caps_come_from_config_and_answer_413(small):
     r = await cli.post("/api/batch/register", headers=ent8_headers(), json={"handles": [
         {"handle": "88.118.8/B1", "values": many}, {"handle": "88.118.8/B2", "values": many[:2]}]})
     assert [x["responseCode"] for x in (await r.json())["results"]] == [202, 1]
+
+
+# ------------------------------------------------------------------ the negative cache
+
+@pytest.mark.parametrize("key_length", [20, 60])
+def test_a_negative_entry_is_charged_at_least_what_it_costs(key_length):
+    """Misses a client makes at will: the bytes charged against ``answer_bytes`` cover what
+    100,000 negative entries really hold (tracemalloc, keys included); charged 64 B each, they
+    held ~5x that."""
+    keys = [b"88.118.8/" + b"%0*d" % (key_length - 9, i) for i in range(100_000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        c = TTLCache(max_entries=10**6, max_bytes=10**9, stale_window=60)
+        for k in keys:
+            c.put_negative(k, ttl=5, now=0.0)
+        held = tracemalloc.get_traced_memory()[0] - before + sum(sys.getsizeof(k) for k in keys)
+    finally:
+        tracemalloc.stop()
+    print(f"negative entries, {key_length} B keys: {held / len(keys):.0f} B held, "
+          f"{c.bytes_used / len(keys):.0f} B charged each")
+    assert held <= c.bytes_used <= 1.5 * held
+
+
+def test_expired_negative_entries_go_without_waiting_for_eviction():
+    c = TTLCache(max_entries=10**6, stale_window=60)
+    for i in range(1000):
+        c.put_negative(b"88.118.8/NOPE%d" % i, ttl=5, now=0.0)
+    c.put(b"88.118.8/LIVE", b"x", ttl=86400, now=0.0, size=1)
+    assert len(c) == 1001
+    for i in range(40):  # later writes, past the negatives' stale window: they are swept
+        c.put_negative(b"88.118.8/LATER%d" % i, ttl=5, now=65.0 + i / 100)
+    assert len(c) == 41 and c.get(b"88.118.8/LIVE", 66.0).value == b"x"
+    assert c.bytes_used == 1 + sum(negative_size(b"88.118.8/LATER%d" % i) for i in range(40))
+    assert c.evictions == 0
