@@ -151,11 +151,15 @@ class SecondaryNode:
             index = next(i for i in range(records.ADMIN_INDEX, records.MAX_INDEX) if i not in used)
             out.append(records.admin_value(identity.handle, identity.index, index=index,
                                            timestamp=int(self.clock())))
-        limit = self.config.http.max_record  # h2: the whole record, as it will be stored
-        if (size := records.record_size(handle.text, out)) > limit:
-            raise records.too_large(f"the record would be {size} bytes; at most {limit}"
-                                    ).with_handle(handle.text)
         return out
+
+    def _encode(self, text: str, values: list[Value]) -> bytes:
+        """A record's stored bytes, refused (413) over ``http.max_record``."""
+        data = records.encode(text, values)
+        if len(data) > (limit := self.config.http.max_record):
+            raise records.too_large(f"the record would be {len(data)} bytes; at most {limit}"
+                                    ).with_handle(text)
+        return data
 
     async def put(self, handle: Handle, values: list[Value], *, identity: auth.Identity | None,
                   overwrite: bool = True, indexes: set[int] | None = None) -> bool:
@@ -183,7 +187,7 @@ class SecondaryNode:
                 raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
                                          handle=handle.text)
             values = self._prepare(handle, values, identity)
-            await self._store([(handle.key, records.encode(text, values))])
+            await self._store([(handle.key, self._encode(text, values))])
         self.stats["registrations"] += current is None
         return current is None
 
@@ -245,7 +249,7 @@ class SecondaryNode:
                     current = records.decode(data)[1] if data is not None else None
                     self.authority.check_may_write(identity, handle, current)  # memoised
                     values = self._prepare(handle, values, identity)
-                    writes.append((key, records.encode(handle.text, values)))
+                    writes.append((key, self._encode(handle.text, values)))
                 except errors.HandleError as exc:
                     results[pos] = exc.with_handle(handle.text).body()
             await self._store(writes)

@@ -202,11 +202,6 @@ def data_size(value: Any) -> int:
         raise ValueError(str(exc)) from None
 
 
-def record_size(text: str, values: Iterable[Value]) -> int:
-    """Bytes a record takes stored (``encode``)."""
-    return len(encode(text, values))
-
-
 def value_from_json(item: Any, *, now: int, where: str = "value",
                     max_data: int | None = None) -> Value:
     if not isinstance(item, dict):
@@ -326,4 +321,4 @@ def admins(values: Iterable[Value]) -> list[tuple[int, str]]:
 
 __all__ = ["Answer", "Value", "admin_value", "encode", "decode", "decode_rows", "rest_values",
            "values_from_json", "value_from_json", "merge", "admins", "iso_timestamp",
-           "data_size", "record_size", "too_large"]
+           "data_size", "too_large"]
