@@ -105,6 +105,8 @@ class AuthConfig:
     window: float = 60.0                  # s over which failures are counted
     lockout: float = 60.0                 # s a client (or identity at it) over a limit waits
     tracked: int = 10_000                 # clients and identities remembered (LRU)
+    known_for: float = 3600.0             # s a login that succeeded from an address keeps that
+                                          # identity exempt from the address's lockout there
 
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,

@@ -10,7 +10,10 @@ Two limits, each a fixed window of failures followed by a lockout (``AuthConfig`
 Counting by address, never by identity alone, is what keeps the owner of a prefix able to log
 in from their own address while someone else fails at it from another (the cost of guessing
 from many addresses is the secret's hash: scrypt, or 144 random bits). A success forgets the
-pair's failures. A limit of 0 turns that limit off.
+pair's failures and makes the pair known for ``known_for`` seconds: a known pair is not held
+by its address's lockout (only by its own), so clients that share an address with a guesser
+(behind one proxy, or writing through a recursive node) and have logged in before keep
+working. A limit of 0 turns that limit off.
 
 Invariants: memory is bounded: at most ``tracked`` buckets (addresses and pairs together) are
 held, the least recently touched going first (an address that has churned out of the LRU
@@ -44,12 +47,13 @@ class RateLimited(errors.HandleError):
 
 
 class _Bucket:
-    __slots__ = ("start", "count", "until")
+    __slots__ = ("start", "count", "until", "known")
 
     def __init__(self, start: float) -> None:
         self.start = start   # when the current window of failures began
         self.count = 0       # failures in it
         self.until = 0.0     # locked out before this time
+        self.known = 0.0     # (a pair) logged in successfully; exempt from its address's lock
 
 
 class LoginLimits:
@@ -73,9 +77,12 @@ class LoginLimits:
         """None when this identity may try to log in from ``address`` now; RateLimited if not."""
         now = self.clock()
         wait = 0.0
+        buckets = self._buckets
+        pair = buckets.get((identity, address))
+        known = pair is not None and now < pair.known
         for key, _ in self._keys(identity, address):
-            bucket = self._buckets.get(key)
-            if bucket is not None and now < bucket.until:
+            bucket = buckets.get(key)
+            if bucket is not None and now < bucket.until and not (known and key == address):
                 wait = max(wait, bucket.until - now)
         if wait:
             raise RateLimited("too many failed logins from this address; try again in "
@@ -95,8 +102,14 @@ class LoginLimits:
                 bucket.start, bucket.count = bucket.until, 0
 
     def succeeded(self, identity: object, address: str) -> None:
-        """A correct secret: the pair's failures are forgotten (the address's are not)."""
-        self._buckets.pop((identity, address), None)
+        """A correct secret: the pair's failures are forgotten (the address's are not) and the
+        pair is known for ``known_for`` seconds."""
+        if not self.config.known_for:
+            self._buckets.pop((identity, address), None)
+            return
+        now = self.clock()
+        bucket = self._touch((identity, address), now)
+        bucket.start, bucket.count, bucket.known = now, 0, now + self.config.known_for
 
     def _touch(self, key: Hashable, now: float) -> _Bucket:
         buckets = self._buckets

@@ -31,7 +31,7 @@ JSON_CT = "application/json;charset=utf-8"
 I8 = auth.parse_identity(ENT8)
 I9 = auth.parse_identity(ENT9)
 LIMITS = AuthConfig(address_failures=5, identity_failures=3, window=60.0, lockout=30.0,
-                    tracked=100)
+                    tracked=100, known_for=600.0)
 
 
 # ------------------------------------------------------------------ the limiter, pure
@@ -95,7 +95,24 @@ def test_success_forgets_the_pairs_failures_not_the_addresss():
     limits.failed(I8, "10.0.0.1")
     assert locked(limits, I8, "10.0.0.1") is None  # 2 since the success, not 4
     limits.failed(I9, "10.0.0.1")  # the address's 5th
-    assert locked(limits, I8, "10.0.0.1") == 30
+    assert locked(limits, I9, "10.0.0.1") == 30
+
+
+def test_a_known_pair_is_not_held_by_its_addresss_lockout():
+    """Clients behind one address (a proxy, a recursive node) that logged in before keep
+    working while a guesser there locks the address; its own failures still count."""
+    limits, clock = limiter()
+    limits.succeeded(I8, "10.0.0.1")
+    for i in range(LIMITS.address_failures):
+        limits.failed(auth.Identity(300, f"0.NA/88.118.{i + 100}"), "10.0.0.1")
+    assert locked(limits, I9, "10.0.0.1") == 30  # never logged in from there
+    assert locked(limits, I8, "10.0.0.1") is None
+    for _ in range(LIMITS.identity_failures):
+        limits.failed(I8, "10.0.0.1")
+    assert locked(limits, I8, "10.0.0.1") == 30  # its own lockout holds it
+    clock.advance(30 + LIMITS.known_for)
+    limits.failed(I9, "10.0.0.1")
+    assert locked(limits, I8, "10.0.0.1") is None
 
 
 def test_zero_turns_a_limit_off():
@@ -192,6 +209,18 @@ async def test_owner_from_another_address_is_not_locked_out(limited):
     async with aiohttp.ClientSession(connector=connector) as owner:
         async with owner.put(url, headers=ent8_headers(), json=URL_BODY) as r:
             assert r.status == 201, await r.text()
+
+
+async def test_a_client_that_logged_in_before_is_not_locked_out_by_a_neighbour(limited):
+    cli, _ = limited
+    r, _ = await put(cli, "/api/handles/88.118.8/X", ent8_headers())
+    assert r.status == 201
+    for i in range(LIMITS.address_failures):  # someone at the same address guesses others
+        await put(cli, "/api/handles/88.118.9/Y", auth_headers(f"300:0.NA/88.118.{i + 100}", "x"))
+    r, _ = await put(cli, "/api/handles/88.118.9/Y", auth_headers(ENT9, ENT9_SECRET))
+    assert r.status == 429  # ENT9 never logged in from here
+    r, _ = await put(cli, "/api/handles/88.118.8/X", ent8_headers())
+    assert r.status == 200
 
 
 async def test_anonymous_reads_are_never_limited(limited):
