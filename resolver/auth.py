@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote
@@ -63,16 +64,18 @@ def new_secret() -> str:
 
 
 class Verifier:
-    """Checks secrets against stored hashes; remembers successes (bounded)."""
+    """Checks secrets against stored hashes; remembers successes only, in an LRU of at most
+    ``max_remembered`` (a failure costs a hash each time, never memory)."""
 
     def __init__(self, max_remembered: int = 100_000) -> None:
         self._key = os.urandom(32)
-        self._ok: set[bytes] = set()
+        self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._max = max_remembered
 
     def verify(self, secret: str, stored: str) -> bool:
         token = hmac.new(self._key, stored.encode() + b"\0" + secret.encode(), "sha256").digest()
         if token in self._ok:
+            self._ok.move_to_end(token)
             return True
         try:
             parts = stored.split("$")
@@ -88,10 +91,10 @@ class Verifier:
             ok = hmac.compare_digest(got, want)
         except (ValueError, binascii.Error):
             ok = False
-        if ok:
-            if len(self._ok) >= self._max:
-                self._ok.clear()
-            self._ok.add(token)
+        if ok and self._max:
+            self._ok[token] = None
+            if len(self._ok) > self._max:
+                self._ok.popitem(last=False)
         return ok
 
 
