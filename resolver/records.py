@@ -161,7 +161,7 @@ def values_from_json(doc: Any, *, now: int, max_data: int | None = None) -> list
     ``permissions`` ("1110": admin read, admin write, public read, public write). Every
     integer is range-checked (indexes 1..2^31-1, member indexes and TTLs 0..2^31-1), a type
     holds no control characters, and with ``max_data`` (``HttpConfig.max_value_data``) no
-    value's data is larger than that once stored (``data_size``). Every value gets the
+    value's data is larger than that (``data_size``). Every value gets the
     timestamp ``now``; a client's ``timestamp`` is ignored. Raises HandleError 202 naming the
     value at fault (with HTTP 413 for one too large).
     """
@@ -195,7 +195,10 @@ def _int(x: Any, what: str) -> int:
 
 
 def data_size(value: Any) -> int:
-    """Bytes a value's data takes stored (its msgpack form); ValueError if it cannot be."""
+    """Bytes a value's data takes stored: its UTF-8 bytes for text, else its msgpack form;
+    ValueError if it cannot be stored."""
+    if isinstance(value, str):  # most values: no encoding pass over an ASCII one
+        return len(value) if value.isascii() else len(value.encode())
     try:
         return len(msgpack.packb(value, use_bin_type=True))
     except (OverflowError, TypeError, ValueError) as exc:

@@ -323,7 +323,7 @@ def value(index: int = 1, data="https://example.com/1", vtype: str = "URL") -> d
     (value(vtype="URL\u0000"), 400, "values[0].type"),
     (value(vtype="URL\n"), 400, "values[0].type"),
     (value(vtype="URL\u2028"), 400, "values[0].type"),
-    (value(data="x" * (64 * 1024)), 413, "values[0].data"),
+    (value(data="x" * (64 * 1024 + 1)), 413, "values[0].data"),
 ])
 async def test_bad_values_are_refused_in_handles_shape(client, bad, status, field):
     r = await client.put("/api/handles/88.118.8/BAD", headers=ent8_headers(),
@@ -336,19 +336,20 @@ async def test_bad_values_are_refused_in_handles_shape(client, bad, status, fiel
     assert (await client.get("/api/handles/88.118.8/BAD")).status == 404
 
 
-async def test_a_value_just_under_the_cap_is_stored(client):
+async def test_a_value_at_the_cap_is_stored(client):
     r = await client.put("/api/handles/88.118.8/BIG", headers=ent8_headers(),
-                         json={"values": [value(data="x" * (64 * 1024 - 8))]})
+                         json={"values": [value(data="x" * (64 * 1024))]})
     assert r.status == 201
 
 
 def test_value_data_cap_is_413_naming_the_value():
     doc = [value(), {"index": 2, "type": "BLOB", "data": "x" * 1000}]
-    assert len(records.values_from_json(doc, now=0, max_data=1003)) == 2  # 1000 B + msgpack header
+    assert len(records.values_from_json(doc, now=0, max_data=1000)) == 2
     with pytest.raises(errors.HandleError) as info:
-        records.values_from_json(doc, now=0, max_data=1002)
+        records.values_from_json(doc, now=0, max_data=999)
     assert (info.value.code, info.value.status) == (errors.INVALID_VALUE, 413)
-    assert "values[1].data is 1003 bytes" in info.value.message
+    assert "values[1].data is 1000 bytes" in info.value.message
+    assert records.data_size("产品") == 6 and records.data_size({"a": 1}) == 4
 
 
 @pytest.mark.parametrize("query", ["index=99999999999", "index=-2147483649",
