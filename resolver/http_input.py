@@ -2,8 +2,9 @@
 
 Each helper takes the raw aiohttp request and returns plain values, or raises
 ``errors.HandleError`` in Handle's terms (responseCode 4 or 102, 401/403 for credentials,
-413 for a body over the limit, 408 for one that does not arrive in time): nothing a client
-sends makes these raise anything else. The body limits come from the caller's
+429 once failed logins are over the limit (``resolver.ratelimit``), 413 for a body over the
+limit, 408 for one that does not arrive in time): nothing a client sends makes these raise
+anything else. Query integers are 32-bit, as Handle.Net reads them. The body limits come from the caller's
 ``HttpConfig``; there are no defaults here. No state, no writes.
 """
 from __future__ import annotations
