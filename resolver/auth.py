@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import os
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, unquote
@@ -63,16 +64,18 @@ def new_secret() -> str:
 
 
 class Verifier:
-    """Checks secrets against stored hashes; remembers successes (bounded)."""
+    """Checks secrets against stored hashes; remembers successes only, in an LRU of at most
+    ``max_remembered`` (a failure costs a hash each time, never memory)."""
 
     def __init__(self, max_remembered: int = 100_000) -> None:
         self._key = os.urandom(32)
-        self._ok: set[bytes] = set()
+        self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._max = max_remembered
 
     def verify(self, secret: str, stored: str) -> bool:
         token = hmac.new(self._key, stored.encode() + b"\0" + secret.encode(), "sha256").digest()
         if token in self._ok:
+            self._ok.move_to_end(token)
             return True
         try:
             parts = stored.split("$")
@@ -88,10 +91,10 @@ class Verifier:
             ok = hmac.compare_digest(got, want)
         except (ValueError, binascii.Error):
             ok = False
-        if ok:
-            if len(self._ok) >= self._max:
-                self._ok.clear()
-            self._ok.add(token)
+        if ok and self._max:
+            self._ok[token] = None
+            if len(self._ok) > self._max:
+                self._ok.popitem(last=False)
         return ok
 
 
@@ -125,10 +128,11 @@ def parse_basic(header: str | None) -> tuple[Identity, str] | None:
     """The identity and secret from an ``Authorization: Basic`` header; None when absent."""
     if not header:
         return None
+    if len(header) <= CACHED_HEADER:
+        return _parse_basic_cached(header)
     return _parse_basic(header)
 
 
-@lru_cache(maxsize=4096)  # clients send the same header with every request
 def _parse_basic(header: str) -> tuple[Identity, str]:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic":
@@ -146,3 +150,10 @@ def _parse_basic(header: str) -> tuple[Identity, str]:
         handle, _, secret = secret.partition(":")
         user = f"{user}:{handle}"
     return parse_identity(user), secret
+
+
+# Clients send the same header with every request, so parsing is remembered, but only for
+# headers of an ordinary size: what the cache holds is bounded (~1 MiB), however many
+# distinct, however long headers arrive (8 KiB each would otherwise be ~70 MB held).
+CACHED_HEADER = 256
+_parse_basic_cached = lru_cache(maxsize=1024)(_parse_basic)

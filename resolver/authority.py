@@ -16,14 +16,21 @@ level deep). The rules:
 
 ``Authority`` reads records through ``read`` (handle text -> decoded values, or None when
 absent) and holds no store and no node. It memoises what it read and what it decided, for the
-register path (one decision per identifier); invariants: each memo holds at most
-``max_entries`` entries (both are dropped together when either is full; 0 keeps none), and
-a caller that writes a record must call ``forget`` with the written keys, before and after the
-write, so no decision outlives a record it was drawn from. No I/O, no clock.
+register path (one decision per identifier). Invariants:
+
+- each memo is an LRU of at most ``max_entries`` entries (0 keeps none); when the memo of
+  records read is full, its least recently used entry goes and every decision with it (one may
+  have been drawn from that record); a full memo of decisions drops only its oldest one;
+- a failed login leaves nothing behind: neither its decision nor the record it read is kept,
+  so distinct wrong secrets (or identities) cost a hash check each, never memory (their rate
+  is bounded by ``resolver.ratelimit``);
+- a caller that writes a record must call ``forget`` with the written keys, before and after
+  the write, so no decision outlives a record it was drawn from. No I/O, no clock.
 """
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from typing import Callable, Iterable
 
 from resolver import auth, errors, identifiers, records
@@ -36,6 +43,7 @@ Reader = Callable[[str], "list[Value] | None"]
 # group at index 200, whose HS_VLIST lists the owner's HS_SECKEY at index 300. Protocol data,
 # not a tunable: clients address these indexes.
 ADMIN_GROUP_INDEX = 200
+_UNREAD = object()  # a memo miss (None is a record read as absent)
 
 
 def prefix_record(na_handle: str, secret: str, *, now: int, token: bool = False) -> list[Value]:
@@ -64,28 +72,45 @@ class Authority:
         self.case_sensitive = case_sensitive
         self.max_entries = max_entries
         self.verifier = verifier or auth.Verifier()
-        self._consulted: dict[bytes, list[Value] | None] = {}  # store key -> values read
-        self._decisions: dict[tuple, bool] = {}
+        self._consulted: OrderedDict[bytes, list[Value] | None] = OrderedDict()  # key -> read
+        self._decisions: OrderedDict[tuple, bool] = OrderedDict()
 
     # ---------------------------------------------------------------- memo
-    def consult(self, text: str) -> list[Value] | None:
-        """The values of ``text`` as ``read`` gave them, remembered until ``forget``."""
+    def consult(self, text: str, *, keep: bool = True) -> list[Value] | None:
+        """The values of ``text`` as ``read`` gave them (None: absent), remembered when
+        ``keep`` until ``forget`` or until the LRU lets it go."""
         key = identifiers.make_key(text, self.case_sensitive)
         consulted = self._consulted
-        if key in consulted:
-            return consulted[key]
+        values = consulted.get(key, _UNREAD)
+        if values is not _UNREAD:
+            consulted.move_to_end(key)
+            return values
         values = self.read(text)
-        if len(consulted) >= self.max_entries:
-            self.clear()
-        if self.max_entries:
-            consulted[key] = values
+        if keep:
+            self._keep(key, values)
         return values
 
+    def _keep(self, key: bytes, values: list[Value] | None) -> None:
+        consulted = self._consulted
+        if not self.max_entries:
+            return
+        consulted[key] = values
+        if len(consulted) > self.max_entries:
+            consulted.popitem(last=False)
+            self._decisions.clear()  # some may have been drawn from the record let go
+
     def _decide(self, decided: tuple, ok: bool) -> bool:
-        if len(self._decisions) >= self.max_entries:
-            self.clear()
         if self.max_entries:
-            self._decisions[decided] = ok
+            decisions = self._decisions
+            decisions[decided] = ok
+            if len(decisions) > self.max_entries:
+                decisions.popitem(last=False)
+        return ok
+
+    def _decided(self, decided: tuple) -> bool | None:
+        ok = self._decisions.get(decided)
+        if ok is not None:
+            self._decisions.move_to_end(decided)
         return ok
 
     def forget(self, keys: Iterable[bytes]) -> bool:
@@ -110,15 +135,15 @@ class Authority:
         """The identity, when ``secret`` matches its HS_SECKEY; HandleError 403 otherwise."""
         # keyed by a digest: a memo entry costs the same however long the secret sent
         decided = ("login", identity, hashlib.sha256(secret.encode()).digest())
-        ok = self._decisions.get(decided)
-        if ok is None:
-            ok = self._decide(decided, any(
-                v.index == identity.index and v.type == "HS_SECKEY" and isinstance(v.value, str)
-                and self.verifier.verify(secret, v.value)
-                for v in self.consult(identity.handle) or ()))
-        if not ok:
-            raise errors.HandleError(errors.AUTHENTICATION_FAILED,
-                                     f"Identity not verified: {identity}")
+        if self._decided(decided) is None:
+            values = self.consult(identity.handle, keep=False)
+            if not any(v.index == identity.index and v.type == "HS_SECKEY"
+                       and isinstance(v.value, str) and self.verifier.verify(secret, v.value)
+                       for v in values or ()):  # a failure is not remembered (module doc)
+                raise errors.HandleError(errors.AUTHENTICATION_FAILED,
+                                         f"Identity not verified: {identity}")
+            self._keep(identifiers.make_key(identity.handle, self.case_sensitive), values)
+            self._decide(decided, True)
         return identity
 
     def names(self, identity: auth.Identity, entries: Iterable[tuple[int, str]]) -> bool:
@@ -140,7 +165,7 @@ class Authority:
     def administers(self, identity: auth.Identity, prefix: str) -> bool:
         """True when the identity is an admin of ``prefix`` or of a prefix above it."""
         decided = ("admin", identity, identifiers.make_key(prefix, self.case_sensitive))
-        known = self._decisions.get(decided)
+        known = self._decided(decided)
         if known is not None:
             return known
         segs = prefix.split(".")

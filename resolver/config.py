@@ -1,8 +1,8 @@
 """Every tunable default of a node, in one place, and where each effective value came from.
 
 A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``, ``store``,
-``host``, ``observe``). The defaults below are the only defaults: constructors take their
-values from a ``Config`` and keep none of their own. Values are layered, later layers winning:
+``host``, ``observe``, ``auth``). The defaults below are the only defaults: constructors take
+their values from a ``Config`` and keep none of their own. Values are layered, later layers winning:
 
     defaults  <  the topology file's sections  <  idsim.toml (--config)  <  --set / flags
 
@@ -83,6 +83,9 @@ class HttpConfig:
     max_page: int = 1_000_000             # larger ?page= values are cut to this
     plain_auth_remote: int = 0            # 1: Basic credentials count over plain HTTP from
                                           # non-loopback peers too (Handle.Net: HTTPS only)
+    # sizes of what a client stores (larger: 413, responseCode 202)
+    max_value_data: int = 64 * 1024       # bytes of one value's data, as stored (msgpack)
+    max_record: int = MiB                 # bytes of one whole record, as stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,7 @@ class HostConfig:
 
 @dataclass(frozen=True, slots=True)
 class ObserveConfig:
-    """The operator's view: /readyz, ``idsim status`` and the dashboard (h6)."""
+    """The operator's view: /readyz, ``idsim status`` and the dashboard."""
     peer_check_ttl: float = 2.0           # s a /readyz peer check's result is reused
     peer_timeout: float = 2.0             # s for one /readyz peer check
     scrape_timeout: float = 3.0           # s for one node's /readyz or /metrics when observed
@@ -125,9 +128,22 @@ class ObserveConfig:
                                           # node holds its prefixes (and on each top restart)
 
 
+# the failed-login limits (resolver.ratelimit), on the HTTP API
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """Failed Basic-auth logins (``resolver.ratelimit.LoginLimits``): over a limit, 429."""
+    address_failures: int = 50            # failed logins one client address may make per window
+    identity_failures: int = 10           # ... for one identity from one address (0: no limits)
+    window: float = 60.0                  # s over which failures are counted
+    lockout: float = 60.0                 # s a client (or identity at it) over a limit waits
+    tracked: int = 10_000                 # clients and identities remembered (LRU)
+    known_for: float = 3600.0             # s a login that succeeded from an address keeps that
+                                          # identity exempt from the address's lockout there
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
-                             "observe": ObserveConfig}  # observe: h6
+                             "observe": ObserveConfig, "auth": AuthConfig}
 DEFAULT_SOURCE = "default"
 
 
@@ -149,7 +165,8 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     host: HostConfig = field(default_factory=HostConfig)
-    observe: ObserveConfig = field(default_factory=ObserveConfig)  # h6
+    observe: ObserveConfig = field(default_factory=ObserveConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

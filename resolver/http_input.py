@@ -2,8 +2,9 @@
 
 Each helper takes the raw aiohttp request and returns plain values, or raises
 ``errors.HandleError`` in Handle's terms (responseCode 4 or 102, 401/403 for credentials,
-413 for a body over the limit, 408 for one that does not arrive in time): nothing a client
-sends makes these raise anything else. The body limits come from the caller's
+429 once failed logins are over the limit (``resolver.ratelimit``), 413 for a body over the
+limit, 408 for one that does not arrive in time): nothing a client sends makes these raise
+anything else. Query integers are 32-bit, as Handle.Net reads them. The body limits come from the caller's
 ``HttpConfig``; there are no defaults here. No state, no writes.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from resolver.config import HttpConfig
 HANDLES = "/api/handles/"
 MSGPACK = "application/msgpack"
 _HEX = frozenset("0123456789abcdefABCDEF")
+INT_MIN, INT_MAX = -2**31, 2**31 - 1  # what Handle.Net (Java) reads a query integer as
 
 
 def handle_text(request: web.BaseRequest) -> str:
@@ -50,14 +52,18 @@ def _bad_percent(text: str) -> bool:
 
 
 def int_params(request: web.BaseRequest, name: str) -> set[int]:
-    """Every ``?name=`` value as an integer (``?index=1&index=2``); responseCode 4 if one is not."""
+    """Every ``?name=`` value as an integer (``?index=1&index=2``); responseCode 4 if one is
+    not, or is outside a 32-bit int (as Handle.Net's ``Integer.parseInt`` refuses it)."""
     out = set()
     for raw in request.query.getall(name, ()):
         try:
-            out.add(int(raw))
+            value = int(raw)
         except ValueError:
-            raise errors.HandleError(errors.PROTOCOL_ERROR,
-                                     f"{name} must be an integer; got {raw[:40]!r}") from None
+            value = None
+        if value is None or not INT_MIN <= value <= INT_MAX:
+            raise errors.HandleError(errors.PROTOCOL_ERROR, f"{name} must be an integer from "
+                                     f"{INT_MIN} to {INT_MAX}; got {raw[:40]!r}")
+        out.add(value)
     return out
 
 
@@ -81,13 +87,27 @@ def flag(request: web.BaseRequest, name: str, default: bool) -> bool:
 
 def identity_of(node, request: web.BaseRequest) -> auth.Identity | None:
     """The verified caller, None when anonymous (no credentials, or Basic sent in plain text
-    from another host: ``resolver.tls``); HandleError 401 for bad credentials."""
+    from another host: ``resolver.tls``); HandleError 401 for bad credentials, and
+    429 (``ratelimit.RateLimited``) once the client's address, or this identity from it, has
+    failed too often (``node.logins``: a node that checks no secrets has none)."""
     creds = auth.parse_basic(request.headers.get("Authorization"))
     if creds is None:
         return None
     if not tls.credentials_count(request.secure, request.remote, node.config.http):
         return None  # plain text from another host: anonymous, as Handle.Net (resolver.tls)
-    return node.authenticate(*creds)
+    limits = getattr(node, "logins", None)
+    if limits is None:
+        return node.authenticate(*creds)
+    identity, address = creds[0], request.remote or ""
+    limits.check(identity, address)
+    try:
+        verified = node.authenticate(*creds)
+    except errors.HandleError as exc:
+        if exc.code == errors.AUTHENTICATION_FAILED:
+            limits.failed(identity, address)
+        raise
+    limits.succeeded(identity, address)
+    return verified
 
 
 async def json_body(request: web.BaseRequest, limits: HttpConfig):

@@ -21,6 +21,7 @@ from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
 from resolver.locks import KeyLocks
+from resolver.ratelimit import LoginLimits
 from resolver.records import Value
 from resolver.roles import Role
 from resolver.rpc_auth import Method, text_param
@@ -65,6 +66,8 @@ class SecondaryNode:
         self.clock = clock
         self.locks = KeyLocks()
         self.stats: Counter[str] = Counter()
+        # h2: failed Basic-auth logins per client address and identity (http_input.identity_of)
+        self.logins = LoginLimits(self.config.auth, clock)
 
     # ---------------------------------------------------------------- naming
     def parse(self, text: str) -> Handle:
@@ -163,6 +166,14 @@ class SecondaryNode:
                                            timestamp=int(self.clock())))
         return out
 
+    def _encode(self, text: str, values: list[Value]) -> bytes:
+        """A record's stored bytes, refused (413) over ``http.max_record``."""
+        data = records.encode(text, values)
+        if len(data) > (limit := self.config.http.max_record):
+            raise records.too_large(f"the record would be {len(data)} bytes; at most {limit}"
+                                    ).with_handle(text)
+        return data
+
     async def put(self, handle: Handle, values: list[Value], *, identity: auth.Identity | None,
                   overwrite: bool = True, indexes: set[int] | None = None) -> bool:
         """Create or replace a record (or, with ``indexes``, some of its values).
@@ -189,7 +200,7 @@ class SecondaryNode:
                 raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
                                          handle=handle.text)
             values = self._prepare(handle, values, identity)
-            await self._store([(handle.key, records.encode(text, values))])
+            await self._store([(handle.key, self._encode(text, values))])
         self.stats["registrations"] += current is None
         return current is None
 
@@ -235,7 +246,8 @@ class SecondaryNode:
                 if handle.key in todo:
                     raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
                                              "handle appears twice in this batch", handle=text)
-                todo[handle.key] = (pos, handle, records.values_from_json(doc, now=now))
+                todo[handle.key] = (pos, handle, records.values_from_json(
+                    doc, now=now, max_data=self.config.http.max_value_data))
                 results.append({"responseCode": errors.SUCCESS, "handle": handle.text})
             except errors.HandleError as exc:
                 results.append(exc.with_handle(str(text)).body())
@@ -250,7 +262,7 @@ class SecondaryNode:
                     current = records.decode(data)[1] if data is not None else None
                     self.authority.check_may_write(identity, handle, current)  # memoised
                     values = self._prepare(handle, values, identity)
-                    writes.append((key, records.encode(handle.text, values)))
+                    writes.append((key, self._encode(handle.text, values)))
                 except errors.HandleError as exc:
                     results[pos] = exc.with_handle(handle.text).body()
             await self._store(writes)

@@ -31,12 +31,19 @@ ADMIN_INDEX = 100
 FORMATS = ("string", "base64", "hex", "admin", "site", "vlist", "key")
 HIDDEN_TYPES = frozenset({"HS_SECKEY", "HS_PRIVKEY"})
 MAX_VALUES = 1000
-MAX_INDEX = 2**31 - 1
+MAX_INDEX = 2**31 - 1  # Handle.Net's indexes, admin/vlist member indexes and TTLs are int32
 _INT_TEXT = re.compile(r"-?[0-9]{1,20}")  # ASCII digits only: str.isdigit() also accepts '²'
+# C0, DEL and C1 controls, and the Unicode line/paragraph separators: never in a type name
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def invalid(message: str) -> errors.HandleError:
     return errors.HandleError(errors.INVALID_VALUE, message)
+
+
+def too_large(message: str) -> errors.HandleError:
+    """A value or record over its configured size: responseCode 202 with HTTP 413."""
+    return errors.HandleError(errors.INVALID_VALUE, message, status=413)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +153,17 @@ def rest_values(rows: list[list], *, types: Iterable[str] = (), indexes: Iterabl
 
 # ---------------------------------------------------------------- what clients send
 
-def values_from_json(doc: Any, *, now: int) -> list[Value]:
+def values_from_json(doc: Any, *, now: int, max_data: int | None = None) -> list[Value]:
     """Values from a PUT body: ``{"values": [...]}`` or a bare list, as Handle clients send.
 
-    Accepts ``data`` as ``{"format", "value"}`` or a bare string, ``index`` as int or numeric
-    string (also inside HS_ADMIN), optional ``ttl`` and ``permissions`` ("1110": admin read,
-    admin write, public read, public write). Every value gets the timestamp ``now``.
-    Raises HandleError 202 naming the value at fault.
+    Accepts ``data`` (required) as ``{"format", "value"}`` or a bare string, ``index`` as int
+    or numeric string (also inside HS_ADMIN and HS_VLIST), optional ``ttl`` and
+    ``permissions`` ("1110": admin read, admin write, public read, public write). Every
+    integer is range-checked (indexes 1..2^31-1, member indexes and TTLs 0..2^31-1), a type
+    holds no control characters, and with ``max_data`` (``HttpConfig.max_value_data``) no
+    value's data is larger than that (``data_size``). Every value gets the
+    timestamp ``now``; a client's ``timestamp`` is ignored. Raises HandleError 202 naming the
+    value at fault (with HTTP 413 for one too large).
     """
     if isinstance(doc, dict):
         if "values" not in doc:
@@ -165,7 +176,7 @@ def values_from_json(doc: Any, *, now: int) -> list[Value]:
     out: list[Value] = []
     seen: set[int] = set()
     for pos, item in enumerate(doc):
-        v = value_from_json(item, now=now, where=f"values[{pos}]")
+        v = value_from_json(item, now=now, where=f"values[{pos}]", max_data=max_data)
         if v.index in seen:
             raise invalid(f"values[{pos}]: index {v.index} appears twice")
         seen.add(v.index)
@@ -183,7 +194,19 @@ def _int(x: Any, what: str) -> int:
     raise invalid(f"{what} must be an integer; got {x!r}"[:200])
 
 
-def value_from_json(item: Any, *, now: int, where: str = "value") -> Value:
+def data_size(value: Any) -> int:
+    """Bytes a value's data takes stored: its UTF-8 bytes for text, else its msgpack form;
+    ValueError if it cannot be stored."""
+    if isinstance(value, str):  # most values: no encoding pass over an ASCII one
+        return len(value) if value.isascii() else len(value.encode())
+    try:
+        return len(msgpack.packb(value, use_bin_type=True))
+    except (OverflowError, TypeError, ValueError) as exc:
+        raise ValueError(str(exc)) from None
+
+
+def value_from_json(item: Any, *, now: int, where: str = "value",
+                    max_data: int | None = None) -> Value:
     if not isinstance(item, dict):
         raise invalid(f"{where} must be an object")
     if "index" not in item:
@@ -194,7 +217,11 @@ def value_from_json(item: Any, *, now: int, where: str = "value") -> Value:
     vtype = item.get("type")
     if not isinstance(vtype, str) or not vtype or len(vtype) > 255:
         raise invalid(f"{where}.type must be a non-empty string of at most 255 characters")
-    data = item.get("data", "")
+    if _CONTROL.search(vtype):
+        raise invalid(f"{where}.type must not contain control characters")
+    if "data" not in item:
+        raise invalid(f"{where}.data is missing")
+    data = item["data"]
     if isinstance(data, str):
         fmt, val = "string", data
     elif isinstance(data, dict):
@@ -205,6 +232,12 @@ def value_from_json(item: Any, *, now: int, where: str = "value") -> Value:
     else:
         raise invalid(f"{where}.data must be a string or {{format, value}}")
     val = _check_data(fmt, val, f"{where}.data.value")
+    try:
+        size = data_size(val)
+    except ValueError:
+        raise invalid(f"{where}.data.value cannot be stored") from None
+    if max_data is not None and size > max_data:
+        raise too_large(f"{where}.data is {size} bytes; a value holds at most {max_data}")
     if vtype == "HS_ADMIN" and fmt != "admin":
         raise invalid(f"{where}: HS_ADMIN needs data.format 'admin'")
     ttl = _int(item.get("ttl", DEFAULT_TTL), f"{where}.ttl")
@@ -244,15 +277,13 @@ def _check_data(fmt: str, val: Any, where: str) -> Any:
         perms = val.get("permissions", "111111111111")
         if not (isinstance(perms, str) and len(perms) == 12 and set(perms) <= {"0", "1"}):
             raise invalid(f"{where}.permissions must be 12 bits like '111111111111'")
-        admin_index = _int(val.get("index", 300), f"{where}.index")
-        if not 0 <= admin_index <= MAX_INDEX:  # unbounded ints would not even encode (msgpack)
-            raise invalid(f"{where}.index must be between 0 and {MAX_INDEX}")
+        admin_index = _member_index(val.get("index", 300), f"{where}.index")
         val = {"handle": val["handle"], "index": admin_index, "permissions": perms}
     elif fmt == "vlist":
         if not isinstance(val, list):
             raise invalid(f"{where} must be a list of {{handle, index}} for format 'vlist'")
         val = [{"handle": _vlist_handle(m, f"{where}[{i}]"),
-                "index": _int(m.get("index"), f"{where}[{i}].index")}
+                "index": _member_index(m.get("index"), f"{where}[{i}].index")}
                for i, m in enumerate(val)]
     elif val is None:
         raise invalid(f"{where} is missing")
@@ -262,6 +293,15 @@ def _check_data(fmt: str, val: Any, where: str) -> Any:
         except TypeError:
             raise invalid(f"{where} must be a JSON value (text keys, no bytes)") from None
     return val
+
+
+def _member_index(x: Any, where: str) -> int:
+    """The index of an HS_ADMIN or HS_VLIST member: 0..2^31-1 (unbounded ints would not even
+    encode: msgpack stops at 2^64)."""
+    index = _int(x, where)
+    if not 0 <= index <= MAX_INDEX:
+        raise invalid(f"{where} must be between 0 and {MAX_INDEX}")
+    return index
 
 
 def _vlist_handle(member: Any, where: str) -> str:
@@ -283,4 +323,5 @@ def admins(values: Iterable[Value]) -> list[tuple[int, str]]:
 
 
 __all__ = ["Answer", "Value", "admin_value", "encode", "decode", "decode_rows", "rest_values",
-           "values_from_json", "value_from_json", "merge", "admins", "iso_timestamp"]
+           "values_from_json", "value_from_json", "merge", "admins", "iso_timestamp",
+           "data_size", "too_large"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import logging
 import re
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import msgpack
 import orjson
@@ -31,6 +31,8 @@ log = logging.getLogger("idsim.web")
 JSON = "application/json;charset=utf-8"
 JSON_HEADERS = {"Content-Type": JSON}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_URL_SAFE = "%:/?#[]@!$&'()*+,;=-._~"  # RFC 3986 reserved + unreserved (with letters, digits)
 
 
 # ------------------------------------------------------------------ answers
@@ -50,6 +52,8 @@ def error_answer(request: web.BaseRequest, exc: errors.HandleError) -> web.Respo
     resp = answer(request, exc.body(), exc.status)
     if exc.status == 401:
         resp.headers["WWW-Authenticate"] = 'Basic realm="handle"'
+    elif exc.status == 429:  # too many failed logins (resolver.ratelimit.RateLimited)
+        resp.headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
     return resp
 
 
@@ -102,7 +106,8 @@ async def put_handle(node, request: web.BaseRequest) -> web.Response:
     indexes = int_params(request, "index")
     doc = await json_body(request, node.config.http)
     try:
-        values = records.values_from_json(doc, now=int(node.clock()))
+        values = records.values_from_json(doc, now=int(node.clock()),
+                                          max_data=node.config.http.max_value_data)
     except errors.HandleError as exc:
         raise exc.with_handle(handle.text) from None
     created = await node.put(handle, values, identity=identity, overwrite=overwrite,
@@ -218,10 +223,18 @@ async def redirect(node, request: web.BaseRequest) -> web.Response:
     if url is None:
         raise errors.HandleError(errors.VALUES_NOT_FOUND, "handle has no URL value to redirect to",
                                  handle=text, status=404)
+    url = location(url)
     link = html.escape(url, quote=True)
     page = f'<html><head><title>Handle Redirect</title></head>\n<body><a href="{link}">{link}</a></body></html>'
     return web.Response(status=302, headers={"Location": url, "Content-Type": "text/html;charset=utf-8"},
                         text=page)
+
+
+def location(url: str) -> str:
+    """``url`` as RFC 3986 allows it in a ``Location`` header: every character other than
+    unreserved and reserved ones percent-encoded as UTF-8 (non-ASCII, spaces, U+2028...);
+    valid ``%XX`` escapes are kept, a ``%`` that starts none becomes ``%25``."""
+    return quote(_LONE_PERCENT.sub("%25", url), safe=_URL_SAFE, errors="surrogatepass")
 
 
 async def empty_handle(node, request: web.BaseRequest) -> web.Response:

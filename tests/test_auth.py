@@ -233,3 +233,32 @@ def test_an_identity_whose_handle_is_not_a_handle_is_refused():
         auth.parse_identity("300:0.NA/" + "x" * 300)
     assert err.value.code == errors.AUTHENTICATION_FAILED
     assert "at most 255" in err.value.message
+
+
+def test_remembered_successes_are_an_lru(monkeypatch):
+    """The most recently used successes stay when the memory is full (it used to be cleared
+    wholesale, so every client paid scrypt again)."""
+    stored = {s: auth.hash_secret(s) for s in ("a-secret", "b-secret", "c-secret")}
+    v = auth.Verifier(max_remembered=2)
+    for s in ("a-secret", "b-secret", "a-secret", "c-secret"):  # b is the least recent
+        assert v.verify(s, stored[s])
+    calls = []
+    real = auth.hashlib.scrypt
+    monkeypatch.setattr(auth.hashlib, "scrypt", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert v.verify("a-secret", stored["a-secret"]) and v.verify("c-secret", stored["c-secret"])
+    assert calls == []
+    assert v.verify("b-secret", stored["b-secret"]) and calls == [1]
+    assert not v.verify("wrong", stored["a-secret"]) and len(v._ok) == 2
+
+
+def test_only_ordinary_headers_are_remembered():
+    """Distinct long headers (say, 4 KB guesses) are parsed each time, never kept: the parse
+    cache holds at most 1,024 headers of at most 256 characters (it held 4,096 of any size)."""
+    before = auth._parse_basic_cached.cache_info().currsize
+    for i in range(100):
+        identity, secret = auth.parse_basic(auth.basic_header(str(ENT8), f"{i:04d}" * 1000))
+        assert identity == ENT8 and len(secret) == 4000
+    assert auth._parse_basic_cached.cache_info().currsize == before
+    assert auth._parse_basic_cached.cache_info().maxsize == 1024
+    header = auth.basic_header(str(ENT8), "short-secret")
+    assert auth.parse_basic(header) is auth.parse_basic(header)  # the usual header: parsed once

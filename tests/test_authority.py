@@ -5,6 +5,9 @@ The records follow Handle.Net's layout as a secondary node writes them (``prefix
 """
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 
 from resolver import auth, errors, identifiers, records
@@ -263,3 +266,56 @@ def test_no_memo_at_all_still_decides(db):
     assert not rules.administers(BOB, "88.118.8")
     assert rules.authenticate(ENT8, ENT8_SECRET) == ENT8
     assert rules.held() == (0, 0)
+
+
+def test_distinct_wrong_secrets_leave_no_memory(db):
+    """100,000 failed logins, each with a new 1 KB secret (issue 8's reproduction): nothing is
+    remembered, and traced memory stays flat (bound: 64 KiB at its peak; it was ~20 MB, one
+    decision each, until the memo was cleared wholesale at 100,000)."""
+    rules = Authority(db.read)  # the default bound, 100,000 entries
+    assert rules.authenticate(ENT8, ENT8_SECRET) == ENT8
+    held = rules.held()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(100_000):
+            try:
+                rules.authenticate(ENT8, f"{i:08d}" * 128)
+            except errors.HandleError as exc:
+                assert exc.code == errors.AUTHENTICATION_FAILED
+            else:
+                raise AssertionError("a wrong secret was accepted")
+        grown = tracemalloc.get_traced_memory()[1] - before  # the peak, not just the end
+    finally:
+        tracemalloc.stop()
+    print(f"100,000 distinct 1 KB wrong secrets: traced memory peaked {grown} B above the start")
+    assert rules.held() == held
+    assert grown < 64 * 1024, grown
+    assert rules.authenticate(ENT8, ENT8_SECRET) == ENT8
+
+
+def test_failed_logins_do_not_push_good_decisions_out(db):
+    rules = Authority(db.read, max_entries=4)
+    assert rules.authenticate(ENT8, ENT8_SECRET) == ENT8
+    assert rules.administers(ALICE, "88.118.8")
+    reads = db.reads
+    for i in range(50):  # wrong secrets, and identities that do not exist
+        refused(rules.authenticate, ENT8, f"guess-{i}")
+        refused(rules.authenticate, Identity(300, f"0.NA/88.118.{i + 100}"), "x")
+    assert db.reads == reads + 50  # each unknown identity read afresh (not kept)...
+    assert rules.authenticate(ENT8, ENT8_SECRET) == ENT8  # ...and the good ones still known
+    assert rules.administers(ALICE, "88.118.8")
+    assert db.reads == reads + 50
+
+
+def test_memos_are_lru_not_cleared_wholesale(db):
+    rules = Authority(db.read, max_entries=3)
+    assert rules.authenticate(ENT8, ENT8_SECRET) == ENT8
+    for i in range(10):  # other decisions, drawn from records consulted already
+        rules.authenticate(ENT8, ENT8_SECRET)  # recently used: kept
+        assert rules.administers(ENT8, f"88.118.8.{i}")
+        assert max(rules.held()) <= 3
+    reads = db.reads
+    assert rules.authenticate(ENT8, ENT8_SECRET) == ENT8
+    assert db.reads == reads

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from resolver.cache import NEGATIVE_ENTRY_SIZE, Hit, TTLCache, answer_ttl
+from resolver.cache import Hit, TTLCache, answer_ttl, negative_size
 
 T0 = 1000.0
 
@@ -51,7 +51,7 @@ def test_stale_window_hit_then_gone():
 def test_negative_entries():
     c = TTLCache(max_entries=10, max_bytes=1000, stale_window=5)
     assert c.put_negative(b"20.500/nope", ttl=30, now=T0)
-    assert c.bytes_used == NEGATIVE_ENTRY_SIZE
+    assert c.bytes_used == negative_size(b"20.500/nope")
     hit = c.get(b"20.500/nope", T0 + 1)
     assert hit == Hit(value=None, negative=True, stale=False, expires_at=T0 + 30)
     assert c.get(b"20.500/nope", T0 + 31).stale
@@ -63,11 +63,11 @@ def test_negative_entries():
     assert c.bytes_used == 10
     c.put_negative(b"k", ttl=5, now=T0 + 2)
     assert c.get(b"k", T0 + 3).negative
-    assert c.bytes_used == NEGATIVE_ENTRY_SIZE
+    assert c.bytes_used == negative_size(b"k")
 
 
 def test_negative_entry_counts_against_bytes():
-    c = TTLCache(max_entries=10, max_bytes=NEGATIVE_ENTRY_SIZE - 1)
+    c = TTLCache(max_entries=10, max_bytes=negative_size(b"k") - 1)
     assert not c.put_negative(b"k", ttl=30, now=T0)
     assert len(c) == 0 and c.get(b"k", T0) is None
 
@@ -184,7 +184,7 @@ def test_invalidate_and_clear():
 def test_counters_and_stats():
     c = TTLCache(max_entries=2, max_bytes=500, stale_window=10)
     c.put(b"a", 1, ttl=5, now=T0, size=1)
-    c.put_negative(b"n", ttl=5, now=T0)
+    c.put_negative(b"n", ttl=20, now=T0)
     c.get(b"a", T0)          # hit
     c.get(b"n", T0)          # hit (negative answers are hits)
     c.get(b"x", T0)          # miss
@@ -224,7 +224,7 @@ def test_answer_ttl_bad_bounds():
 
 KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"])
 TTLS = st.sampled_from([-1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 10.0])
-SIZES = st.integers(min_value=0, max_value=120)
+SIZES = st.integers(min_value=0, max_value=500)  # negatives weigh ~400 B (negative_size)
 STEPS = st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 5.0])
 
 
@@ -232,7 +232,7 @@ class CacheMachine(RuleBasedStateMachine):
     """TTLCache against a dict + list-order reference model with the same half-open rules."""
 
     @initialize(max_entries=st.integers(min_value=1, max_value=4),
-                max_bytes=st.none() | st.integers(min_value=0, max_value=300),
+                max_bytes=st.none() | st.integers(min_value=0, max_value=1200),
                 stale_window=st.sampled_from([0.0, 0.5, 2.0]))
     def setup(self, max_entries, max_bytes, stale_window):
         self.cache = TTLCache(max_entries=max_entries, max_bytes=max_bytes,
@@ -243,24 +243,30 @@ class CacheMachine(RuleBasedStateMachine):
         self.now = 0.0
         self.model: dict = {}   # key -> (value, expires_at, size, negative)
         self.order: list = []   # LRU first
+        self.negatives: list = []  # negative keys in put order (each write sweeps expired ones)
         self.counts = {"hits": 0, "misses": 0, "stale_hits": 0, "evictions": 0}
 
     def _model_drop(self, key):
         if key in self.model:
+            if self.model[key][3]:
+                self.negatives.remove(key)
             del self.model[key]
             self.order.remove(key)
 
     def _model_store(self, key, value, ttl, size, negative):
+        while self.negatives and self.now >= self.model[self.negatives[0]][1] + self.stale_window:
+            self._model_drop(self.negatives[0])  # expired negatives go (not evictions)
         self._model_drop(key)
         if not ttl > 0 or (self.max_bytes is not None and size > self.max_bytes):
             return False
         self.model[key] = (value, self.now + ttl, size, negative)
         self.order.append(key)
+        if negative:
+            self.negatives.append(key)
         while len(self.order) > self.max_entries or (
                 self.max_bytes is not None
                 and sum(self.model[k][2] for k in self.order) > self.max_bytes):
-            victim = self.order.pop(0)
-            del self.model[victim]
+            self._model_drop(self.order[0])
             self.counts["evictions"] += 1
         return True
 
@@ -271,7 +277,7 @@ class CacheMachine(RuleBasedStateMachine):
 
     @rule(key=KEYS, ttl=TTLS)
     def put_negative(self, key, ttl):
-        expected = self._model_store(key, None, ttl, NEGATIVE_ENTRY_SIZE, True)
+        expected = self._model_store(key, None, ttl, negative_size(key), True)
         assert self.cache.put_negative(key, ttl=ttl, now=self.now) == expected
 
     @rule(key=KEYS)
@@ -329,6 +335,7 @@ class CacheMachine(RuleBasedStateMachine):
         assert len(c) == len(self.model) <= self.max_entries
         assert c.bytes_used == sum(e[2] for e in self.model.values())
         assert c.bytes_used == sum(e.size for e in c._entries.values())
+        assert list(c._negatives) == self.negatives
         if self.max_bytes is not None:
             assert c.bytes_used <= self.max_bytes
         assert {k: getattr(c, k) for k in self.counts} == self.counts

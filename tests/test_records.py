@@ -201,6 +201,17 @@ REJECTIONS = {
     "permissions not 4 bits": ({**URL, "index": 2, "permissions": "111"}, "values[1].permissions"),
     "permissions not a string": ({**URL, "index": 2, "permissions": 14}, "values[1].permissions"),
     "value not an object": ("URL=https://ex.com", "values[1] must be an object"),
+    # issue 8 item 6 and issue 9 part 7: every integer in range, types clean, data present
+    "vlist index huge": ({"index": 200, "type": "HS_VLIST", "data": {"format": "vlist", "value": [
+        {"handle": "0.NA/88.118.8", "index": "99999999999999999999"}]}},
+        "values[1].data.value[0].index must be between 0 and"),
+    "vlist index negative": ({"index": 200, "type": "HS_VLIST", "data": {"format": "vlist",
+        "value": [{"handle": "0.NA/88.118.8", "index": -1}]}}, "values[1].data.value[0].index"),
+    "ttl beyond int32": ({**URL, "index": 2, "ttl": 2**31}, "values[1].ttl"),
+    "data missing": ({"index": 2, "type": "URL"}, "values[1].data is missing"),
+    "type with NUL": ({**URL, "index": 2, "type": "URL\u0000"}, "values[1].type must not"),
+    "type with newline": ({**URL, "index": 2, "type": "URL\r\nX"}, "values[1].type must not"),
+    "type with C1 control": ({**URL, "index": 2, "type": "URL\u0085"}, "values[1].type must not"),
 }
 
 
