@@ -53,8 +53,11 @@ def ok(schema: dict, text: str = "success") -> dict:
     return {"description": text, "content": {JSON: {"schema": schema}}}
 
 
-def body(schema: dict) -> dict:
-    return {"required": True, "content": {JSON: {"schema": schema}}}
+def body(schema: dict, example=None) -> dict:
+    media = {"schema": schema}
+    if example is not None:
+        media["examples"] = {"demo": {"value": example}}
+    return {"required": True, "content": {JSON: media}}
 
 
 # Answers most operations share (statuses and codes as errors.HTTP_STATUS pairs them).
@@ -76,18 +79,24 @@ WRITE_ERRORS = {"400": BAD_REQUEST, "401": BAD_CREDENTIALS, "403": FORBIDDEN,
                 "408": SLOW_BODY, "413": TOO_LARGE}
 
 BASIC = [{"basic": []}]
+DEMO = "88.118.8/SN000000001"  # the demo data's first identifier (``idsim up``'s preset)
+DEMO_VALUES = {"values": [{"index": 1, "type": "URL", "data": {"format": "string",
+                                                              "value": "https://ex.com/1"}}]}
 BASIC_OR_NONE = [{}, {"basic": []}]
 
 
-def q(name: str, schema: dict, text: str, required: bool = False) -> dict:
-    return {"name": name, "in": "query", "required": required, "schema": schema,
-            "description": text}
+def q(name: str, schema: dict, text: str, required: bool = False, example=None) -> dict:
+    out = {"name": name, "in": "query", "required": required, "schema": schema,
+           "description": text}
+    if example is not None:
+        out["examples"] = {"demo": {"value": example}}
+    return out
 
 
 HANDLE_PATH = {"name": "handle", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": HANDLE_PATTERN, "maxLength": 255},
                "description": "prefix/suffix; a '/' may also be sent as %2F",
-               "examples": {"demo": {"value": "88.118.8/SN000000001"}}}
+               "examples": {"demo": {"value": DEMO}}}
 INDEX_Q = q("index", {"type": "array", "items": {"type": "integer", "minimum": 1,
                                                   "maximum": MAX_INDEX}},
             "value indexes (repeatable: ?index=1&index=2)")
@@ -222,7 +231,7 @@ def _handle_ops(recursive: bool) -> dict:
         **WRITE_ERRORS, "404": error(404, [E.HANDLE_NOT_FOUND], "?index= on a missing handle"),
         "409": CONFLICT, **passed},
         params=[HANDLE_PATH, q("overwrite", BOOL, "false: 409 if the handle (or index) exists"),
-                INDEX_Q], security=BASIC, request=body(ref("Values")))
+                INDEX_Q], security=BASIC, request=body(ref("Values"), DEMO_VALUES))
     delete = op("delete a handle, or with ?index= some of its values", {
         "200": ok(ref("Success"), "deleted"),
         "400": error(400, [E.PROTOCOL_ERROR, E.INVALID_HANDLE, E.VALUES_NOT_FOUND,
@@ -238,7 +247,7 @@ def _serving_ops() -> dict:
         "/api/handles": {"get": op("list a prefix's handles (its owner or node admin)", {
             "200": ok(ref("Listing")), "400": BAD_REQUEST, "401": BAD_CREDENTIALS,
             "403": FORBIDDEN},
-            params=[q("prefix", {"type": "string", "minLength": 1}, "the prefix", True),
+            params=[q("prefix", {"type": "string", "minLength": 1}, "the prefix", True, "88.118.8"),
                     q("page", {"type": "integer"}, "page number from 0 (clamped)"),
                     q("pageSize", {"type": "integer"}, "handles per page (clamped)")],
             security=BASIC)},
@@ -247,10 +256,11 @@ def _serving_ops() -> dict:
         "/api/admin/prefixes": {"post": op("allocate an enterprise prefix and its login", {
             "201": ok(ref("PrefixLogin"), "created; the secret is shown this once"),
             **WRITE_ERRORS, "409": CONFLICT, "503": UNAVAILABLE},
-            security=BASIC, request=body(ref("NewPrefix")), tag="admin")},
+            security=BASIC, request=body(ref("NewPrefix"), {"prefix": "88.118.77"}), tag="admin")},
         "/api/batch/register": {"post": op("register many handles in one durable commit", {
             "200": ok(ref("BatchRegistered"), "one result per item, in order"), **WRITE_ERRORS},
-            security=BASIC, request=body(ref("BatchRegister")), tag="batch")},
+            security=BASIC, request=body(ref("BatchRegister"), {"handles": [
+                {"handle": "88.118.8/BATCH-1", **DEMO_VALUES}]}), tag="batch")},
     }
 
 
@@ -277,7 +287,7 @@ def _common_ops() -> dict:
         "/api/batch/resolve": {"post": op("resolve up to batch.max_resolve handles", {
             "200": ok(ref("BatchResolved"), "one answer per handle, in order"),
             "400": BAD_REQUEST, "408": SLOW_BODY, "413": TOO_LARGE},
-            request=body(ref("BatchResolve")), tag="batch")},
+            request=body(ref("BatchResolve"), {"handles": [DEMO, "88.118.8/NONE"]}), tag="batch")},
         "/api/stats": {"get": op("counters (the top-level node: the network's)", {
             "200": ok(ref("Stats"))}, tag="operator")},
         "/api/openapi.json": {"get": op("this document", {"200": ok({"type": "object"})},
@@ -300,7 +310,8 @@ def _redirect_op() -> dict:
             "required": True, "schema": {"type": "string"}}},
             "content": {"text/html": {"schema": {"type": "string"}}}},
         "400": BAD_REQUEST,
-        "404": error(404, [E.HANDLE_NOT_FOUND, E.VALUES_NOT_FOUND], "no handle (100) or no URL (200)"),
+        "404": error(404, [E.PROTOCOL_ERROR, E.HANDLE_NOT_FOUND, E.VALUES_NOT_FOUND],
+                     "no handle (100), no URL (200), or not a handle (4: no such endpoint)"),
         "503": UNAVAILABLE}, params=[param], tag="proxy")
     return {"get": get, "head": _head(get)}
 
