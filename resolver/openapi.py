@@ -191,6 +191,10 @@ SCHEMAS = {
                              "role and their own counters (fields may be added)"},
     "Health": {"type": "object", "additionalProperties": True},
 }
+SCHEMAS["ValueIn"]["description"] = (
+    "a value as clients send it: data is required (a value without it is refused, 202), a type "
+    "has no control characters (202); one value's data and a whole record are capped "
+    "(configurable; by default 64 KiB and 1 MiB): over a cap, 413 in Handle's shape")
 
 
 # ------------------------------------------------------------------ operations
