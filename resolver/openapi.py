@@ -220,7 +220,8 @@ def _head(get: dict) -> dict:
 def _handle_ops(recursive: bool) -> dict:
     """``/api/handles/{handle}``; at a recursive node PUT and DELETE are passed on to the
     serving node (whose answer comes back as it was, or 503 if it did not answer)."""
-    passed = {"503": UNAVAILABLE} if recursive else {}
+    # passed on: the body is read (limits apply) and the serving node may not answer
+    passed = {"408": SLOW_BODY, "413": TOO_LARGE, "503": UNAVAILABLE} if recursive else {}
     get = op("resolve a handle (Handle.Net's JSON, field for field)", {
         "200": ok({"anyOf": [ref("Record"), ref("NoValues")]},
                   "the record; responseCode 200 with no values when ?type=/?index= match none"),
