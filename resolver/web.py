@@ -20,8 +20,7 @@ import msgpack
 import orjson
 from aiohttp import web
 
-from resolver import errors, records
-from resolver import dashboard, health  # h6: /healthz, /readyz, /dashboard
+from resolver import dashboard, errors, health, identifiers, openapi, records
 from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_param,
                                  int_params, json_body, read_body)
 from resolver.roles import Role
@@ -65,6 +64,19 @@ def record_json(text: str, ans: records.Answer) -> web.Response:
                         b',"values":' + ans.public_json + b'}', headers=JSON_HEADERS)
 
 
+def parse_lookup(node, text: str):
+    """The handle a lookup (GET or batch resolve) asks for. A text with no '/' is answered
+    as Handle.Net 9.3.1 answers it (``shared/reference``): 400 / 301 "That prefix doesn't
+    live here" (it names no handle, only something like a prefix), in both alike."""
+    try:
+        return node.parse(text)
+    except errors.HandleError as exc:
+        if "/" not in text and exc.code == errors.INVALID_HANDLE and text:
+            raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
+                                     handle=text) from None
+        raise
+
+
 async def get_handle(node, request: web.BaseRequest) -> web.Response:
     text = handle_text(request)
     plain = not request.query_string and "Authorization" not in request.headers
@@ -73,13 +85,7 @@ async def get_handle(node, request: web.BaseRequest) -> web.Response:
         ans = node.cached(text)  # the warm path of a recursive node
         if ans is not None:
             return record_json(text, ans)
-    try:
-        handle = node.parse(text)
-    except errors.HandleError as exc:
-        if "/" not in text and exc.code == errors.INVALID_HANDLE and text:
-            raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
-                                     handle=text) from None
-        raise
+    handle = parse_lookup(node, text)
     if plain:
         ans = await node.resolve(handle, fresh=False)
         if as_json:
@@ -205,7 +211,7 @@ async def batch_resolve(node, request: web.BaseRequest) -> web.Response:
         try:
             if not isinstance(text, str):
                 raise errors.HandleError(errors.INVALID_HANDLE, "handle must be a string")
-            ans = await node.resolve(node.parse(text), fresh=False)
+            ans = await node.resolve(parse_lookup(node, text), fresh=False)
             results.append({"responseCode": errors.SUCCESS, "handle": text,
                             "values": records.rest_values(ans.rows)})
         except errors.HandleError as exc:
@@ -270,6 +276,24 @@ async def write_elsewhere(node, request: web.BaseRequest) -> web.Response:
                              "<prefix> at the top-level node, or idsim status)")
 
 
+async def ask_serving_node(node, request: web.BaseRequest) -> web.Response:
+    """Listing a prefix, allocating one or listing one's own, sent to a recursive node: 400 /
+    301 naming the node to ask. Not passed on: each is the administration of one node, done
+    with that node's own login (the client needs that node anyway), and a new prefix cannot
+    be located before it exists. With ``?prefix=`` the serving node is looked up and named."""
+    prefix = request.query.get("prefix", "")
+    where = ("the node serving the prefix (its URL: GET /api/handles/0.NA/<prefix> at the "
+             "top-level node, or idsim status)")
+    if prefix:
+        try:
+            identifiers.check_prefix(prefix)
+            where = f"{(await node.locate(prefix)).http_url}, the node serving {prefix}"
+        except errors.HandleError:
+            pass
+    raise errors.HandleError(errors.SERVER_NOT_RESP, "a recursive node does not administer "
+                             f"prefixes: ask {where}", handle=prefix or None)
+
+
 class NodeAPI:
     """The HTTP face of one node: an aiohttp low-level request handler with a small router.
 
@@ -282,20 +306,23 @@ class NodeAPI:
         self.node = node
         writes = node.role != Role.RECURSIVE
         self.exact = {  # path → {method: handler}
-            "/api/handles": {"GET": list_handles} if writes else {},
+            "/api/handles": {"GET": list_handles if writes else ask_serving_node},
             "/api/handles/": {"GET": empty_handle},
             "/api/batch/resolve": {"POST": batch_resolve},
             "/api/batch/register": {"POST": batch_register if writes else write_elsewhere},
             "/api/stats": {"GET": stats},
-            "/api/prefixes": {"GET": list_prefixes} if writes else {},
-            "/api/admin/prefixes": {"POST": create_prefix} if writes else {},
-            "/healthz": {"GET": health.healthz, "HEAD": health.healthz},  # h6
-            "/readyz": {"GET": health.readyz, "HEAD": health.readyz},  # h6
-            **({} if writes else dashboard.ROUTES),  # h6: the recursive node's dashboard
+            "/api/prefixes": {"GET": list_prefixes if writes else ask_serving_node},
+            "/api/admin/prefixes": {"POST": create_prefix if writes else ask_serving_node},
+            "/healthz": {"GET": health.healthz, "HEAD": health.healthz},
+            "/readyz": {"GET": health.readyz, "HEAD": health.readyz},
+            **({} if writes else dashboard.ROUTES),  # the recursive node's dashboard
         }
         self.handle_methods = {"GET": get_handle, "HEAD": get_handle,
                                "PUT": put_handle if writes else forward_write,
                                "DELETE": delete_handle if writes else forward_write}
+        # the API description, rendered at its first request from the routes above
+        self.exact["/api/openapi.json"] = {"GET": openapi.handler(node.role, self.exact,
+                                                                  self.handle_methods)}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
