@@ -65,6 +65,10 @@ class HttpConfig:
     page_size: int = 100                  # GET /api/handles?prefix=: handles per page if not given
     max_page_size: int = 10_000           # larger ?pageSize= values are cut to this
     max_page: int = 1_000_000             # larger ?page= values are cut to this
+    # the access log (idsim up/node --access-log; resolver.access_log): off unless asked for
+    access_sample: float = 1.0            # share of requests written (0.01: one in a hundred)
+    access_max_bytes: int = 64 * MiB      # a file is rotated when it would pass this size
+    access_backups: int = 5               # rotated files kept (access-*.jsonl.1 … .5)
 
 
 @dataclass(frozen=True, slots=True)

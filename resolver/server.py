@@ -10,6 +10,7 @@ import asyncio
 
 from aiohttp import web
 
+from resolver.access_log import JsonAccessLogger
 from resolver.config import HttpConfig
 
 
@@ -29,15 +30,23 @@ def server_limits(config: HttpConfig) -> dict:
 
 
 async def serve(handler, host: str, port: int, config: HttpConfig | None = None, *,
-                reuse_port: bool = False) -> web.ServerRunner:
-    """Serve a low-level aiohttp request handler (``web.NodeAPI``) on host:port."""
-    srv = web.Server(handler, handler_cancellation=True, access_log=None,
+                reuse_port: bool = False, access_log=None) -> web.ServerRunner:
+    """Serve a low-level aiohttp request handler (``web.NodeAPI``) on host:port.
+    ``access_log``: a ``resolver.access_log.AccessLog`` (None: no access log, no cost)."""
+    srv = web.Server(handler, handler_cancellation=True, **access_logging(access_log),
                      **server_limits(config or HttpConfig()))
     runner = web.ServerRunner(srv)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()
     return runner
+
+
+def access_logging(access_log) -> dict:
+    """``web.Server`` keyword arguments for an access log, or for none (aiohttp's is off)."""
+    if access_log is None:
+        return {"access_log": None}
+    return {"access_log": access_log, "access_log_class": JsonAccessLogger}
 
 
 def bound_port(runner: web.BaseRunner) -> int:

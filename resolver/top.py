@@ -21,7 +21,7 @@ from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
 from resolver.net import split_address
-from resolver.nodes import SCAN_CHUNK, SecondaryNode
+from resolver.nodes import SCAN_CHUNK, STATS_NOTES, SecondaryNode
 from resolver.records import Value
 from resolver.resolution import Site
 from resolver.roles import Role
@@ -163,6 +163,7 @@ class TopNode(SecondaryNode):
                          "identifiers": stats.get("identifiers", 0),
                          "resolutions": stats.get("resolutions", 0),
                          "registrations": stats.get("registrations", 0),
+                         "since": stats.get("since"),
                          "reportedAgo": None if at is None else round(self.clock() - at, 1)})
         recursive = {code: s for code, (s, _) in self.reports.items()
                      if s.get("role") == Role.RECURSIVE}
@@ -179,4 +180,6 @@ class TopNode(SecondaryNode):
             },
             "nodes": rows,
             "recursive": recursive,
+            "since": self.since,  # this top-level node's start; each row has its node's
+            "notes": STATS_NOTES,
         }

@@ -110,13 +110,15 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                       logins: dict, store: str = "lmdb", clock: Clock = SYSTEM,
                       reuse_port: bool = False, standalone: bool = False,
                       case_sensitive: bool = False,
-                      progress: Callable[[str, int], None] | None = None) -> Running:
+                      progress: Callable[[str, int], None] | None = None,
+                      access_log: Callable[[str], object] | None = None) -> Running:
     """Start the named nodes of ``topo``. ``logins`` holds every secret (``cluster.make_logins``).
 
     ``reuse_port`` lets several processes serve the recursive node's HTTP port (each with its
     own cache; only the first serves its RPC port). ``standalone``: no top-level node to
     register with or report to, and no RPC port (``idsim node``). ``case_sensitive``: keys
     keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
+    ``access_log``: node name -> its ``resolver.access_log.AccessLog`` (None: no access log).
     """
     running = Running()
     try:
@@ -128,7 +130,8 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
             shared = reuse_port and name == Role.RECURSIVE
             running.runners.append(await server.serve(NodeAPI(node), addr.host,
                                                       addr.http_port, config.http,
-                                                      reuse_port=shared))
+                                                      reuse_port=shared,
+                                                      access_log=access_log and access_log(name)))
             if not (shared or standalone):
                 running.rpc_servers.append(await RpcServer(node.rpc_handlers(), config.rpc)
                                            .start(addr.host, addr.rpc_port))
