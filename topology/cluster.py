@@ -32,6 +32,7 @@ from topology import demo
 from topology.model import Topology
 from topology.ports import find_ports_in_use
 from topology.supervisor import HostProcess, OnExit, Supervisor, host_command, terminate
+from topology.tomlio import load as load_topology
 from topology.tomlio import save
 from topology.validation import validate
 
@@ -95,6 +96,7 @@ class Cluster:
     on_exit: OnExit = OnExit.RESTART
     say: Callable[[str], None] | None = None
     config: Config = field(default_factory=Config)
+    access_log: bool = False  # each host process writes <data>/logs/access-host-<i>.jsonl
     supervisor: Supervisor | None = field(default=None, init=False)
 
     @property
@@ -113,6 +115,8 @@ class Cluster:
         path = self.data_dir / "logins.json"
         old = json.loads(path.read_text()) if path.exists() else None
         logins = make_logins(self.topology, old)
+        for prefix, login in (old or {}).get("enterprises", {}).items():  # allocated while
+            logins["enterprises"].setdefault(prefix, login)  # running (topology.logins)
         path.write_text(json.dumps(logins, indent=2))
         path.chmod(0o600)
         return logins
@@ -138,6 +142,8 @@ class Cluster:
                 flags = ["--store", self.store, "--config", str(data / "config.toml")]
                 if self.recursive_processes > 1 and Role.RECURSIVE in nodes:
                     flags.append("--reuse-port")
+                if self.access_log:
+                    flags += ["--access-log", str(data / "logs" / f"access-host-{i}.jsonl")]
                 self.supervisor.spawn(f"host-{i}", host_command(
                     data / "topology.toml", data, nodes, *flags), nodes)
             self.supervisor.wait_ready(*self.supervisor.children)
@@ -199,6 +205,16 @@ def write_json_atomic(path: Path, doc: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def last_port(data_dir: Path) -> int | None:
+    """The recursive node's HTTP port the data directory was last started with (its
+    ``topology.toml``), or None."""
+    path = Path(data_dir) / "topology.toml"
+    try:
+        return load_topology(path).recursive.http_port if path.is_file() else None
+    except (OSError, ValueError):  # unreadable (TopologyError too): the caller's default
+        return None
 
 
 def read_state(data_dir: Path) -> dict | None:
