@@ -71,5 +71,7 @@ def setup(nodes: Iterable[str], *, stream: IO[str] | None = None,
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("idsim").setLevel(logging.INFO)
-    logging.getLogger("aiohttp.server").addFilter(ParserNoise())
+    aiohttp_server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ParserNoise) for f in aiohttp_server.filters):
+        aiohttp_server.addFilter(ParserNoise())
     return handler
