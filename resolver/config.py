@@ -68,7 +68,7 @@ class HttpConfig:
     # the access log (idsim up/node --access-log; resolver.access_log): off unless asked for
     access_sample: float = 1.0            # share of requests written (0.01: one in a hundred)
     access_max_bytes: int = 64 * MiB      # a file is rotated when it would pass this size
-    access_backups: int = 5               # rotated files kept (access-*.jsonl.1 … .5)
+    access_backups: int = 5               # rotated files kept (….jsonl.1 … .5; 0: never rotated)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
 
 from resolver import server
-from resolver.access_log import AccessLog, access_logs, file_handler
+from resolver.access_log import AccessLog, access_logs, line_file
 from resolver.config import HttpConfig
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
@@ -98,7 +98,7 @@ async def test_sampling_writes_the_share_the_rng_draws(tmp_path):
 def test_files_rotate_at_the_configured_size_keeping_the_configured_count(tmp_path):
     config = replace(HttpConfig(), access_max_bytes=2000, access_backups=2)
     path = tmp_path / "access.jsonl"
-    log = AccessLog("88.118", file_handler(path, config), config, clock=fixed_clock)
+    log = AccessLog("88.118", line_file(path, config), config, clock=fixed_clock)
 
     class Req:
         remote, method, path_qs = "127.0.0.1", "GET", "/api/handles/88.118.8/X"
