@@ -6,7 +6,8 @@ Each line: ISO 8601 UTC time with milliseconds, level, logger, the node it conce
 ``node`` of ``extra=``, else the process's nodes) and the message. ``idsim`` loggers log at
 INFO (start, ready, stop) and above; libraries at WARNING. ``idsim up``'s hosts write to
 stderr, which the supervisor points at ``<data>/logs/host-<i>.log``; ``idsim node`` writes to
-``<data>/logs/node-<code>.log``.
+``<data>/logs/node-<code>.log``. The supervisor's notes in a host's log (an exit, a
+restart) are lines of the same shape (``line``), logger ``idsim.supervisor``.
 
 aiohttp logs every request its HTTP parser rejects (a malformed request line, oversized
 headers) as an ERROR with a traceback; the client already got its 400, and a hostile client
@@ -25,6 +26,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from resolver.access_log import iso_time
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(node)s] %(message)s"
+
+
+def line(level: str, logger: str, node: str, message: str, now: float) -> str:
+    """One log line as ``FORMAT`` makes it, for writers outside ``logging`` (pure)."""
+    return f"{iso_time(now)} {level} {logger} [{node}] {message}"
 
 
 class Formatter(logging.Formatter):
