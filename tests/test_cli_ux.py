@@ -125,6 +125,18 @@ def test_user_errors_are_one_line_and_exit_2(argv, tmp_path, capsys):
     assert err.startswith(f"idsim {argv[0]}") and "Traceback" not in err
 
 
+def test_a_node_on_a_taken_port_says_so_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        run = subprocess.run([sys.executable, "-m", "topology.cli", "node", "--demo", "0",
+                              "--port", str(taken.getsockname()[1]), "--data", str(tmp_path)],
+                             cwd=REPO, capture_output=True, text=True, timeout=60,
+                             stdin=subprocess.DEVNULL)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.count("\n") == 1 and "address already in use" in run.stderr, run.stderr
+
+
 def test_register_value_needs_a_type_and_an_equals_sign(capsys):
     for bad in ("BAD", "=text"):
         assert run_main(["register", "88.118.8/X", "--url", "https://ex.com",

@@ -157,7 +157,10 @@ def cmd_node(args) -> int:
     except (configuration.ConfigError, ValueError) as exc:
         print(f"idsim node: {exc}", file=sys.stderr)
         return 2
-    return _run(run_node(args, config))
+    try:
+        return _run(run_node(args, config))
+    except OSError as exc:  # the port is taken or not ours to bind, the data not writable
+        raise UserError(f"cannot run node {args.code} on {args.host}:{args.port}: {exc}") from None
 
 
 def cmd_up(args) -> int:

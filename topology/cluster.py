@@ -1,9 +1,12 @@
 """Start a topology as a few host processes on this machine, wait until ready, stop cleanly.
 
 The data directory holds everything a restart needs: ``topology.toml`` (the addresses used),
-``logins.json`` (every login: top-level, node admins, enterprises; mode 0600), one LMDB
-directory per node, ``logs/host-<i>.log`` (each host process's stderr and the supervisor's
-notes) and ``cluster.json`` (what is running where, for ``idsim status`` and ``down``).
+``logins.json`` (every login: top-level, node admins, enterprises; mode 0600; enterprises
+allocated while running are added by ``topology.logins`` and kept by restarts), one LMDB
+directory per node, ``logs/host-<i>.log`` (each host process's log, ``topology.logs``, and the
+supervisor's notes), with ``access_log`` ``logs/access-host-<i>.jsonl`` (one JSON line per
+request, ``resolver.access_log``) and ``cluster.json`` (what is running where, for ``idsim
+status`` and ``down``).
 
 Invariants:
 - The processes are ``topology.supervisor`` host processes: they die with the launcher, and
