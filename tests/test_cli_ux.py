@@ -105,6 +105,7 @@ def cluster(tmp_path_factory):
     ["resolve", "not a handle"],
     ["resolve", "88.118.8/X", "--via", "http://127.0.0.1:{closed}"],
     ["resolve", "88.118.8/X", "--via", "127.0.0.1:{closed}"],
+    ["resolve", "88.118.8/X", "--via", "http://[::1"],
     ["load", "--time", "abc"],
     ["load", "--time", "-5s"],
     ["register", "88.118.8/X", "--url", "https://ex.com", "--value", "BAD"],

@@ -10,13 +10,13 @@ node, error or not, is printed as the node sent it (exit 0 on success, else 1).
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import sys
 import time
 import urllib.error
 import urllib.request
+from http import client as http_client
 from pathlib import Path
 from urllib.parse import quote
 
@@ -58,9 +58,9 @@ def http(method: str, url: str, body: dict | None = None, user: str | None = Non
             return exc.code, {"message": raw.decode(errors="replace")[:300]}
     except urllib.error.URLError as exc:
         raise UserError(f"cannot reach {_origin(url)}: {exc.reason}") from None
-    except (http.client.InvalidURL, ValueError) as exc:
+    except (http_client.InvalidURL, ValueError) as exc:
         raise UserError(f"not a URL: {url} ({exc})") from None
-    except (OSError, http.client.HTTPException) as exc:  # timeouts, resets
+    except (OSError, http_client.HTTPException) as exc:  # timeouts, resets
         raise UserError(f"no answer from {_origin(url)}: {exc or type(exc).__name__}") from None
 
 
