@@ -106,6 +106,7 @@ def cluster(tmp_path_factory):
     ["resolve", "88.118.8/X", "--via", "http://127.0.0.1:{closed}"],
     ["resolve", "88.118.8/X", "--via", "127.0.0.1:{closed}"],
     ["resolve", "88.118.8/X", "--via", "http://[::1"],
+    ["resolve", "88.118.8/X", "--via", "http://127.0.0.1:{closed}/a b"],
     ["load", "--time", "abc"],
     ["load", "--time", "-5s"],
     ["register", "88.118.8/X", "--url", "https://ex.com", "--value", "BAD"],
