@@ -29,9 +29,9 @@ from resolver import server
 from topology.cli_client import DEFAULT_DATA, UserError, add_client_commands
 from topology.cli_config import add_config_args, add_config_command, effective_config
 from topology.cli_load import DEFAULT_PORT, add_load_command
-from topology.presets import PRESETS, get_preset
 from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
                               stop_recorded)
+from topology.presets import PRESETS, get_preset
 from topology.supervisor import OnExit
 
 WIDE = 10_000  # columns of a console that is not a terminal: lines are never cut
