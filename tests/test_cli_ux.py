@@ -293,6 +293,7 @@ def test_readme_curl_put_says_its_content_type_and_works(cluster):
 
 def test_hosts_log_start_and_ready_and_access_lines(cluster):
     logs = cluster.data / "logs"
+    assert f"logs: {logs} (access logs: access-host-*.jsonl)" in cluster.output()
     # a request aiohttp's parser rejects gets its 400 and no log line (no traceback)
     node = next(n["httpUrl"] for n in cluster.state["nodes"] if n["name"] == "88.118")
     with socket.create_connection(("127.0.0.1", int(node.rpartition(":")[2])), 10) as sock:

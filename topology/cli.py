@@ -232,6 +232,8 @@ def cmd_up(args) -> int:
             console.print(f"  curl {rec}/api/handles/{ex}")
         console.print(f"network statistics: curl {state['topUrl']}/api/stats")
         console.print(f"logins (prefix, user, secret, node URL): {state['logins']}")
+        console.print(f"logs: {Path(args.data) / 'logs'}"
+                      + (" (access logs: access-host-*.jsonl)" if args.access_log else ""))
         console.print("Ctrl-C stops the cluster; its data stays for the next start.")
         while not cluster.failed():
             cluster.supervisor.failed.wait(0.5)
