@@ -172,7 +172,8 @@ def test_locust_web_ui_binds_loopback_unless_told_otherwise(tmp_path):
         def listening():
             if proc.poll() is not None:
                 pytest.fail((tmp_path / "locust.log").read_text())
-            return [c.laddr for c in proc.net_connections("tcp")
+            conns = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6
+            return [c.laddr for c in conns("tcp")
                     if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
         addrs = poll(listening, 60, "web UI listening")
         assert [a.ip for a in addrs] == ["127.0.0.1"]
