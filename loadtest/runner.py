@@ -2,17 +2,24 @@
 
 One Locust process tops out near 5k requests/s on a 2-core box, below what one node serves:
 when Locust itself is saturated its numbers measure Locust, so the summary says so.
+
+Each run keeps its files in its own directory (``idsim load``: ``<data>/runs/<time>/``):
+Locust's CSV files (``run_stats.csv``, ``run_stats_history.csv``, ``run_failures.csv``,
+``run_exceptions.csv``), its HTML report (``report.html``) and its log (``locust.log``).
+While it runs, ``on_progress`` (if given) is called about twice a second with the seconds
+elapsed and the totals so far (the ``Aggregated`` row Locust rewrites every second), or
+None before the first one.
 """
 from __future__ import annotations
 
 import csv
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -44,6 +51,7 @@ class Result:
     cpu_per_process: float  # mean share of one core used by each Locust process
     processes: int
     seconds: float
+    out: Path | None = None  # the run's CSV files, HTML report and log
 
     @property
     def saturated(self) -> bool:
@@ -66,12 +74,39 @@ def parse_stats(path: Path) -> tuple[list[Row], Row]:
     return rows, total
 
 
+def run_dir(data_dir: str | Path) -> Path:
+    """A new directory for one run: ``<data>/runs/<local time>`` (``-2``… if taken)."""
+    base = Path(data_dir) / "runs" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 100):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free run directory next to {base}")
+
+
+def totals(path: Path) -> Row | None:
+    """The Aggregated row of a stats CSV Locust may be rewriting, or None."""
+    try:
+        return parse_stats(path)[1]
+    except (OSError, RuntimeError, ValueError, KeyError):
+        return None
+
+
 def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int = 50,
-        spawn_rate: float = 50, processes: int = 1, extra: list[str] | None = None) -> Result:
+        spawn_rate: float = 50, processes: int = 1, extra: list[str] | None = None,
+        out: Path | None = None,
+        on_progress: Callable[[float, Row | None], None] | None = None) -> Result:
+    """Run ``scenario`` against ``host``; its files go to ``out`` (default: a new
+    ``run_dir(data_dir)``)."""
     locustfile, classes = SCENARIOS[scenario]
-    out = Path(tempfile.mkdtemp(prefix="idsim-locust-"))
+    out = Path(out) if out is not None else run_dir(data_dir)
+    out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
-           "--host", host, "-t", f"{int(seconds)}s", "--csv", str(out / "run"), "--only-summary",
+           "--host", host, "-t", f"{int(seconds)}s", "--csv", str(out / "run"),
+           "--csv-full-history", "--html", str(out / "report.html"), "--only-summary",
            "--stop-timeout", "5", "--idsim-data", data_dir, "--loglevel", "WARNING"]
     if scenario != "ramp":
         cmd += ["-u", str(users), "-r", str(spawn_rate)]
@@ -79,7 +114,8 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
         cmd += ["--processes", str(processes)]
     cmd += (extra or []) + classes
     t0 = time.monotonic()
-    proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(out / "locust.log", "w"))
+    with open(out / "locust.log", "w") as log_file:
+        proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file)
     cpu_seen: dict[int, float] = {}
     while proc.poll() is None:
         try:
@@ -88,6 +124,8 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
                 cpu_seen[p.pid] = t.user + t.system
         except psutil.Error:
             pass
+        if on_progress is not None:
+            on_progress(time.monotonic() - t0, totals(out / "run_stats.csv"))
         time.sleep(0.5)
     elapsed = time.monotonic() - t0
     stats = out / "run_stats.csv"
@@ -95,9 +133,9 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
         log = (out / "locust.log").read_text(errors="replace")[-2000:]
         raise RuntimeError(f"locust wrote no statistics (exit {proc.returncode}):\n{log}")
     rows, total = parse_stats(stats)
-    shutil.rmtree(out, ignore_errors=True)
     workers = max(1, processes)
-    return Result(rows, total, sum(cpu_seen.values()) / elapsed / workers, workers, elapsed)
+    return Result(rows, total, sum(cpu_seen.values()) / elapsed / workers, workers, elapsed,
+                  out)
 
 
 def table(result: Result) -> str:

@@ -33,6 +33,8 @@ def _options(parser) -> None:
     g.add_argument("--unknown-share", type=float, default=0.05,
                    help="share of resolves for identifiers that do not exist")
     g.add_argument("--batch-size", type=int, default=100, help="identifiers per batch registration")
+    # the web UI serves this machine only unless told otherwise (--web-host, LOCUST_WEB_HOST)
+    parser.set_defaults(web_host="127.0.0.1")
 
 
 @lru_cache(maxsize=None)

@@ -86,6 +86,10 @@ class HttpConfig:
     # sizes of what a client stores (larger: 413, responseCode 202)
     max_value_data: int = 64 * 1024       # bytes of one value's data, as stored (msgpack)
     max_record: int = MiB                 # bytes of one whole record, as stored
+    # the access log (idsim up/node --access-log; resolver.access_log): off unless asked for
+    access_sample: float = 1.0            # share of requests written (0.01: one in a hundred)
+    access_max_bytes: int = 64 * MiB      # a file is rotated when it would pass this size
+    access_backups: int = 5               # rotated files kept (….jsonl.1 … .5; 0: never rotated)
 
 
 @dataclass(frozen=True, slots=True)

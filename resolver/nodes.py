@@ -28,6 +28,14 @@ from resolver.rpc_auth import Method, text_param
 from resolver.store import RecordStore
 
 SCAN_CHUNK = 10_000  # rows per store scan when paging: how the work is cut, not a tunable
+# what /api/stats counts (every node's, and the top-level node's network totals)
+STATS_NOTES = {
+    "since": "resolutions and registrations count from this start of the node (UTC); "
+             "a restart sets them to 0",
+    "identifiers": "identifiers stored now, whenever they were written",
+    "registrations": "writes since the start that created an identifier (demo seeding "
+                     "included; replacing one does not count, deleting one does not subtract)",
+}
 
 
 def public_record(data: bytes) -> bytes:
@@ -59,15 +67,18 @@ class SecondaryNode:
         self.homed = [identifiers.check_prefix(p) for p in homed]
         self._homes: dict[str, bool] = {}  # prefix → homed here (resolve path: no re-check)
         self.case_sensitive = case_sensitive
-        # called with each prefix allocated here, before it is stored (see topology.host)
+        # called with each prefix allocated here, before it is stored (see topology.wiring)
         self.announce: Callable[[str], Awaitable] | None = None
         self.authority = Authority(self.values_of, case_sensitive=case_sensitive,
                                    max_entries=self.config.cache.memo_entries)
         self.clock = clock
         self.locks = KeyLocks()
         self.stats: Counter[str] = Counter()
-        # h2: failed Basic-auth logins per client address and identity (http_input.identity_of)
+        # failed Basic-auth logins per client address and identity (http_input.identity_of)
         self.logins = LoginLimits(self.config.auth, clock)
+        self.since = records.iso_timestamp(int(clock()))  # the counters in stats count from here
+        # called with the login of each prefix allocated here, once stored (see topology.host)
+        self.allocated: Callable[[Credentials], None] | None = None
 
     # ---------------------------------------------------------------- naming
     def parse(self, text: str) -> Handle:
@@ -290,7 +301,10 @@ class SecondaryNode:
         secret = secret or auth.new_secret()
         values = prefix_record(handle.text, secret, now=int(self.clock()), token=token)
         await self.put(handle, values, identity=identity, overwrite=False)
-        return Credentials(prefix, f"{auth.SECRET_INDEX}:{handle.text}", secret)
+        creds = Credentials(prefix, f"{auth.SECRET_INDEX}:{handle.text}", secret)
+        if self.allocated is not None:
+            self.allocated(creds)
+        return creds
 
     async def bootstrap(self, admin_secret: str, *, token: bool = True) -> Credentials:
         """Make sure each homed prefix has its ``0.NA`` record with an owner login.
@@ -315,7 +329,7 @@ class SecondaryNode:
                 "enterprises": max(0, groups.get(na, 0) - len(self.homed)),
                 "identifiers": sum(n for g, n in groups.items() if g != na),
                 "resolutions": self.stats["resolutions"],
-                "registrations": self.stats["registrations"]}
+                "registrations": self.stats["registrations"], "since": self.since}
 
     def rpc_handlers(self) -> dict:
         """RPC methods and who may call them (``resolver.rpc_auth``). ``resolve`` answers

@@ -64,6 +64,7 @@ class RecursiveNode:
         self._probe: tuple[bytes, Hit | None] | None = None  # cached() -> resolve(), see above
         self._http: aiohttp.ClientSession | None = None  # for writes passed on (forward)
         self.stats: Counter[str] = Counter()
+        self.since = records.iso_timestamp(int(clock()))  # the counters in stats count from here
 
     def parse(self, text: str) -> Handle:
         return identifiers.parse(text, case_sensitive=self.case_sensitive)
@@ -195,7 +196,8 @@ class RecursiveNode:
         return {"role": self.role, "resolutions": self.stats["resolutions"],
                 "cacheEntries": len(a), "cacheBytes": a.bytes_used,
                 "cacheHits": self.stats["cache"], "upstreamCalls": self.stats["upstream_calls"],
-                "coalesced": self.stats["coalesced"], "stale": self.stats["stale"]}
+                "coalesced": self.stats["coalesced"], "stale": self.stats["stale"],
+                "since": self.since}
 
     def rpc_handlers(self) -> dict:
         """RPC methods and who may call them. What this node holds came through RPC, so it

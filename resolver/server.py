@@ -11,6 +11,7 @@ import ssl
 
 from aiohttp import web
 
+from resolver.access_log import JsonAccessLogger
 from resolver.config import HttpConfig
 
 
@@ -30,12 +31,13 @@ def server_limits(config: HttpConfig) -> dict:
 
 
 async def serve(handler, host: str, port: int, config: HttpConfig | None = None, *,
-                reuse_port: bool = False, ssl_context: ssl.SSLContext | None = None
-                ) -> web.ServerRunner:
+                reuse_port: bool = False, ssl_context: ssl.SSLContext | None = None,
+                access_log=None) -> web.ServerRunner:
     """Serve a low-level aiohttp request handler (``web.NodeAPI``) on host:port; over TLS
     with ``ssl_context`` (``topology.pki.server_context``), where a plain-text client's
-    connection is closed at the failed handshake."""
-    srv = web.Server(handler, handler_cancellation=True, access_log=None,
+    connection is closed at the failed handshake. ``access_log``: a
+    ``resolver.access_log.AccessLog`` (None: no access log, no cost)."""
+    srv = web.Server(handler, handler_cancellation=True, **access_logging(access_log),
                      **server_limits(config or HttpConfig()))
     runner = web.ServerRunner(srv)
     await runner.setup()
@@ -43,6 +45,13 @@ async def serve(handler, host: str, port: int, config: HttpConfig | None = None,
                        ssl_context=ssl_context)
     await site.start()
     return runner
+
+
+def access_logging(access_log) -> dict:
+    """``web.Server`` keyword arguments for an access log, or for none (aiohttp's is off)."""
+    if access_log is None:
+        return {"access_log": None}
+    return {"access_log": access_log, "access_log_class": JsonAccessLogger}
 
 
 def bound_port(runner: web.BaseRunner) -> int:

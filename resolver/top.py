@@ -25,7 +25,7 @@ from resolver.clock import SYSTEM, Clock
 from resolver.config import Config, RpcConfig
 from resolver.identifiers import Handle
 from resolver.net import split_address
-from resolver.nodes import SCAN_CHUNK, SecondaryNode
+from resolver.nodes import SCAN_CHUNK, STATS_NOTES, SecondaryNode
 from resolver.records import Value
 from resolver.resolution import Site
 from resolver.roles import Role
@@ -229,6 +229,7 @@ class TopNode(SecondaryNode):
                          "httpUrl": info.get("http_url", ""),
                          **{k: count(stats, k) for k in ("enterprises", "identifiers",
                                                          "resolutions", "registrations")},
+                         "since": text(stats, "since"),
                          "reportedAgo": None if at is None else round(self.clock() - at, 1)})
         recursive = {code: plain(s) for code, (s, _) in self.reports.items()
                      if is_recursive_code(code)}
@@ -245,6 +246,8 @@ class TopNode(SecondaryNode):
             },
             "nodes": rows,
             "recursive": recursive,
+            "since": self.since,  # this top-level node's start; each row has its node's
+            "notes": STATS_NOTES,
         }
 
 
@@ -289,6 +292,12 @@ def count(stats: Any, key: str) -> int | float:
     """A numeric field of a stored report, 0 when absent or not a finite count."""
     value = stats.get(key, 0) if type(stats) is dict else 0
     return value if type(value) in (int, float) and 0 <= value < MAX_COUNT else 0
+
+
+def text(stats: Any, key: str) -> str | None:
+    """A text field of a stored report, None when absent or not text."""
+    value = stats.get(key) if type(stats) is dict else None
+    return value if type(value) is str else None
 
 
 def plain(stats: Any) -> dict:

@@ -23,6 +23,7 @@ from aiohttp import web
 from resolver import dashboard, errors, health, identifiers, openapi, records
 from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_param,
                                  int_params, json_body, read_body)
+from resolver.nodes import STATS_NOTES  # /api/stats says what its counters count (h7)
 from resolver.roles import Role
 
 log = logging.getLogger("idsim.web")
@@ -252,7 +253,7 @@ async def stats(node, request: web.BaseRequest) -> web.Response:
     if node.role == Role.TOP:
         return answer(request, node.statistics())
     return answer(request, {"responseCode": errors.SUCCESS, "node": node.name,
-                            **node.report_stats()})
+                            **node.report_stats(), "notes": STATS_NOTES})
 
 
 async def forward_write(node, request: web.BaseRequest) -> web.Response:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -127,3 +128,8 @@ def test_idsim_load_runs_the_mixed_scenario_without_failures(tmp_path):
     count, failures = (int(x) for x in aggregated.split()[1:3])
     assert count > 100 and failures == 0, out
     assert not (data / "cluster.json").exists()  # the cluster it started is stopped again
+    # piped, not a terminal: no live progress line; the run's files are kept
+    assert not re.search(r"\d requests +[\d,]+ req/s", proc.stdout), out
+    [run] = list((data / "runs").iterdir())
+    assert {"run_stats.csv", "report.html"} <= {p.name for p in run.iterdir()}
+    assert f"{run} (report.html)" in proc.stdout

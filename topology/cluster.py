@@ -2,10 +2,12 @@
 
 The data directory holds everything a restart needs: ``topology.toml`` (the addresses used),
 ``logins.json`` (every login: top-level, node admins, enterprises, and each node's RPC key;
-mode 0600), one LMDB
-directory per node, ``logs/host-<i>.log`` (each host process's stderr and the supervisor's
-notes), ``pki/`` when the nodes serve HTTPS (the cluster CA, ``topology.pki``) and
-``cluster.json`` (what is running where, for ``idsim status`` and ``down``).
+mode 0600; enterprises allocated while running are added by ``topology.logins`` and kept by
+restarts), one LMDB directory per node, ``logs/host-<i>.log`` (each host process's log,
+``topology.logs``, and the supervisor's notes), with ``access_log``
+``logs/access-host-<i>.jsonl`` (one JSON line per request, ``resolver.access_log``), ``pki/``
+when the nodes serve HTTPS (the cluster CA, ``topology.pki``) and ``cluster.json`` (what is
+running where, for ``idsim status`` and ``down``).
 
 Invariants:
 - The processes are ``topology.supervisor`` host processes: they die with the launcher, and
@@ -34,9 +36,10 @@ from resolver.roles import Role
 from resolver.rpc_auth import new_key
 from topology import demo, pki
 from topology.model import Topology
-from topology import readiness  # h6
+from topology import readiness
 from topology.ports import find_ports_in_use
 from topology.supervisor import HostProcess, OnExit, Supervisor, host_command, terminate
+from topology.tomlio import load as load_topology
 from topology.tomlio import save
 from topology.validation import validate
 
@@ -106,6 +109,7 @@ class Cluster:
     on_exit: OnExit = OnExit.RESTART
     say: Callable[[str], None] | None = None
     config: Config = field(default_factory=Config)
+    access_log: bool = False  # each host process writes <data>/logs/access-host-<i>.jsonl
     supervisor: Supervisor | None = field(default=None, init=False)
 
     @property
@@ -124,6 +128,8 @@ class Cluster:
         path = self.data_dir / "logins.json"
         old = json.loads(path.read_text()) if path.exists() else None
         logins = make_logins(self.topology, old)
+        for prefix, login in (old or {}).get("enterprises", {}).items():  # allocated while
+            logins["enterprises"].setdefault(prefix, login)  # running (topology.logins)
         path.write_text(json.dumps(logins, indent=2))
         path.chmod(0o600)
         if self.topology.uses_tls:  # the cluster CA and the nodes' certificate, kept or made
@@ -152,6 +158,8 @@ class Cluster:
                 flags = ["--store", self.store, "--config", str(data / "config.toml")]
                 if self.recursive_processes > 1 and Role.RECURSIVE in nodes:
                     flags.append("--reuse-port")
+                if self.access_log:
+                    flags += ["--access-log", str(data / "logs" / f"access-host-{i}.jsonl")]
                 self.supervisor.spawn(f"host-{i}", host_command(
                     data / "topology.toml", data, nodes, *flags), nodes)
             self.supervisor.wait_ready(*self.supervisor.children)
@@ -224,6 +232,16 @@ def write_json_atomic(path: Path, doc: dict) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def last_port(data_dir: Path) -> int | None:
+    """The recursive node's HTTP port the data directory was last started with (its
+    ``topology.toml``), or None."""
+    path = Path(data_dir) / "topology.toml"
+    try:
+        return load_topology(path).recursive.http_port if path.is_file() else None
+    except (OSError, ValueError):  # unreadable (TopologyError too): the caller's default
+        return None
 
 
 def read_state(data_dir: Path) -> dict | None:

@@ -3,7 +3,11 @@
 It starts the named nodes with ``topology.wiring.start_nodes`` (the one wiring), with the
 effective config the launcher wrote (``--config``, normally ``<data>/config.toml``), then
 prints JSON event lines on stdout for its launcher (``seeded``, ``ready``, ``error``) and
-serves until SIGINT/SIGTERM. Logs go to stderr, which the launcher points at a file.
+serves until SIGINT/SIGTERM. Logs (``topology.logs``: start, ready, stop, warnings and
+errors, one timestamped line each) go to stderr, which the launcher points at
+``<data>/logs/host-<i>.log``; with ``--access-log FILE`` every request is a JSON line there
+(``resolver.access_log``). A prefix one of its nodes allocates through the admin API gets its
+login added to ``<data>/logins.json`` (``topology.logins``).
 """
 from __future__ import annotations
 
@@ -21,8 +25,14 @@ from pathlib import Path
 
 from resolver import config as configuration
 from resolver import server
+from resolver.access_log import access_logs
+from resolver.roles import Role
+from topology import logins as logins_file
+from topology import logs
 from topology.tomlio import load
 from topology.wiring import start_nodes
+
+log = logging.getLogger("idsim.host")
 
 
 # ------------------------------------------------------------------ worker process
@@ -45,17 +55,33 @@ async def worker_main(args, config: configuration.Config) -> None:
     logins = json.loads((data_dir / "logins.json").read_text())
     if args.recursive_port:
         topo = replace(topo, recursive=replace(topo.recursive, http_port=args.recursive_port))
+    log.info("starting pid %d: store %s, config %s%s", os.getpid(), args.store,
+             args.config or "defaults",
+             f", access log {args.access_log}" if args.access_log else "")
     running = await start_nodes(topo, args.nodes, config, data_dir=data_dir, logins=logins,
                                 store=args.store,
                                 progress=lambda code, n: emit("seeded", node=code, count=n),
-                                reuse_port=args.reuse_port)
+                                reuse_port=args.reuse_port,
+                                access_log=args.access_log and access_logs(args.access_log,
+                                                                           config.http))
+    for name, node in running.nodes.items():
+        if node.role == Role.SECONDARY:
+            node.allocated = logins_file.recorder(data_dir, name,
+                                                  topo.secondary(name).address.http_url)
+    for name, runner in zip(running.nodes, running.runners):
+        log.info("ready: serving http://%s:%d", *runner.addresses[0][:2], extra={"node": name})
     emit("ready", nodes=args.nodes)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def stopping(sig: signal.Signals) -> None:
+        log.info("stopping (%s)", sig.name)
+        stop.set()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping, sig)
     await stop.wait()
     await running.close()
+    log.info("stopped")
 
 
 def watch_parent(grace: float) -> None:
@@ -71,6 +97,7 @@ def watch_parent(grace: float) -> None:
                 pass
         except OSError:
             pass
+        log.warning("the launcher is gone: stopping")
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(grace)
         os._exit(1)
@@ -90,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (over --config)")
     p.add_argument("--recursive-port", type=int, help="recursive node: HTTP port override")
+    p.add_argument("--access-log", metavar="FILE",
+                   help="write one JSON line per request to FILE (rotated; see [http] access_*)")
     p.add_argument("nodes", nargs="+")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)  # parser errors: answered 400
+    logs.setup(args.nodes)
     server.install_uvloop()
     try:
         config = host_config(args)
@@ -101,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             watch_parent(config.host.stop_timeout)
         asyncio.run(worker_main(args, config))
     except Exception as exc:
+        log.exception("failed: %s: %s", type(exc).__name__, exc)
         emit("error", message=f"{type(exc).__name__}: {exc}")
-        raise
+        return 1
     return 0
 
 

@@ -4,7 +4,8 @@ restarts, stop. ``topology.cluster`` (``idsim up``) and ``benchmarks.network`` b
 A supervised process (``HostProcess``) speaks the host's JSON-lines protocol on stdout, one
 object per line: ``{"event": "seeded"|"ready"|"error", ...}`` (other lines are ignored). Its
 stderr goes to ``<log_dir>/<label>.log``: truncated at the first start, appended to on
-restarts, and every exit or restart the supervisor sees is noted there too.
+restarts, and every exit or restart the supervisor sees is noted there too (timestamped
+lines shaped as the host's own, ``topology.logs.line``).
 
 Dying with the launcher: a host's stdin is a pipe whose write end only the launcher holds
 (``subprocess`` closes inherited descriptors in other children). When the launcher exits,
@@ -42,6 +43,7 @@ from typing import Callable, Iterable, Sequence
 import psutil
 
 from resolver.config import Config, HostConfig
+from topology import logs
 
 
 class OnExit(StrEnum):
@@ -242,7 +244,8 @@ class Supervisor:
             if self._stopping.is_set():
                 return
             child.restarts += 1
-            self._launch(child, f"--- idsim: restart {child.restarts} of {child.label}")
+            self._launch(child, self._line(child, "INFO",
+                                           f"restart {child.restarts} of {child.label}"))
             if self.on_restart:  # under the lock: stop() cannot slip in before it
                 self.on_restart(child)
         self.say(f"{child.describe()} restarted as pid {child.pid}")
@@ -250,8 +253,13 @@ class Supervisor:
     def _note(self, child: HostProcess, msg: str) -> None:
         """Tell the console and the process's log."""
         with open(child.log, "a") as f:
-            f.write(f"--- idsim: {msg}\n")
+            f.write(self._line(child, "WARNING", msg) + "\n")
         self.say(msg)
+
+    @staticmethod
+    def _line(child: HostProcess, level: str, msg: str) -> str:
+        return logs.line(level, "idsim.supervisor", ",".join(child.nodes) or "-", msg,
+                         time.time())
 
     # ------------------------------------------------------------------ stop
     def pids(self) -> list[int]:

@@ -39,7 +39,7 @@ from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
 from topology import pki
-from topology import readiness  # h6
+from topology import readiness
 from topology.model import Topology
 from topology.seeding import seed_node
 
@@ -116,7 +116,8 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                       logins: dict, store: str = "lmdb", clock: Clock = SYSTEM,
                       reuse_port: bool = False, standalone: bool = False,
                       case_sensitive: bool = False,
-                      progress: Callable[[str, int], None] | None = None) -> Running:
+                      progress: Callable[[str, int], None] | None = None,
+                      access_log: Callable[[str], object] | None = None) -> Running:
     """Start the named nodes of ``topo``. ``logins`` holds every secret (``cluster.make_logins``),
     the nodes' RPC keys too: every RPC server and client of a node proves it is that node.
 
@@ -124,6 +125,7 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     own cache; only the first serves its RPC port). ``standalone``: no top-level node to
     register with or report to, and no RPC port (``idsim node``). ``case_sensitive``: keys
     keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
+    ``access_log``: node name -> its ``resolver.access_log.AccessLog`` (None: no access log).
     """
     running = Running()
     tls = pki.node_tls(data_dir) if topo.uses_tls else None  # https addresses: <data>/pki
@@ -138,7 +140,8 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
             shared = reuse_port and name == Role.RECURSIVE
             running.runners.append(await server.serve(
                 NodeAPI(node), addr.host, addr.http_port, config.http, reuse_port=shared,
-                ssl_context=tls.server if tls and addr.scheme == "https" else None))
+                ssl_context=tls.server if tls and addr.scheme == "https" else None,
+                access_log=access_log and access_log(name)))
             if not (shared or standalone):
                 rpc = RpcServer(node.rpc_handlers(), config.rpc, clock=clock,
                                 trust=Trust(node.name, keyring))

@@ -1,0 +1,129 @@
+"""``idsim load``: a Locust scenario against the cluster in ``--data`` (started if none runs).
+
+On a terminal it shows the run's progress live (seconds, requests, rate, failures, p99); its
+files (Locust's CSV and HTML report) stay in ``<data>/runs/<time>/``, and the summary table
+is printed at the end. A cluster it had to start runs on the port ``--data`` last ran on
+(``--port`` to choose) and is stopped again afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from topology.cli_client import DEFAULT_DATA, UserError
+from topology.cluster import Cluster, last_port, read_state, running_pids
+
+DEFAULT_PORT = 8000
+UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``2m``, ``1h`` or plain seconds; ValueError otherwise."""
+    text = text.strip()
+    number, unit = (text[:-1], UNITS[text[-1]]) if text and text[-1] in UNITS else (text, 1)
+    seconds = float(number) * unit
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"not a positive duration: {text!r}")
+    return seconds
+
+
+def duration_arg(text: str) -> float:
+    """argparse type for ``--time``."""
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration (e.g. 30s, 2m, 1h or seconds)") from None
+
+
+class LiveProgress:
+    """The run's progress on a terminal: one line, redrawn in place (rich)."""
+
+    def __init__(self, seconds: float) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        self.seconds = seconds
+        self.bar = Progress(TextColumn("load"), BarColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.description}"), console=Console(stderr=False),
+                            transient=False)
+        self.task = self.bar.add_task("starting Locust…", total=seconds)
+
+    def __enter__(self) -> "LiveProgress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def __call__(self, elapsed: float, row) -> None:
+        text = "waiting for the first statistics…" if row is None else (
+            f"{row.requests:,} requests  {row.rps:,.0f} req/s  {row.failures:,} failures  "
+            f"p99 {row.p99:.0f} ms")
+        self.bar.update(self.task, completed=min(elapsed, self.seconds), description=text)
+
+
+def cmd_load(args) -> int:
+    """Run a Locust scenario against the cluster in --data, starting one if none runs."""
+    from loadtest import runner
+    from topology.presets import get_preset
+
+    cluster = None
+    if not running_pids(Path(args.data), print):
+        port = args.port if args.port is not None else last_port(args.data) or DEFAULT_PORT
+        topo = get_preset(args.preset).with_ports(port)
+        if args.demo is not None:
+            topo = replace(topo, identifiers_per_enterprise=args.demo)
+        print(f"starting {topo.name} in {args.data} on port {port} for the load run…",
+              flush=True)
+        cluster = Cluster(topo, Path(args.data), store="lmdb")
+        try:
+            cluster.start()
+        except RuntimeError as exc:
+            cluster = None
+            raise UserError(f"could not start a cluster: {exc}") from None
+    try:
+        host = args.host or read_state(args.data)["recursiveUrl"]
+        out = runner.run_dir(args.data)
+        print(f"running scenario {args.scenario!r} against {host} for {args.time:.0f} s "
+              f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
+        kw = dict(seconds=args.time, users=args.users, spawn_rate=args.spawn_rate,
+                  processes=args.processes, out=out)
+        if sys.stdout.isatty():
+            with LiveProgress(args.time) as live:
+                result = runner.run(args.scenario, host, args.data, on_progress=live, **kw)
+        else:
+            result = runner.run(args.scenario, host, args.data, **kw)
+        print(runner.table(result))
+        print(f"Locust's CSV files and HTML report: {out} (report.html)")
+        return 0 if result.total.failures == 0 else 1
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+
+def add_load_command(sub) -> None:
+    from loadtest.runner import SCENARIOS
+    from topology.presets import PRESETS
+    load = sub.add_parser("load", help="run a Locust scenario and summarise it")
+    load.add_argument("--scenario", default="mixed", choices=list(SCENARIOS),
+                      help="resolve, register, mixed (both and an operator) or ramp (mixed "
+                           "under a stepped load shape); default mixed")
+    load.add_argument("--time", default=parse_duration("30s"), type=duration_arg,
+                      help="how long, e.g. 30s or 2m (default 30s)")
+    load.add_argument("--users", type=int, default=50,
+                      help="simulated users (default 50; the ramp scenario sets its own)")
+    load.add_argument("--spawn-rate", type=float, default=50, help="users started per second")
+    load.add_argument("--processes", type=int, default=1, help="Locust processes (master/workers)")
+    load.add_argument("--host", help="recursive node URL (default: the cluster's in --data)")
+    load.add_argument("--data", default=DEFAULT_DATA,
+                      help="the cluster's data directory; runs are kept in <data>/runs/")
+    load.add_argument("--preset", default="guangzhou-2021", choices=list(PRESETS),
+                      help="when a cluster must be started: its preset")
+    load.add_argument("--port", type=int, default=None,
+                      help="when a cluster must be started: its recursive node's port (default: "
+                           f"the one --data last ran on, else {DEFAULT_PORT})")
+    load.add_argument("--demo", type=int, default=None,
+                      help="when a cluster must be started: demo identifiers per enterprise")
+    load.set_defaults(func=cmd_load)
