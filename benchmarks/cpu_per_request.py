@@ -8,7 +8,9 @@ answered) holds far better, so this is the figure to watch when changing a hot p
 It runs one ``idsim node`` (LMDB, durable writes) and, as the reference measured in the same
 rounds, aiohttp's low-level server answering a fixed Handle-like JSON: the floor of any aiohttp
 handler. For each, a resolve (GET) and a registration (PUT with a body); rounds interleave;
-medians are printed with the ratio to the reference.
+medians are printed with the ratio to the reference. ``--metrics-off`` adds a second node
+started with ``--set metrics.enabled=0`` and prints what the metrics cost per request (the
+ratio of the node with metrics on to the one without).
 """
 from __future__ import annotations
 
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=4)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--metrics-off", action="store_true",
+                   help="also measure a node with metrics.enabled=0 (the metrics' cost)")
     args = p.parse_args(argv)
     procs.install_handlers()
     tmp = Path(tempfile.mkdtemp(prefix="idsim-cpu-"))
@@ -87,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
                            stdout=subprocess.DEVNULL, cwd=HERE.parent)
         procs.wait_port(ref_port, proc=ref)
         procs.wait_port(node_port, timeout=60, proc=node)
+        bare = None
+        if args.metrics_off:  # the same node without metrics, to measure their cost
+            bare_port = procs.free_port()
+            bare = procs.spawn([sys.executable, "-m", "topology.cli", "node", "--code", "88.118",
+                                "--enterprise", "88.118.8", "--demo", "10000", "--port",
+                                str(bare_port), "--data", str(tmp / "bare"),
+                                "--set", "metrics.enabled=0"],
+                               stdout=subprocess.DEVNULL, cwd=HERE.parent)
+            procs.wait_port(bare_port, timeout=60, proc=bare)
         login = json.loads((tmp / "node" / "logins.json").read_text())["enterprises"][0]
         auth = basic_header(login["username"], login["secret"]).removeprefix("Basic ")
         ref_url, node_url = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{node_port}"
@@ -98,6 +111,23 @@ def main(argv: list[str] | None = None) -> int:
             "register PUT": (node.pid, node_url, str(HERE / "register.lua"),
                              {"IDSIM_PREFIX": "88.118.8", "IDSIM_AUTH": auth}),
         }
+        rows = [("reference GET", "reference GET"), ("resolve GET", "reference GET"),
+                ("reference PUT", "reference PUT"), ("register PUT", "reference PUT")]
+        if bare is not None:
+            bare_login = json.loads((tmp / "bare" / "logins.json").read_text())["enterprises"][0]
+            bare_auth = basic_header(bare_login["username"],
+                                     bare_login["secret"]).removeprefix("Basic ")
+            bare_url = f"http://127.0.0.1:{bare_port}"
+            runs["resolve GET, metrics off"] = (bare.pid, bare_url, str(HERE / "resolve.lua"),
+                                                {"IDSIM_PREFIXES": "88.118.8",
+                                                 "IDSIM_COUNT": "10000"})
+            runs["register PUT, metrics off"] = (bare.pid, bare_url, str(HERE / "register.lua"),
+                                                 {"IDSIM_PREFIX": "88.118.8",
+                                                  "IDSIM_AUTH": bare_auth})
+            rows += [("resolve GET, metrics off", "reference GET"),
+                     ("register PUT, metrics off", "reference PUT"),
+                     ("resolve GET", "resolve GET, metrics off"),
+                     ("register PUT", "register PUT, metrics off")]
         got: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
             for name, (pid, url, script, env) in runs.items():
@@ -106,11 +136,10 @@ def main(argv: list[str] | None = None) -> int:
             procs.log(f"round {r + 1}/{args.rounds}: " +
                       ", ".join(f"{n} {v[-1]:.0f} µs" for n, v in got.items()))
         med = {name: statistics.median(v) for name, v in got.items()}
-        procs.log(f"\n{'server CPU per request (median)':<34}{'µs':>8}{'ratio':>10}")
-        for name, ref_name in (("reference GET", "reference GET"), ("resolve GET", "reference GET"),
-                               ("reference PUT", "reference PUT"),
-                               ("register PUT", "reference PUT")):
-            procs.log(f"{name:<34}{med[name]:>8.0f}{med[name] / med[ref_name]:>9.2f}×")
+        procs.log(f"\n{'server CPU per request (median)':<34}{'µs':>8}{'ratio':>10}  to")
+        for name, ref_name in rows:
+            procs.log(f"{name:<34}{med[name]:>8.0f}{med[name] / med[ref_name]:>9.2f}×  "
+                      f"{ref_name}")
     finally:
         procs.stop_all()
     return 0

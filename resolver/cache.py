@@ -74,11 +74,15 @@ class TTLCache:
     Counters: ``hits`` (fresh, including negative entries), ``stale_hits``, ``misses``
     (absent or past the stale window) and ``evictions`` (entries pushed out by capacity
     pressure; not lazy expiry, invalidation or replacement). ``clear`` keeps the counters.
+    ``negative_hits``, ``negative_stale_hits`` and ``negative_evictions`` count the part of
+    those that were negative entries; ``negatives`` is how many negative entries are held.
+    All are plain integers, read by ``resolver.metrics`` at scrape time.
     """
 
     __slots__ = (
         "max_entries", "max_bytes", "stale_window", "_entries", "_bytes",
         "hits", "misses", "stale_hits", "evictions",
+        "negatives", "negative_hits", "negative_stale_hits", "negative_evictions",  # metrics
     )
 
     def __init__(self, *, max_entries: int, max_bytes: int | None = None,
@@ -98,6 +102,8 @@ class TTLCache:
         self.misses = 0
         self.stale_hits = 0
         self.evictions = 0
+        self.negatives = 0  # negative entries held, and counters of their part (metrics)
+        self.negative_hits = self.negative_stale_hits = self.negative_evictions = 0
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -121,12 +127,14 @@ class TTLCache:
         old = self._entries.pop(key, None)
         if old is not None:
             self._bytes -= old.size
+            self.negatives -= old.negative
         if (not ttl > 0  # also refuses NaN
                 or self.max_entries == 0
                 or (self.max_bytes is not None and size > self.max_bytes)):
             return False
         self._entries[key] = _Entry(value, now + ttl, size, negative)
         self._bytes += size
+        self.negatives += negative
         self._evict()
         return True
 
@@ -139,6 +147,8 @@ class TTLCache:
             _, victim = entries.popitem(last=False)
             self._bytes -= victim.size
             self.evictions += 1
+            self.negatives -= victim.negative
+            self.negative_evictions += victim.negative
 
     def invalidate(self, key: Hashable) -> bool:
         """Drop ``key``; return whether it was present (expired or not)."""
@@ -146,12 +156,14 @@ class TTLCache:
         if entry is None:
             return False
         self._bytes -= entry.size
+        self.negatives -= entry.negative
         return True
 
     def clear(self) -> None:
         """Drop every entry; counters are kept."""
         self._entries.clear()
         self._bytes = 0
+        self.negatives = 0
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -165,12 +177,15 @@ class TTLCache:
         if now < expires_at:
             stale = False
             self.hits += 1
+            self.negative_hits += entry.negative
         elif now < expires_at + self.stale_window:
             stale = True
             self.stale_hits += 1
+            self.negative_stale_hits += entry.negative
         else:
             del self._entries[key]
             self._bytes -= entry.size
+            self.negatives -= entry.negative
             self.misses += 1
             return None
         self._entries.move_to_end(key)

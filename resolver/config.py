@@ -93,8 +93,20 @@ class HostConfig:
     restart_reset_after: float = 30.0     # s up after which the delay is back to restart_delay
 
 
+# -- metrics (h5): a new section
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics at ``GET /metrics`` (``resolver.metrics``)."""
+    enabled: int = 1                      # 0: no request instrumentation and no /metrics
+    share_every: float = 1.0              # s between the counter snapshots that processes
+                                          # serving one port (SO_REUSEPORT) exchange
+    max_upstream_series: int = 1000       # (peer, method) pairs counted; beyond, peer "other"
+    scrape_interval: float = 5.0          # s, in the prometheus.yml that idsim up writes
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
-                             "batch": BatchConfig, "store": StoreConfig, "host": HostConfig}
+                             "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
+                             "metrics": MetricsConfig}  # metrics: h5
 DEFAULT_SOURCE = "default"
 
 
@@ -116,6 +128,7 @@ class Config:
     batch: BatchConfig = field(default_factory=BatchConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     host: HostConfig = field(default_factory=HostConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)  # h5
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -28,7 +28,7 @@ import psutil
 from resolver import auth
 from resolver.config import Config, write_toml
 from resolver.roles import Role
-from topology import demo
+from topology import demo, prometheus_config
 from topology.model import Topology
 from topology.ports import find_ports_in_use
 from topology.supervisor import HostProcess, OnExit, Supervisor, host_command, terminate
@@ -110,6 +110,8 @@ class Cluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         save(self.topology, self.data_dir / "topology.toml")
         write_toml(self.config, self.data_dir / "config.toml")
+        prometheus_config.write(self.topology, self.data_dir / "prometheus.yml",  # metrics (h5)
+                                interval=self.config.metrics.scrape_interval)
         path = self.data_dir / "logins.json"
         old = json.loads(path.read_text()) if path.exists() else None
         logins = make_logins(self.topology, old)

@@ -24,7 +24,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from resolver import errors, server
+from resolver import errors, metrics_share, server
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.net import split_address
@@ -126,9 +126,13 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                                       case_sensitive=case_sensitive)
             running.nodes[name] = node
             shared = reuse_port and name == Role.RECURSIVE
-            running.runners.append(await server.serve(NodeAPI(node), addr.host,
+            api = NodeAPI(node)
+            running.runners.append(await server.serve(api, addr.host,
                                                       addr.http_port, config.http,
                                                       reuse_port=shared))
+            if shared and api.metrics is not None:  # metrics (h5): one port, many processes
+                running.tasks.append(metrics_share.start(api.metrics, data_dir / "metrics",
+                                                         config.metrics, clock))
             if not (shared or standalone):
                 running.rpc_servers.append(await RpcServer(node.rpc_handlers(), config.rpc)
                                            .start(addr.host, addr.rpc_port))
