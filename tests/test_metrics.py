@@ -203,3 +203,15 @@ def test_scrape_config_covers_every_node() -> None:
     assert all(f'"{u.removeprefix("http://")}"' in text for u in urls)
     assert text.count('"127.0.0.1:') == len(urls) == 35
     assert "scrape_interval: 5000ms" in text
+
+
+def test_idsim_up_writes_the_scrape_config_on_each_start(tmp_path: Path) -> None:
+    from network_fixtures import free_topology
+    from topology.cluster import Cluster
+    old = tmp_path / "prometheus.yml"
+    old.write_text("# from a start on other ports\n")
+    topo = free_topology("mini")
+    Cluster(topology=topo, data_dir=tmp_path).prepare()
+    text = old.read_text()
+    assert text == scrape_config(topo, interval=Config().metrics.scrape_interval)
+    assert f'"127.0.0.1:{topo.recursive.http_port}"' in text
