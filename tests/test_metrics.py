@@ -10,9 +10,10 @@ import asyncio
 import socket
 from pathlib import Path
 
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from network_fixtures import FakeClock, Net, net  # noqa: F401  (net: fixture)
+from network_fixtures import FakeClock, Net, free_topology, net  # noqa: F401  (net: fixture)
 from resolver import errors, metrics_share
 from resolver.config import Config
 from resolver.metrics import NodeMetrics
@@ -21,8 +22,10 @@ from resolver.recursive import RecursiveNode
 from resolver.store import open_store
 from resolver.web import NodeAPI
 from topology import demo
+from topology.cluster import Cluster, make_logins
 from topology.presets import get_preset
 from topology.prometheus_config import scrape_config
+from topology.wiring import start_nodes
 
 ENT = "88.118.8"
 COMMON = {"idsim_requests", "idsim_responses", "idsim_request_duration_seconds",
@@ -206,8 +209,6 @@ def test_scrape_config_covers_every_node() -> None:
 
 
 def test_idsim_up_writes_the_scrape_config_on_each_start(tmp_path: Path) -> None:
-    from network_fixtures import free_topology
-    from topology.cluster import Cluster
     old = tmp_path / "prometheus.yml"
     old.write_text("# from a start on other ports\n")
     topo = free_topology("mini")
@@ -215,3 +216,20 @@ def test_idsim_up_writes_the_scrape_config_on_each_start(tmp_path: Path) -> None
     text = old.read_text()
     assert text == scrape_config(topo, interval=Config().metrics.scrape_interval)
     assert f'"127.0.0.1:{topo.recursive.http_port}"' in text
+
+
+async def test_every_scrape_of_a_shared_port_has_every_process(tmp_path: Path) -> None:
+    topo, clock = free_topology("mini"), FakeClock()
+    hosts = [await start_nodes(topo, ["recursive"], Config(), data_dir=tmp_path,
+                               logins=make_logins(topo), store="memory", clock=clock,
+                               reuse_port=True) for _ in range(2)]
+    try:
+        for _ in range(8):  # a new connection each time: either process may answer
+            async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+                    force_close=True)) as http:
+                async with http.get(f"{topo.recursive.http_url}/metrics") as resp:
+                    fams = parse(await resp.text())
+            assert {s.labels["process"] for s in fams["idsim_requests"]} == {"0", "1"}
+    finally:
+        for host in hosts:
+            await host.close()
