@@ -30,6 +30,10 @@ snapshots of their counters (``resolver.metrics_share``) and each scrape answers
 process's series: its own live, the others' as of their last snapshot (``metrics.share_every``
 seconds old at most). Readers sum over ``process``.
 
+Request durations are measured with ``time.perf_counter`` in ``NodeAPI.__call__`` (a
+measurement, not a decision: no rule reads them); upstream durations with the node's clock,
+as every other time of the RPC client.
+
 Invariants: no identifier or prefix is ever a label value (ops, codes, caches, peers and
 methods are bounded sets; unknown peers past ``metrics.max_upstream_series`` count as
 ``other``); counters only grow for the life of the node.

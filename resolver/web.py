@@ -8,6 +8,9 @@ documents as msgpack. Reading the request (path, query, credentials, body) is
 ``resolver.http_input``; every limit comes from the node's ``Config`` (``node.config``).
 The warm GET of a recursive node (``NodeAPI.__call__`` -> ``get_handle`` -> ``node.cached``
 -> ``record_json``) is the hot path: keep it free of extra calls and lookups.
+``NodeAPI.__call__`` counts every request for ``GET /metrics`` (``resolver.metrics``): plain
+integer increments around ``NodeAPI.dispatch``; an answer that is not responseCode 1 carries
+its code on the response (``metrics.CODE``), set by ``answer`` and ``forward_write``.
 """
 from __future__ import annotations
 
@@ -37,13 +40,14 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 def answer(request: web.BaseRequest, doc: dict, status: int = 200) -> web.Response:
     if MSGPACK in request.headers.get("Accept", ""):
-        return web.Response(body=msgpack.packb(doc, use_bin_type=True), status=status,
+        resp = web.Response(body=msgpack.packb(doc, use_bin_type=True), status=status,
                             headers={"Content-Type": MSGPACK})
-    pretty = request.query.get("pretty")  # lenient: error answers go through here too
-    opts = orjson.OPT_INDENT_2 if pretty is not None and pretty.lower() not in (
-        "false", "0", "no") else 0
-    resp = web.Response(body=orjson.dumps(doc, option=opts), status=status,
-                        headers={"Content-Type": JSON})
+    else:
+        pretty = request.query.get("pretty")  # lenient: error answers go through here too
+        opts = orjson.OPT_INDENT_2 if pretty is not None and pretty.lower() not in (
+            "false", "0", "no") else 0
+        resp = web.Response(body=orjson.dumps(doc, option=opts), status=status,
+                            headers={"Content-Type": JSON})
     if (code := doc.get("responseCode")) != errors.SUCCESS:
         resp[metrics.CODE] = code  # for the metrics (NodeAPI.__call__); success: untagged
     return resp

@@ -233,3 +233,12 @@ async def test_every_scrape_of_a_shared_port_has_every_process(tmp_path: Path) -
     finally:
         for host in hosts:
             await host.close()
+
+
+async def test_a_msgpack_error_counts_under_its_code_too(net: Net) -> None:
+    url = net.node_url(ENT)
+    async with net.http.get(f"{url}/api/handles/{ENT}/NOT-THERE",
+                            headers={"Accept": "application/msgpack"}) as resp:
+        assert resp.status == 404
+    fams = await scrape(net, url)
+    assert value(fams, "idsim_responses_total", op="resolve", code="100") == 1
