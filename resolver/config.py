@@ -1,8 +1,8 @@
 """Every tunable default of a node, in one place, and where each effective value came from.
 
 A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``, ``store``,
-``host``, ``metrics``). The defaults below are the only defaults: constructors take their values from a
-``Config`` and keep none of their own. Values are layered, later layers winning:
+``host``, ``metrics``). The defaults below are the only defaults: constructors take their
+values from a ``Config`` and keep none of their own. Values are layered, later layers winning:
 
     defaults  <  the topology file's sections  <  idsim.toml (--config)  <  --set / flags
 

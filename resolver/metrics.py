@@ -88,21 +88,25 @@ def version() -> str:
 class OpStats:
     """Counters of one op: responses per responseCode, duration buckets and sum."""
 
-    __slots__ = ("codes", "buckets", "total")
+    __slots__ = ("ok", "codes", "buckets", "total")
 
     def __init__(self) -> None:
-        self.codes: dict[int, int] = {}
+        self.ok = 0  # responseCode 1, the common case, without a dict update
+        self.codes: dict[int, int] = {}  # every other responseCode
         self.buckets = [0] * (len(BUCKETS) + 1)  # not cumulative; the last one is +Inf
         self.total = 0.0
 
     def observe(self, code: int, seconds: float) -> None:
-        codes = self.codes
-        codes[code] = codes.get(code, 0) + 1
+        if code == 1:
+            self.ok += 1
+        else:
+            self.codes[code] = self.codes.get(code, 0) + 1
         self.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
         self.total += seconds
 
     def state(self) -> list:
-        return [list(self.codes.items()), list(self.buckets), self.total]
+        codes = ([(1, self.ok)] if self.ok else []) + list(self.codes.items())
+        return [codes, list(self.buckets), self.total]
 
 
 class RequestStats:
