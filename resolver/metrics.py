@@ -127,7 +127,7 @@ class UpstreamStats:
 
     __slots__ = ("series", "max_series")
 
-    def __init__(self, max_series: int = 1000) -> None:
+    def __init__(self, max_series: int) -> None:
         self.series: dict[tuple[str, str], list] = {}  # -> [buckets, sum, failures]
         self.max_series = max_series
 

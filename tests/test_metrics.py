@@ -242,3 +242,26 @@ async def test_a_msgpack_error_counts_under_its_code_too(net: Net) -> None:
         assert resp.status == 404
     fams = await scrape(net, url)
     assert value(fams, "idsim_responses_total", op="resolve", code="100") == 1
+
+
+def test_the_answer_cache_counts_its_negative_entries_apart() -> None:
+    from resolver.cache import TTLCache
+    c = TTLCache(max_entries=2, stale_window=5)
+    c.put_negative(b"a", ttl=10, now=0)
+    c.put_negative(b"b", ttl=10, now=0)
+    assert c.negatives == 2
+    assert c.get(b"a", 1).negative and c.negative_hits == 1
+    assert c.get(b"a", 12).stale and c.negative_stale_hits == 1
+    c.put(b"b", "value", ttl=10, now=1)  # a negative entry replaced by an answer
+    assert c.negatives == 1
+    c.put(b"c", "value", ttl=10, now=1)  # pushes out the least recently used: a
+    assert (c.negatives, c.negative_evictions, c.evictions) == (0, 1, 1)
+    c.put_negative(b"d", ttl=1, now=1)
+    assert c.negatives == 1
+    assert c.get(b"d", 100) is None and c.negatives == 0  # expired and dropped on sight
+    c.put_negative(b"e", ttl=10, now=100)
+    c.invalidate(b"e")
+    assert c.negatives == 0
+    c.put_negative(b"f", ttl=10, now=100)
+    c.clear()
+    assert c.negatives == 0 and c.negative_hits == 1  # counters stay
