@@ -8,7 +8,11 @@ answered) holds far better, so this is the figure to watch when changing a hot p
 It runs one ``idsim node`` (LMDB, durable writes) and, as the reference measured in the same
 rounds, aiohttp's low-level server answering a fixed Handle-like JSON: the floor of any aiohttp
 handler. For each, a resolve (GET) and a registration (PUT with a body); rounds interleave;
-medians are printed with the ratio to the reference.
+medians are printed with the ratio to the reference. ``--metrics-off`` adds a second node
+started with ``--set metrics.enabled=0`` and prints what the metrics cost per request (the
+ratio of the node with metrics on to the one without). ``--recursive`` adds the recursive
+node's warm path (answers from its cache): an ``idsim up --preset mini`` cluster (two, with
+``--metrics-off``), measuring the CPU of the process serving the recursive node.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -70,34 +75,79 @@ def cpu_us_per_request(pid: int, url: str, seconds: float, script: str, env: dic
     return spent / max(1, res.requests) * 1e6
 
 
+def start_node(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
+    """An ``idsim node`` with 10,000 demo identifiers: its pid, URL and an enterprise login."""
+    port = procs.free_port()
+    node = procs.spawn([sys.executable, "-m", "topology.cli", "node", "--code", "88.118",
+                        "--enterprise", "88.118.8", "--demo", "10000", "--port", str(port),
+                        "--data", str(tmp / name), *extra],
+                       stdout=subprocess.DEVNULL, cwd=HERE.parent)
+    procs.wait_port(port, timeout=60, proc=node)
+    login = json.loads((tmp / name / "logins.json").read_text())["enterprises"][0]
+    auth = basic_header(login["username"], login["secret"]).removeprefix("Basic ")
+    return node.pid, f"http://127.0.0.1:{port}", auth
+
+
+def start_recursive(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
+    """An ``idsim up --preset mini`` cluster: the pid of the process serving its recursive
+    node, that node's URL and the demo prefixes (``IDSIM_PREFIXES``)."""
+    port = procs.free_port(20000, 31000)
+    data = tmp / name
+    up = procs.spawn([sys.executable, "-m", "topology.cli", "up", "--preset", "mini",
+                      "--workers", "2", "--demo", "100", "--port", str(port), "--data",
+                      str(data), *extra], stdout=subprocess.DEVNULL, cwd=HERE.parent)
+    deadline = time.monotonic() + 120
+    while not (data / "cluster.json").exists():
+        if up.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"idsim up ({name}) did not start; see {data / 'logs'}")
+        time.sleep(0.2)  # polling a subprocess
+    state = json.loads((data / "cluster.json").read_text())
+    pid = next(p["pid"] for p in state["processes"] if p["nodes"] == ["recursive"])
+    return pid, state["recursiveUrl"], ",".join(state["prefixes"])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=4)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--metrics-off", action="store_true",
+                   help="also measure nodes with metrics.enabled=0 (the metrics' cost)")
+    p.add_argument("--recursive", action="store_true",
+                   help="also measure the recursive node's warm path (a mini cluster)")
     args = p.parse_args(argv)
     procs.install_handlers()
     tmp = Path(tempfile.mkdtemp(prefix="idsim-cpu-"))
     (tmp / "put.lua").write_text(PUT_LUA)
+    resolve, register = str(HERE / "resolve.lua"), str(HERE / "register.lua")
     try:
-        ref_port, node_port = procs.free_port(), procs.free_port()
+        ref_port = procs.free_port()
         ref = procs.spawn([sys.executable, "-c", REFERENCE_SERVER, str(ref_port)])
-        node = procs.spawn([sys.executable, "-m", "topology.cli", "node", "--code", "88.118",
-                            "--enterprise", "88.118.8", "--demo", "10000", "--port",
-                            str(node_port), "--data", str(tmp / "node")],
-                           stdout=subprocess.DEVNULL, cwd=HERE.parent)
         procs.wait_port(ref_port, proc=ref)
-        procs.wait_port(node_port, timeout=60, proc=node)
-        login = json.loads((tmp / "node" / "logins.json").read_text())["enterprises"][0]
-        auth = basic_header(login["username"], login["secret"]).removeprefix("Basic ")
-        ref_url, node_url = f"http://127.0.0.1:{ref_port}", f"http://127.0.0.1:{node_port}"
+        ref_url = f"http://127.0.0.1:{ref_port}"
         runs = {  # name → (pid, url, wrk script, env)
             "reference GET": (ref.pid, ref_url + "/api/handles/88.118.8/SN000000042", None, {}),
-            "resolve GET": (node.pid, node_url, str(HERE / "resolve.lua"),
-                            {"IDSIM_PREFIXES": "88.118.8", "IDSIM_COUNT": "10000"}),
             "reference PUT": (ref.pid, ref_url, str(tmp / "put.lua"), {}),
-            "register PUT": (node.pid, node_url, str(HERE / "register.lua"),
-                             {"IDSIM_PREFIX": "88.118.8", "IDSIM_AUTH": auth}),
         }
+        rows = [("reference GET", "reference GET"), ("reference PUT", "reference PUT")]
+        variants = [("", ())] + ([(", metrics off", ("--set", "metrics.enabled=0"))]
+                                 if args.metrics_off else [])
+        for suffix, extra in variants:
+            pid, url, auth = start_node(tmp, "node" + suffix.replace(" ", "-"), *extra)
+            runs["resolve GET" + suffix] = (pid, url, resolve, {"IDSIM_PREFIXES": "88.118.8",
+                                                                "IDSIM_COUNT": "10000"})
+            runs["register PUT" + suffix] = (pid, url, register, {"IDSIM_PREFIX": "88.118.8",
+                                                                  "IDSIM_AUTH": auth})
+            rows += [("resolve GET" + suffix, "reference GET"),
+                     ("register PUT" + suffix, "reference PUT")]
+            if args.recursive:
+                pid, url, prefixes = start_recursive(tmp, "up" + suffix.replace(" ", "-"),
+                                                     *extra)
+                runs["recursive GET (warm)" + suffix] = (pid, url, resolve, {
+                    "IDSIM_PREFIXES": prefixes, "IDSIM_COUNT": "100"})
+                rows.append(("recursive GET (warm)" + suffix, "reference GET"))
+        for name, (pid, url, script, env) in runs.items():  # warm caches, LMDB pages, JITs
+            wrk.run(url, 1, script=script, env=dict(env, IDSIM_TAG="warm"), threads=1,
+                    connections=32)
         got: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
             for name, (pid, url, script, env) in runs.items():
@@ -107,10 +157,14 @@ def main(argv: list[str] | None = None) -> int:
                       ", ".join(f"{n} {v[-1]:.0f} µs" for n, v in got.items()))
         med = {name: statistics.median(v) for name, v in got.items()}
         procs.log(f"\n{'server CPU per request (median)':<34}{'µs':>8}{'ratio':>10}")
-        for name, ref_name in (("reference GET", "reference GET"), ("resolve GET", "reference GET"),
-                               ("reference PUT", "reference PUT"),
-                               ("register PUT", "reference PUT")):
-            procs.log(f"{name:<34}{med[name]:>8.0f}{med[name] / med[ref_name]:>9.2f}×")
+        for name, ref_name in rows:
+            procs.log(f"{name:<34}{med[name]:>8.1f}{med[name] / med[ref_name]:>9.2f}×")
+        pairs = [name for name in runs if name + ", metrics off" in runs]
+        if pairs:
+            procs.log(f"\n{'metrics on / metrics off':<34}{'µs on':>8}{'µs off':>10}{'ratio':>10}")
+            for name in pairs:
+                on, off = med[name], med[name + ", metrics off"]
+                procs.log(f"{name:<34}{on:>8.1f}{off:>10.1f}{on / off:>9.3f}×")
     finally:
         procs.stop_all()
     return 0

@@ -91,11 +91,15 @@ class TTLCache:
     Counters: ``hits`` (fresh, including negative entries), ``stale_hits``, ``misses``
     (absent or past the stale window) and ``evictions`` (entries pushed out by capacity
     pressure; not lazy expiry, invalidation or replacement). ``clear`` keeps the counters.
+    ``negative_hits``, ``negative_stale_hits`` and ``negative_evictions`` count the part of
+    those that were negative entries; ``negatives`` is how many negative entries are held.
+    All are plain integers, read by ``resolver.metrics`` at scrape time.
     """
 
     __slots__ = (
         "max_entries", "max_bytes", "stale_window", "_entries", "_bytes", "_negatives",
         "hits", "misses", "stale_hits", "evictions",
+        "negative_hits", "negative_stale_hits", "negative_evictions",  # metrics
     )
 
     def __init__(self, *, max_entries: int, max_bytes: int | None = None,
@@ -116,6 +120,7 @@ class TTLCache:
         self.misses = 0
         self.stale_hits = 0
         self.evictions = 0
+        self.negative_hits = self.negative_stale_hits = self.negative_evictions = 0
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -152,6 +157,11 @@ class TTLCache:
         self._evict()
         return True
 
+    @property
+    def negatives(self) -> int:
+        """Negative entries held now (expired ones too, until swept or evicted)."""
+        return len(self._negatives)
+
     def _forget(self, key: Hashable, entry: _Entry) -> None:
         """Account for ``entry`` having left ``_entries``."""
         self._bytes -= entry.size
@@ -179,6 +189,7 @@ class TTLCache:
             key, victim = entries.popitem(last=False)
             self._forget(key, victim)
             self.evictions += 1
+            self.negative_evictions += victim.negative
 
     def invalidate(self, key: Hashable) -> bool:
         """Drop ``key``; return whether it was present (expired or not)."""
@@ -206,9 +217,11 @@ class TTLCache:
         if now < expires_at:
             stale = False
             self.hits += 1
+            self.negative_hits += entry.negative
         elif now < expires_at + self.stale_window:
             stale = True
             self.stale_hits += 1
+            self.negative_stale_hits += entry.negative
         else:
             del self._entries[key]
             self._forget(key, entry)

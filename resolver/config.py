@@ -1,8 +1,9 @@
 """Every tunable default of a node, in one place, and where each effective value came from.
 
 A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``, ``store``,
-``host``, ``observe``, ``auth``). The defaults below are the only defaults: constructors take
-their values from a ``Config`` and keep none of their own. Values are layered, later layers winning:
+``host``, ``observe``, ``auth``, ``metrics``). The defaults below are the only defaults:
+constructors take their values from a ``Config`` and keep none of their own. Values are
+layered, later layers winning:
 
     defaults  <  the topology file's sections  <  idsim.toml (--config)  <  --set / flags
 
@@ -145,9 +146,20 @@ class AuthConfig:
                                           # identity exempt from the address's lockout there
 
 
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """Prometheus metrics at ``GET /metrics`` (``resolver.metrics``)."""
+    enabled: int = 1                      # 0: no request instrumentation and no /metrics
+    share_every: float = 1.0              # s between the counter snapshots that processes
+                                          # serving one port (SO_REUSEPORT) exchange
+    max_upstream_series: int = 1000       # (peer, method) pairs counted; beyond, peer "other"
+    scrape_interval: float = 5.0          # s, in the prometheus.yml that idsim up writes
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
-                             "observe": ObserveConfig, "auth": AuthConfig}
+                             "observe": ObserveConfig, "auth": AuthConfig,
+                             "metrics": MetricsConfig}
 DEFAULT_SOURCE = "default"
 
 
@@ -171,6 +183,7 @@ class Config:
     host: HostConfig = field(default_factory=HostConfig)
     observe: ObserveConfig = field(default_factory=ObserveConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -35,6 +35,7 @@ from resolver.cache import Hit
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
+from resolver.metrics import UpstreamStats
 from resolver.net import client_session, split_address
 from resolver.resolution import NOT_PROBED, Caches, Outcome, Site, drive, steps
 from resolver.roles import Role
@@ -58,7 +59,9 @@ class RecursiveNode:
         self.caches = Caches.from_config(self.config.cache)
         self.top_rpc = top_rpc
         self.top_site = Site(identifiers.NA_PREFIX, "", top_rpc)  # serves 0.NA/ records
-        self.top = self._client(top_rpc)
+        # calls to peers, per (peer, method), for the metrics (resolver.metrics)
+        self.upstream = UpstreamStats(self.config.metrics.max_upstream_series)
+        self.top = self._client(top_rpc, "top")
         self._peers: dict[str, RpcClient] = {}
         self._inflight: dict[bytes, asyncio.Future] = {}
         self._probe: tuple[bytes, Hit | None] | None = None  # cached() -> resolve(), see above
@@ -75,11 +78,16 @@ class RecursiveNode:
                                  "requests to the node that serves the prefix")
 
     # ------------------------------------------------------------------ upstream
-    def _client(self, addr: str) -> RpcClient:
+    def _client(self, addr: str, peer: str | None = None) -> RpcClient:
         """An RPC client to ``addr`` with the config's limits, the node's clock and its RPC
-        identity (every client of this node is made here)."""
-        return RpcClient(*split_address(addr), self.config.rpc, clock=self.clock,
-                         trust=self.trust)
+        identity (every client of this node is made here), its calls counted as to ``peer``
+        ("top"; else the address, from the topology: a bounded label, unlike the prefix a
+        site is found for)."""
+        client = RpcClient(*split_address(addr), self.config.rpc, clock=self.clock,
+                           trust=self.trust)
+        if self.config.metrics.enabled:
+            client.observer = self.upstream.observer(peer or addr)
+        return client
 
     async def _ask_top(self, prefix: str) -> tuple[Site, int]:
         self.stats["delegation_calls"] += 1
@@ -116,6 +124,7 @@ class RecursiveNode:
             self._http = client_session(ssl_context=self.client_ssl, timeout=aiohttp
                                         .ClientTimeout(total=self.config.http.forward_timeout))
         self.caches.answers.invalidate(handle.key)
+        start, failed = self.clock(), True
         try:
             async with self._http.request(method, site.http_url + target, data=body,
                                           headers=headers, allow_redirects=False) as resp:
@@ -123,11 +132,14 @@ class RecursiveNode:
                 passed = CIMultiDict((k, v) for k, v in resp.headers.items()
                                      if k in ("Content-Type", "WWW-Authenticate", "Allow"))
                 status = resp.status
+                failed = False
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise errors.PeerUnavailable(f"node {site.http_url} did not take the write: "
                                          f"{type(exc).__name__}", handle=handle.text) from None
         finally:
             self.caches.answers.invalidate(handle.key)
+            self.upstream.record(site.rpc_addr, f"http_{method.lower()}",
+                                 self.clock() - start, failed)  # the peer as its RPC calls
         return status, payload, passed
 
     # ------------------------------------------------------------------ resolving

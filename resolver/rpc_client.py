@@ -23,7 +23,7 @@ leaves its msgid pending after it returns or raises.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
 from . import net
 from .clock import SYSTEM, Clock
@@ -160,6 +160,8 @@ class RpcClient:
         self._next_id = 0
         self._closed = False
         self.connect_attempts = 0  # for tests and stats
+        # (method, seconds, failed) after each call, failed = PeerUnavailable (metrics: h5)
+        self.observer: Callable[[str, float, bool], None] | None = None
 
     @property
     def connected(self) -> bool:
@@ -251,6 +253,20 @@ class RpcClient:
     # -- calls
 
     async def call(self, method: str, *params: Any) -> Any:
+        """``_call``, timed for ``observer`` when one is set."""
+        observer = self.observer
+        if observer is None:
+            return await self._call(method, *params)
+        start, failed = self._clock(), False
+        try:
+            return await self._call(method, *params)
+        except PeerUnavailable:
+            failed = True
+            raise
+        finally:
+            observer(method, self._clock() - start, failed)
+
+    async def _call(self, method: str, *params: Any) -> Any:
         conn = self._conn
         if conn is not None:
             now = self._clock()

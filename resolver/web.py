@@ -8,22 +8,26 @@ documents as msgpack. Reading the request (path, query, credentials, body) is
 ``resolver.http_input``; every limit comes from the node's ``Config`` (``node.config``).
 The warm GET of a recursive node (``NodeAPI.__call__`` -> ``get_handle`` -> ``node.cached``
 -> ``record_json``) is the hot path: keep it free of extra calls and lookups.
+``NodeAPI.__call__`` counts every request for ``GET /metrics`` (``resolver.metrics``): plain
+integer increments around ``NodeAPI.dispatch``; an answer that is not responseCode 1 carries
+its code on the response (``metrics.CODE``), set by ``answer`` and ``forward_write``.
 """
 from __future__ import annotations
 
 import html
 import logging
 import re
+from time import perf_counter
 from urllib.parse import quote, unquote
 
 import msgpack
 import orjson
 from aiohttp import web
 
-from resolver import dashboard, errors, health, identifiers, openapi, records
+from resolver import dashboard, errors, health, identifiers, metrics, openapi, records
 from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_param,
                                  int_params, json_body, read_body)
-from resolver.nodes import STATS_NOTES  # /api/stats says what its counters count (h7)
+from resolver.nodes import STATS_NOTES  # /api/stats says what its counters count
 from resolver.roles import Role
 
 log = logging.getLogger("idsim.web")
@@ -39,13 +43,17 @@ _URL_SAFE = "%:/?#[]@!$&'()*+,;=-._~"  # RFC 3986 reserved + unreserved (with le
 
 def answer(request: web.BaseRequest, doc: dict, status: int = 200) -> web.Response:
     if MSGPACK in request.headers.get("Accept", ""):
-        return web.Response(body=msgpack.packb(doc, use_bin_type=True), status=status,
+        resp = web.Response(body=msgpack.packb(doc, use_bin_type=True), status=status,
                             headers={"Content-Type": MSGPACK})
-    pretty = request.query.get("pretty")  # lenient: error answers go through here too
-    opts = orjson.OPT_INDENT_2 if pretty is not None and pretty.lower() not in (
-        "false", "0", "no") else 0
-    return web.Response(body=orjson.dumps(doc, option=opts), status=status,
-                        headers={"Content-Type": JSON})
+    else:
+        pretty = request.query.get("pretty")  # lenient: error answers go through here too
+        opts = orjson.OPT_INDENT_2 if pretty is not None and pretty.lower() not in (
+            "false", "0", "no") else 0
+        resp = web.Response(body=orjson.dumps(doc, option=opts), status=status,
+                            headers={"Content-Type": JSON})
+    if (code := doc.get("responseCode")) != errors.SUCCESS:
+        resp[metrics.CODE] = code  # for the metrics (NodeAPI.__call__); success: untagged
+    return resp
 
 
 def error_answer(request: web.BaseRequest, exc: errors.HandleError) -> web.Response:
@@ -265,7 +273,10 @@ async def forward_write(node, request: web.BaseRequest) -> web.Response:
                if k in request.headers}
     status, payload, passed = await node.forward(request.method, handle, request.raw_path,
                                                  body, headers)
-    return web.Response(status=status, body=payload, headers=passed)
+    resp = web.Response(status=status, body=payload, headers=passed)
+    if status >= 300:
+        resp[metrics.CODE] = metrics.response_code(payload)  # for the metrics
+    return resp
 
 
 async def write_elsewhere(node, request: web.BaseRequest) -> web.Response:
@@ -321,11 +332,37 @@ class NodeAPI:
         self.handle_methods = {"GET": get_handle, "HEAD": get_handle,
                                "PUT": put_handle if writes else forward_write,
                                "DELETE": delete_handle if writes else forward_write}
+        # metrics: GET /metrics and each route's op; off with metrics.enabled = 0
+        self.metrics = metrics.NodeMetrics(node) if node.config.metrics.enabled else None
+        if self.metrics is not None:
+            self.exact["/metrics"] = {"GET": self.metrics.page}
+            ops = self.metrics.requests.ops
+            self.other, self.redirect_op = ops["other"], ops["redirect"]
+            self.handle_ops = {"GET": ops["resolve"], "HEAD": ops["resolve"],
+                               "PUT": ops["register"], "DELETE": ops["delete"]}
+            self.path_ops = {path: ops[op] for path, op in metrics.PATH_OPS.items()}
         # the API description, rendered at its first request from the routes above
         self.exact["/api/openapi.json"] = {"GET": openapi.handler(node.role, self.exact,
                                                                   self.handle_methods)}
 
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        """``dispatch``, counted: one ``OpStats.observe`` (op, responseCode, duration)."""
+        if self.metrics is None:
+            return await self.dispatch(request)
+        start = perf_counter()
+        resp = await self.dispatch(request)
+        path = request.path
+        if path.startswith(HANDLES) and len(path) > len(HANDLES):
+            op = self.handle_ops.get(request.method, self.other)
+        else:
+            op = self.path_ops.get(path)
+            if op is None:
+                op = (self.redirect_op if not path.startswith("/api/") and path.count("/") > 1
+                      else self.other)
+        op.observe(resp.get(metrics.CODE, 1) if len(resp) else 1, perf_counter() - start)
+        return resp
+
+    async def dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         try:
             path = request.path
             if path.startswith(HANDLES) and len(path) > len(HANDLES):

@@ -34,7 +34,7 @@ from resolver import auth
 from resolver.config import Config, write_toml
 from resolver.roles import Role
 from resolver.rpc_auth import new_key
-from topology import demo, pki
+from topology import demo, pki, prometheus_config
 from topology.model import Topology
 from topology import readiness
 from topology.ports import find_ports_in_use
@@ -125,6 +125,9 @@ class Cluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         save(self.topology, self.data_dir / "topology.toml")
         write_toml(self.config, self.data_dir / "config.toml")
+        prometheus_config.write(self.topology, self.data_dir / "prometheus.yml",
+                                interval=self.config.metrics.scrape_interval,
+                                ca_file=pki.directory(self.data_dir).ca_cert.resolve())
         path = self.data_dir / "logins.json"
         old = json.loads(path.read_text()) if path.exists() else None
         logins = make_logins(self.topology, old)

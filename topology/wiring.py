@@ -25,7 +25,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from resolver import errors, server
+from resolver import errors, metrics_share, server
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.net import split_address
@@ -138,10 +138,14 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                                       keyring=keyring)
             running.nodes[name] = node
             shared = reuse_port and name == Role.RECURSIVE
+            api = NodeAPI(node)
             running.runners.append(await server.serve(
-                NodeAPI(node), addr.host, addr.http_port, config.http, reuse_port=shared,
+                api, addr.host, addr.http_port, config.http, reuse_port=shared,
                 ssl_context=tls.server if tls and addr.scheme == "https" else None,
                 access_log=access_log and access_log(name)))
+            if shared and api.metrics is not None:  # metrics: one port, many processes
+                running.tasks.append(metrics_share.start(api.metrics, data_dir / "metrics",
+                                                         config.metrics, clock))
             if not (shared or standalone):
                 rpc = RpcServer(node.rpc_handlers(), config.rpc, clock=clock,
                                 trust=Trust(node.name, keyring))
