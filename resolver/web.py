@@ -34,6 +34,7 @@ log = logging.getLogger("idsim.web")
 
 JSON = "application/json;charset=utf-8"
 JSON_HEADERS = {"Content-Type": JSON}
+MAX_SECRET = 1024  # characters of a secret chosen at prefix allocation (protocol data, not tuning)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _URL_SAFE = "%:/?#[]@!$&'()*+,;=-._~"  # RFC 3986 reserved + unreserved (with letters, digits)
@@ -125,6 +126,8 @@ async def put_handle(node, request: web.BaseRequest) -> web.Response:
                                           max_data=node.config.http.max_value_data)
     except errors.HandleError as exc:
         raise exc.with_handle(handle.text) from None
+    if handle.is_prefix_handle and node.store.get(handle.key) is None:
+        raise not_allocated(handle.text)
     created = await node.put(handle, values, identity=identity, overwrite=overwrite,
                              indexes=indexes or None)
     return answer(request, {"responseCode": errors.SUCCESS, "handle": handle.text},
@@ -181,8 +184,9 @@ async def create_prefix(node, request: web.BaseRequest) -> web.Response:
     if not isinstance(doc, dict) or not isinstance(doc.get("prefix"), str):
         raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"prefix": "88.118.9"}')
     secret = doc.get("secret")
-    if secret is not None and (not isinstance(secret, str) or len(secret) < 8):
-        raise errors.HandleError(errors.INVALID_VALUE, "secret must be a string of 8+ characters")
+    if secret is not None and (not isinstance(secret, str) or not 8 <= len(secret) <= MAX_SECRET):
+        raise errors.HandleError(errors.INVALID_VALUE,
+                                 f"secret must be a string of 8 to {MAX_SECRET} characters")
     creds = await node.create_prefix(doc["prefix"], identity=identity, secret=secret)
     return answer(request, {"responseCode": errors.SUCCESS, "prefix": creds.prefix,
                             "handle": f"0.NA/{creds.prefix}", "username": creds.username,
@@ -198,12 +202,30 @@ async def batch_register(node, request: web.BaseRequest) -> web.Response:
         raise errors.HandleError(errors.INVALID_VALUE,
                                  'body must be {"handles": [{"handle": ..., "values": [...]}]}')
     overwrite = doc.get("overwrite", False) is True
-    results = await node.register_many(
-        [(i.get("handle"), {"values": i.get("values")}) for i in items],
-        identity=identity, overwrite=overwrite)
+    prefixes = {n for n, i in enumerate(items) if is_prefix_text(node, i.get("handle"))}
+    done = iter(await node.register_many(
+        [(i.get("handle"), {"values": i.get("values")}) for n, i in enumerate(items)
+         if n not in prefixes], identity=identity, overwrite=overwrite))
+    results = [not_allocated(str(i.get("handle"))).body() if n in prefixes else next(done)
+               for n, i in enumerate(items)]
     ok = sum(r["responseCode"] == errors.SUCCESS for r in results)
     return answer(request, {"responseCode": errors.SUCCESS, "registered": ok,
                             "failed": len(results) - ok, "results": results})
+
+
+def not_allocated(text: str) -> errors.HandleError:
+    """A prefix record (``0.NA/<prefix>``) is created by the admin API only, which also tells
+    the top-level node where the prefix lives; writes may replace an existing one."""
+    return errors.HandleError(errors.INVALID_VALUE, "a prefix is allocated with POST "
+                              "/api/admin/prefixes, not written as a handle", handle=text)
+
+
+def is_prefix_text(node, text) -> bool:
+    """Whether a batch item names a prefix record (``0.NA/...``); unparsable text is not."""
+    try:
+        return isinstance(text, str) and node.parse(text).is_prefix_handle
+    except errors.HandleError:
+        return False
 
 
 async def batch_resolve(node, request: web.BaseRequest) -> web.Response:

@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import RawTestServer, TestClient
 
-from conftest import (ENT8, ENT8_SECRET, ENT9, ENT9_SECRET, NODE_ADMIN_SECRET, auth_headers,
-                      ent8_headers)
+from conftest import (ENT8, ENT8_SECRET, ENT9, ENT9_SECRET, NODE_ADMIN_SECRET, admin_headers,
+                      auth_headers, ent8_headers)
 from resolver import auth, errors, records, server
 from resolver.cache import TTLCache, negative_size
 from resolver.clock import FakeClock
@@ -451,3 +451,39 @@ def test_expired_negative_entries_go_without_waiting_for_eviction():
     assert len(c) == 41 and c.get(b"88.118.8/LIVE", 66.0).value == b"x"
     assert c.bytes_used == 1 + sum(negative_size(b"88.118.8/LATER%d" % i) for i in range(40))
     assert c.evictions == 0
+
+
+# ------------------------------------------------------------------ prefix records
+
+async def test_a_prefix_record_is_allocated_only_by_the_admin_api(client):
+    """Writing a new ``0.NA/<prefix>`` as a handle would make a prefix the top-level node
+    never hears of (resolves through the recursive node answer 404); it is refused, in a
+    PUT and in a batch item, while replacing an existing prefix record stays allowed."""
+    body = {"values": [{"index": 100, "type": "HS_ADMIN", "data": {"format": "admin", "value": {
+        "handle": "0.NA/88.118", "index": 200, "permissions": "011111110011"}}}]}
+    r = await client.put("/api/handles/0.NA/88.118.66", json=body, headers=admin_headers())
+    doc = await r.json()
+    assert (r.status, doc["responseCode"]) == (400, 202)
+    assert "/api/admin/prefixes" in doc["message"]
+    assert (await client.get("/api/handles/0.NA/88.118.66")).status == 404
+    items = [{"handle": "0.NA/88.118.67", "values": body["values"]},
+             {"handle": "88.118.8/ALONGSIDE",
+              "values": [{"index": 1, "type": "URL", "data": "https://e.x/1"}]}]
+    r = await client.post("/api/batch/register", json={"handles": items},
+                          headers=admin_headers())
+    doc = await r.json()
+    assert [x["responseCode"] for x in doc["results"]] == [202, 1]
+    assert doc["results"][0]["handle"] == "0.NA/88.118.67"
+    assert (await client.get("/api/handles/0.NA/88.118.67")).status == 404
+    assert (await client.get("/api/handles/88.118.8/ALONGSIDE")).status == 200
+    r = await client.post("/api/admin/prefixes", json={"prefix": "88.118.66"},
+                          headers=admin_headers())
+    assert r.status == 201  # the way to allocate it
+
+
+async def test_a_chosen_secret_is_bounded(client):
+    r = await client.post("/api/admin/prefixes", json={"prefix": "88.118.70", "secret": "s" * 10_000},
+                          headers=admin_headers())
+    doc = await r.json()
+    assert (r.status, doc["responseCode"]) == (400, 202)
+    assert (await client.get("/api/handles/0.NA/88.118.70")).status == 404
