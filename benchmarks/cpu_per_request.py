@@ -65,6 +65,12 @@ end
 
 
 def cpu_us_per_request(pid: int, url: str, seconds: float, script: str, env: dict) -> float:
+    return measure(pid, url, seconds, script, env)[0]
+
+
+def measure(pid: int, url: str, seconds: float, script: str, env: dict) -> tuple[float, float]:
+    """(µs of CPU ``pid`` spends per request, req/s) over one wrk run (user + system time, all
+    threads); RuntimeError when any answer was an error (the figure would not be real work)."""
     proc = psutil.Process(pid)
     before = sum(proc.cpu_times()[:2])
     res = wrk.run(url, seconds, script=script, env=env, threads=1, connections=32)
@@ -72,7 +78,7 @@ def cpu_us_per_request(pid: int, url: str, seconds: float, script: str, env: dic
     if res.non2xx or any(res.socket_errors.values()):
         raise RuntimeError(f"{url}: {res.non2xx} error answers, socket errors "
                            f"{res.socket_errors}: the CPU figure would not be of real work")
-    return spent / max(1, res.requests) * 1e6
+    return spent / max(1, res.requests) * 1e6, res.rps
 
 
 def start_node(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:

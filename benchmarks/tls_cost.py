@@ -19,13 +19,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import psutil
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import procs, wrk  # noqa: E402
+from benchmarks.cpu_per_request import measure  # noqa: E402
 from benchmarks.network import Network, free_preset  # noqa: E402
 from resolver.roles import Role  # noqa: E402
 from topology import pki  # noqa: E402
@@ -34,20 +34,6 @@ CLOSE_LUA = """-- resolve.lua, each request on a new connection (a TLS handshake
 dofile(os.getenv("IDSIM_RESOLVE_LUA"))
 wrk.headers["Connection"] = "close"
 """
-
-
-def measure(pid: int, url: str, seconds: float, script: str, env: dict
-            ) -> tuple[float, float]:
-    """(µs of CPU ``pid`` spends per request, req/s) over one wrk run, as
-    ``cpu_per_request.cpu_us_per_request`` counts it (user + system, all threads)."""
-    proc = psutil.Process(pid)
-    before = sum(proc.cpu_times()[:2])
-    res = wrk.run(url, seconds, script=script, env=env, threads=1, connections=32)
-    spent = sum(proc.cpu_times()[:2]) - before
-    if res.non2xx or any(res.socket_errors.values()):
-        raise RuntimeError(f"{url}: {res.non2xx} error answers, socket errors "
-                           f"{res.socket_errors}: the CPU figure would not be of real work")
-    return spent / max(1, res.requests) * 1e6, res.rps
 
 
 def start(data: Path, tls: bool, avoid: set[int]) -> Network:

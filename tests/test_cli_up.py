@@ -132,7 +132,12 @@ def get_json(url: str, timeout: float = 10.0) -> tuple[int, dict]:
 
 
 def put_json(url: str, body: dict, authorization: str) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT",
+    return send_json("PUT", url, body, authorization)
+
+
+def send_json(method: str, url: str, body: dict, authorization: str) -> tuple[int, dict]:
+    """One JSON request with Basic credentials: (status, JSON answer), errors included."""
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method=method,
                                  headers={"Content-Type": "application/json",
                                           "Authorization": authorization})
     try:

@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -29,7 +28,7 @@ from benchmarks import tools
 from benchmarks.network import free_preset
 from benchmarks.procs import free_port
 from network_fixtures import basic_token
-from test_cli_up import Up, assert_stopped, get_json  # noqa: I001 - tests/ is on sys.path
+from test_cli_up import Up, assert_stopped, get_json, send_json  # noqa: I001 - tests/ is on sys.path
 from topology.cli import build_parser, main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,22 +56,11 @@ def run_main(argv: list[str]) -> int:
         return exc.code
 
 
-def post_json(url: str, body: dict, authorization: str) -> tuple[int, dict]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json",
-                                          "Authorization": authorization})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
 def allocate(state: dict, data: Path, prefix: str) -> dict:
     """POST /api/admin/prefixes at 88.118 as its node admin; the answer (with the secret)."""
     admin = json.loads((data / "logins.json").read_text())["nodes"]["88.118"]
     url = next(n["httpUrl"] for n in state["nodes"] if n["name"] == "88.118")
-    status, body = post_json(f"{url}/api/admin/prefixes", {"prefix": prefix},
+    status, body = send_json("POST", f"{url}/api/admin/prefixes", {"prefix": prefix},
                              basic_token(admin["username"], admin["secret"]))
     assert status == 201, body
     return body
