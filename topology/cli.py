@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recursive node's answer cache, entries (0: off, every resolve asks "
                          "the serving node; delegations stay cached); = --set "
                          "cache.answer_entries=N")
+    up.add_argument("--recursive-cities", metavar="CITY,CITY,…",  # places (issue 10)
+                    help="one recursive node per city, each with its own ports: 'recursive' "
+                         "in the first, recursive-<city> in the others, e.g. Guangzhou,Beijing"
+                         ",Shanghai,Chengdu (default: the topology's; presets: Guangzhou)")
     up.add_argument("--tls", action="store_true",
                     help="serve every node's HTTP port over HTTPS, with certificates from a "
                          "cluster CA kept in <data>/pki (clients trust <data>/pki/ca.crt)")
@@ -187,6 +191,12 @@ def cmd_up(args) -> int:
         topo = load(args.topology) if args.topology else get_preset(args.preset)
     except (OSError, ValueError) as exc:  # TopologyError too
         raise UserError(f"cannot read the topology: {exc}") from None
+    if args.recursive_cities:  # before with_ports: their ports follow the secondaries'
+        try:
+            topo = topo.with_recursive_cities(
+                [c.strip() for c in args.recursive_cities.split(",") if c.strip()])
+        except ValueError as exc:
+            raise UserError(f"--recursive-cities: {exc}") from None
     port = args.port if args.port is not None else last_port(args.data)
     if args.port is None and port is not None:
         console.print(f"port {port}: the one {args.data} last ran on (--port to choose)")
@@ -211,7 +221,7 @@ def cmd_up(args) -> int:
     total = len(topo.enterprises) * topo.identifiers_per_enterprise
     t0 = time.perf_counter()
     processes = len(plan_workers(topo, args.workers, args.recursive_processes))
-    console.print(f"starting [bold]{topo.name}[/]: {len(topo.secondaries) + 2} nodes in "
+    console.print(f"starting [bold]{topo.name}[/]: {len(topo.node_names())} nodes in "
                   f"{processes} processes, data in {args.data}")
     # idsim down (SIGTERM) stops as Ctrl-C does, from the start on
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
