@@ -7,6 +7,7 @@
     idsim resolve 88.118.8/SN000000000
     idsim register 88.118.8/X --url https://… --user 300:0.NA/88.118.8 --secret …
     idsim node --code 88.118     run one secondary node on its own
+    idsim host --topology T --nodes top,recursive   run one host's share of a network
 
 A mistake in what was asked (a malformed option or handle, a node that cannot be reached)
 is one line on stderr and exit code 2, never a traceback (``UserError``, ``Parser.error``).
@@ -27,6 +28,7 @@ from resolver import config as configuration
 from resolver import server
 from topology.cli_client import DEFAULT_DATA, UserError, add_client_commands
 from topology.cli_config import add_config_args, add_config_command, effective_config
+from topology.cli_host import add_host_command  # nodes on several hosts (issue 12 part 5)
 from topology.cli_load import DEFAULT_PORT, add_load_command
 from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
                               stop_recorded)
@@ -158,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     add_load_command(sub)
     add_config_command(sub)
+    add_host_command(sub)
     return p
 
 
