@@ -2,9 +2,10 @@
 ``GET /dashboard/dashboard.js`` (its script) and ``GET /dashboard/data`` (the JSON it polls).
 
 The page shows the network (the top-level node, every secondary node grouped by city on a
-schematic map of China, and the recursive nodes, each with its city), each node's health, requests/s, p99, cache
-hit ratio and identifiers stored, and the network's totals (enterprises, identifiers,
-resolutions/s, registrations/s). Its assets are package data (``resolver/static/``): no CDN.
+schematic map of China, and the recursive nodes, each with its city), each node's health,
+requests/s, p99, cache hit ratio and identifiers stored, and the network's totals
+(enterprises, identifiers, resolutions/s, registrations/s). Its assets are package data
+(``resolver/static/``): no CDN.
 
 ``/dashboard/data`` is a ``resolver.watch`` snapshot (the top-level node's /api/stats, each
 node's /readyz and /metrics) plus ``refresh``, the page's polling interval. Invariants: a

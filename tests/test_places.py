@@ -168,7 +168,8 @@ async def test_each_recursive_node_resolves_and_the_dashboard_lists_them_with_ci
                     assert resp.status == 200
                     check_demo_record(await resp.json(), handle)
                 assert running.nodes[r.name].stats["upstream_calls"] >= 1  # each its own cache
-            async with http.get(f"{topo.more_recursive[0].address.http_url}/dashboard/data") as resp:
+            beijing = topo.more_recursive[0].address.http_url
+            async with http.get(f"{beijing}/dashboard/data") as resp:
                 doc = await resp.json()
         cities = {n["name"]: n["city"] for n in doc["nodes"]}
         assert cities["recursive"] == "Guangzhou" and cities["recursive-beijing"] == "Beijing"

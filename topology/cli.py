@@ -195,11 +195,15 @@ def cmd_up(args) -> int:
     except (OSError, ValueError) as exc:  # TopologyError too
         raise UserError(f"cannot read the topology: {exc}") from None
     if args.recursive_cities:  # before with_ports: their ports follow the secondaries'
-        try:
-            topo = topo.with_recursive_cities(
-                [c.strip() for c in args.recursive_cities.split(",") if c.strip()])
-        except ValueError as exc:
-            raise UserError(f"--recursive-cities: {exc}") from None
+        from topology import places
+        cities = [c.strip() for c in args.recursive_cities.split(",") if c.strip()]
+        unknown = [c for c in cities if not places.known(c)]
+        if unknown or not cities:
+            what = f"unknown city {unknown[0]!r}" if unknown else "no city given"
+            raise UserError(f"--recursive-cities: {what} (known: "
+                            f"{', '.join(sorted(places.CITIES))}; a topology file may place a "
+                            "node anywhere with lat and lon)")
+        topo = topo.with_recursive_cities(cities)
     port = args.port if args.port is not None else last_port(args.data)
     if args.port is None and port is not None:
         console.print(f"port {port}: the one {args.data} last ran on (--port to choose)")

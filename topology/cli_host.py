@@ -14,8 +14,9 @@ nodes check each other's), so every host needs the same ``logins.json``. The fir
 it with ``--new-logins``; copy it to the ``--data`` directory of every other host before
 starting them there, keeping it private (``scp -p DIR/logins.json other:DIR/``; mode 0600).
 With ``https`` addresses, copy ``DIR/pki/`` too (``ca.crt``, ``node.crt`` and ``node.key``:
-the node certificate names every host of the topology; ``ca.key`` may stay on the first). Start the host of the top-level node first, or soon
-enough: the others retry registering with it for ``host.register_deadline`` seconds.
+the node certificate names every host of the topology; ``ca.key`` may stay on the first).
+Start the host of the top-level node first, or soon enough: the others retry registering
+with it for ``host.register_deadline`` seconds.
 
 Config: as ``idsim up`` (defaults, the topology file's sections, ``--config``, ``--set``),
 written to ``<data>/config.toml`` for the host processes; ``<data>/cluster.json`` records this

@@ -223,7 +223,7 @@ class Topology:
     # -- places and recursive nodes ---------------------------------------------------------
 
     def recursives(self) -> tuple[RecursiveSpec, ...]:
-        """Every recursive node, the first (``recursive``, `recursive`) first."""
+        """Every recursive node, the first (``recursive``, at ``self.recursive``) first."""
         return (RecursiveSpec(RECURSIVE, self.recursive_place, self.recursive),
                 *self.more_recursive)
 
@@ -233,24 +233,17 @@ class Topology:
 
     def address_of(self, name: str) -> NodeAddress:
         """The address of the node called *name*; KeyError if there is none."""
-        if name == "top":
-            return self.top
-        for r in self.recursives():
-            if r.name == name:
-                return r.address
-        return self.secondary(name).address
+        recursive = {r.name: r.address for r in self.recursives()}
+        return self.top if name == "top" else recursive.get(name) or self.secondary(name).address
 
     def place_of(self, name: str) -> tuple[str, float, float]:
         """``(city, latitude, longitude)`` of node *name*: its explicit coordinates, else its
         city's in `topology.places`. KeyError for an unknown node, or a city not in the
         table without coordinates (`validate` reports that)."""
-        if name == "top":
-            place = self.top_place
-        elif any(r.name == name for r in self.recursives()):
-            place = next(r.place for r in self.recursives() if r.name == name)
-        else:
-            s = self.secondary(name)
-            place = Place(s.city, s.lat, s.lon)
+        recursive = {r.name: r.place for r in self.recursives()}
+        s = None if name == "top" or name in recursive else self.secondary(name)
+        place = self.top_place if name == "top" else recursive.get(name) or Place(
+            s.city, s.lat, s.lon)
         if place.lat is not None and place.lon is not None:
             return place.city, place.lat, place.lon
         return (place.city, *places.coordinates(place.city))

@@ -6,8 +6,8 @@ have seeded and joined the network it gives each a ``resolver.health.Readiness``
 role's checks (recursive: the top-level node answers RPC; secondary: the top-level node holds
 its enterprise prefixes; top: its store is open), and gives each recursive node the network's
 addresses for its dashboard (``resolver.dashboard``: every recursive node and the top-level
-node with their cities, then the secondary nodes the top-level node lists). Before ``attach`` a node's /readyz
-answers 503 "starting".
+node with their cities, then the secondary nodes the top-level node lists). Before
+``attach`` a node's /readyz answers 503 "starting".
 
 ``wait_ready`` polls URLs' ``/readyz`` until each answers 200, within a deadline, and says
 which did not and why otherwise. Every interval and timeout comes from ``Config``.

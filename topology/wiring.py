@@ -3,10 +3,10 @@
 ``start_nodes`` is the only place nodes are built and served. ``idsim node`` (a topology of
 one secondary node, ``standalone``), the host processes of ``idsim up`` (and so the
 benchmarks, which run those) and the test fixtures all call it. For each name (``top``,
-``recursive``, ``recursive-<city>`` or a secondary node's code) it opens the store, builds the node from the
-config, seeds demo data, serves HTTP (HTTPS for ``https`` addresses, ``topology.pki``) and
-msgpack-RPC on the topology's addresses, registers the enterprise prefixes with the top-level
-node and starts the statistics reports.
+``recursive``, ``recursive-<city>`` or a secondary node's code) it opens the store, builds
+the node from the config, seeds demo data, serves HTTP (HTTPS for ``https`` addresses,
+``topology.pki``) and msgpack-RPC on the topology's addresses, registers the enterprise
+prefixes with the top-level node and starts the statistics reports.
 
 Invariants: every default comes from ``config`` (nothing here has a number of its own but
 the retry interval of the start-up registration); every time read or wait goes through
