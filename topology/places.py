@@ -5,11 +5,11 @@ Every node of a topology has a city (``topology.model``: ``SecondarySpec.city``,
 ``CITIES`` unless the topology gives explicit ``lat``/``lon`` for that node
 (``Topology.place_of``). ``topology.validation`` refuses a city that is in neither.
 
-Source: each city's centre (the seat of its municipal government) as published in the
-city's Wikipedia article (which takes them from GeoNames), rounded to 0.01° (about 1 km, far
-below what a delay model at about 200 km per ms of fibre resolves). The table holds every city
-of the ``guangzhou-2021`` and ``mini`` presets, the provincial capitals and the other large
-industrial cities of mainland China.
+Source: each city's centre as given in the coordinates of its Wikipedia article (taken from
+GeoNames; Xi'an: the Bell Tower), rounded to 0.01° (about 1 km). Accuracy: within a few km of
+the centre, far below what a delay model at about 200 km of fibre per ms resolves (10 km is
+0.05 ms). The table holds every city of the ``guangzhou-2021`` and ``mini`` presets, the
+provincial capitals and a few other large industrial cities of mainland China.
 
 Invariants: pure data and pure functions, no I/O; names are matched ignoring case, spaces,
 hyphens and apostrophes (``xian``, ``Xi'an`` and ``XI AN`` are the same city), and
@@ -37,16 +37,16 @@ CITIES: dict[str, tuple[float, float]] = {
     # the preset's secondary nodes outside Guangdong
     "Changsha": (28.23, 112.94),
     "Xiamen": (24.48, 118.09),
-    "Nanning": (22.82, 108.37),
-    "Haikou": (20.04, 110.20),
+    "Nanning": (22.82, 108.32),
+    "Haikou": (20.04, 110.34),
     # municipalities and other provincial capitals
-    "Beijing": (39.90, 116.41),
+    "Beijing": (39.91, 116.40),
     "Shanghai": (31.23, 121.47),
     "Tianjin": (39.13, 117.20),
     "Chongqing": (29.56, 106.55),
-    "Chengdu": (30.66, 104.07),
-    "Wuhan": (30.59, 114.31),
-    "Xi'an": (34.34, 108.94),
+    "Chengdu": (30.66, 104.06),
+    "Wuhan": (30.59, 114.30),
+    "Xi'an": (34.26, 108.94),
     "Hangzhou": (30.27, 120.16),
     "Nanjing": (32.06, 118.80),
     "Hefei": (31.82, 117.23),
