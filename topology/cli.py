@@ -257,6 +257,8 @@ def cmd_up(args) -> int:
         console.print(f"resolve through the recursive node: [bold]{rec}[/]")
         for ex in state["examples"]:
             console.print(f"  {curl} {rec}/api/handles/{ex}")
+        for name, url in list(state["recursiveUrls"].items())[1:]:  # --recursive-cities
+            console.print(f"  or through {name}: {url}", markup=False, highlight=False)
         console.print(f"network statistics: {curl} {state['topUrl']}/api/stats")
         console.print(f"logins (prefix, user, secret, node URL): {state['logins']}")
         if "caFile" in state:
