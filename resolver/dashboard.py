@@ -2,9 +2,10 @@
 ``GET /dashboard/dashboard.js`` (its script) and ``GET /dashboard/data`` (the JSON it polls).
 
 The page shows the network (the top-level node, every secondary node grouped by city on a
-schematic map of China, and the recursive node), each node's health, requests/s, p99, cache
-hit ratio and identifiers stored, and the network's totals (enterprises, identifiers,
-resolutions/s, registrations/s). Its assets are package data (``resolver/static/``): no CDN.
+schematic map of China, and the recursive nodes, each with its city), each node's health,
+requests/s, p99, cache hit ratio and identifiers stored, and the network's totals
+(enterprises, identifiers, resolutions/s, registrations/s). Its assets are package data
+(``resolver/static/``): no CDN.
 
 ``/dashboard/data`` is a ``resolver.watch`` snapshot (the top-level node's /api/stats, each
 node's /readyz and /metrics) plus ``refresh``, the page's polling interval. Invariants: a
@@ -24,7 +25,7 @@ from aiohttp import web
 from resolver import errors
 from resolver.clock import Clock
 from resolver.config import Config
-from resolver.watch import Watcher
+from resolver.watch import NodeInfo, Watcher
 
 STATIC = Path(__file__).with_name("static")
 
@@ -33,9 +34,10 @@ class Dashboard:
     """The recursive node's view of the network, gathered at most once per cache period."""
 
     def __init__(self, top_url: str, self_url: str, config: Config, clock: Clock, *,
-                 ssl_context=None) -> None:
+                 ssl_context=None, core: list[NodeInfo] | None = None) -> None:
         self.top_url = top_url
         self.self_url = self_url
+        self.core = core  # every recursive node and the top-level node, with cities
         self.config = config.observe
         self.clock = clock
         self.watcher = Watcher(config, clock, ssl_context=ssl_context)
@@ -44,7 +46,8 @@ class Dashboard:
         self._gathering: asyncio.Future | None = None
 
     async def _gather(self) -> dict:
-        doc = await self.watcher.snapshot(self.top_url, recursive_url=self.self_url)
+        doc = await self.watcher.snapshot(self.top_url, recursive_url=self.self_url,
+                                          core=self.core)
         doc["refresh"] = self.config.dashboard_poll
         self._doc, self._at = doc, self.clock()
         return doc

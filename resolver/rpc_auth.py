@@ -57,10 +57,11 @@ def new_key() -> str:
 
 
 def role_of(name: str) -> Role:
-    """The role a node name stands for: ``top``, ``recursive``, else a secondary node's code."""
+    """The role a node name stands for: ``top``, ``recursive`` or ``recursive-<city>`` (one of
+    several recursive nodes, issue 10), else a secondary node's code."""
     if name == Role.TOP.value:
         return Role.TOP
-    if name == Role.RECURSIVE.value:
+    if name == Role.RECURSIVE.value or name.startswith(Role.RECURSIVE.value + "-"):
         return Role.RECURSIVE
     return Role.SECONDARY
 

@@ -196,8 +196,9 @@ class TopNode(SecondaryNode):
     def report_from(self, caller: Caller, code: Any, stats: Any) -> None:
         """RPC notification: a secondary node reports its own code only; a recursive node
         ``recursive`` or ``recursive@<process>`` (several processes may serve it)."""
-        mine = (code == caller.name if caller.role == Role.SECONDARY
-                else caller.role == Role.RECURSIVE and is_recursive_code(code))
+        mine = (code == caller.name if caller.role == Role.SECONDARY  # a recursive node: its
+                else caller.role == Role.RECURSIVE and is_recursive_code(code)  # own name
+                and code.split("@", 1)[0] == caller.name)
         if not mine:
             raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
                                      f"node {caller.name} may not report for {str(code)[:70]}")
@@ -252,13 +253,14 @@ class TopNode(SecondaryNode):
 
 
 # ---------------------------------------------------------------------- reports, checked
-_RECURSIVE_CODE = re.compile(r"recursive(@[0-9A-Za-z_.-]{1,32})?")
+_RECURSIVE_CODE = re.compile(r"recursive(-[a-z0-9]{1,32}){0,2}(@[0-9A-Za-z_.-]{1,32})?")
 MAX_STAT_KEY = 64  # characters of a field name in a report
 MAX_COUNT = 2**63  # counts are 0 <= n < 2**63 (what a node's counters can reach)
 
 
 def is_recursive_code(code: Any) -> bool:
-    """``recursive`` or ``recursive@<process>``: what the recursive node's processes report as."""
+    """``recursive[-<city>]`` or ``recursive[-<city>]@<process>``: what the recursive nodes'
+    processes report as."""
     return type(code) is str and _RECURSIVE_CODE.fullmatch(code) is not None
 
 

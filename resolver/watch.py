@@ -41,10 +41,16 @@ class NodeInfo:
     title: str = ""
 
 
-def nodes_from_stats(stats: dict, top_url: str, recursive_url: str | None) -> list[NodeInfo]:
-    """The network as the top-level node's /api/stats rows list it (+ top and recursive)."""
-    nodes = [NodeInfo("recursive", Role.RECURSIVE.value, recursive_url)] if recursive_url else []
-    nodes.append(NodeInfo("top", Role.TOP.value, top_url))
+def nodes_from_stats(stats: dict, top_url: str, recursive_url: str | None,
+                     core: list[NodeInfo] | None = None) -> list[NodeInfo]:
+    """The network as the top-level node's /api/stats rows list it (+ top and recursive, or
+    ``core``: the recursive nodes and the top-level node with their cities, in its stead)."""
+    if core is not None:
+        nodes = list(core)
+    else:
+        nodes = [NodeInfo("recursive", Role.RECURSIVE.value, recursive_url)] if recursive_url \
+            else []
+        nodes.append(NodeInfo("top", Role.TOP.value, top_url))
     nodes += [NodeInfo(r["node"], Role.SECONDARY.value, r.get("httpUrl", ""), r.get("city", ""),
                        r.get("industry", ""), r.get("name", ""))
               for r in stats.get("nodes", ()) if r.get("httpUrl")]
@@ -104,8 +110,10 @@ class Watcher:
         return found
 
     async def snapshot(self, top_url: str, nodes: list[NodeInfo] | None = None,
-                       recursive_url: str | None = None) -> dict:
-        """Observe the network now. ``nodes`` None: the nodes the top-level node lists."""
+                       recursive_url: str | None = None,
+                       core: list[NodeInfo] | None = None) -> dict:
+        """Observe the network now. ``nodes`` None: the nodes the top-level node lists (with
+        ``core`` in place of the top-level and the recursive node, see nodes_from_stats)."""
         timeout = aiohttp.ClientTimeout(total=self.config.scrape_timeout)
         async with client_session(timeout=timeout, ssl_context=self.ssl_context) as http:
             status, body = await self._get(http, f"{top_url}/api/stats")
@@ -117,7 +125,8 @@ class Watcher:
                 except ValueError:
                     stats = None
             if nodes is None:
-                nodes = nodes_from_stats(stats or self._stats or {}, top_url, recursive_url)
+                nodes = nodes_from_stats(stats or self._stats or {}, top_url, recursive_url,
+                                         core)
             urls = self._plan(nodes)
             readies, scrapes = await asyncio.gather(
                 asyncio.gather(*(self._ready(http, n.url) for n in nodes)),

@@ -7,6 +7,7 @@
     idsim resolve 88.118.8/SN000000000
     idsim register 88.118.8/X --url https://… --user 300:0.NA/88.118.8 --secret …
     idsim node --code 88.118     run one secondary node on its own
+    idsim host --topology T --nodes top,recursive   run one host's share of a network
 
 A mistake in what was asked (a malformed option or handle, a node that cannot be reached)
 is one line on stderr and exit code 2, never a traceback (``UserError``, ``Parser.error``).
@@ -27,6 +28,7 @@ from resolver import config as configuration
 from resolver import server
 from topology.cli_client import DEFAULT_DATA, UserError, add_client_commands
 from topology.cli_config import add_config_args, add_config_command, effective_config
+from topology.cli_host import add_host_command  # nodes on several hosts (issue 12 part 5)
 from topology.cli_load import DEFAULT_PORT, add_load_command
 from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
                               stop_recorded)
@@ -125,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="recursive node's answer cache, entries (0: off, every resolve asks "
                          "the serving node; delegations stay cached); = --set "
                          "cache.answer_entries=N")
+    up.add_argument("--recursive-cities", metavar="CITY,CITY,…",  # places (issue 10)
+                    help="one recursive node per city, each with its own ports: 'recursive' "
+                         "in the first, recursive-<city> in the others, e.g. Guangzhou,Beijing"
+                         ",Shanghai,Chengdu (default: the topology's; presets: Guangzhou)")
     up.add_argument("--tls", action="store_true",
                     help="serve every node's HTTP port over HTTPS, with certificates from a "
                          "cluster CA kept in <data>/pki (clients trust <data>/pki/ca.crt)")
@@ -154,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     add_load_command(sub)
     add_config_command(sub)
+    add_host_command(sub)
     return p
 
 
@@ -187,6 +194,16 @@ def cmd_up(args) -> int:
         topo = load(args.topology) if args.topology else get_preset(args.preset)
     except (OSError, ValueError) as exc:  # TopologyError too
         raise UserError(f"cannot read the topology: {exc}") from None
+    if args.recursive_cities:  # before with_ports: their ports follow the secondaries'
+        from topology import places
+        cities = [c.strip() for c in args.recursive_cities.split(",") if c.strip()]
+        unknown = [c for c in cities if not places.known(c)]
+        if unknown or not cities:
+            what = f"unknown city {unknown[0]!r}" if unknown else "no city given"
+            raise UserError(f"--recursive-cities: {what} (known: "
+                            f"{', '.join(sorted(places.CITIES))}; a topology file may place a "
+                            "node anywhere with lat and lon)")
+        topo = topo.with_recursive_cities(cities)
     port = args.port if args.port is not None else last_port(args.data)
     if args.port is None and port is not None:
         console.print(f"port {port}: the one {args.data} last ran on (--port to choose)")
@@ -211,7 +228,7 @@ def cmd_up(args) -> int:
     total = len(topo.enterprises) * topo.identifiers_per_enterprise
     t0 = time.perf_counter()
     processes = len(plan_workers(topo, args.workers, args.recursive_processes))
-    console.print(f"starting [bold]{topo.name}[/]: {len(topo.secondaries) + 2} nodes in "
+    console.print(f"starting [bold]{topo.name}[/]: {len(topo.node_names())} nodes in "
                   f"{processes} processes, data in {args.data}")
     # idsim down (SIGTERM) stops as Ctrl-C does, from the start on
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
@@ -240,6 +257,8 @@ def cmd_up(args) -> int:
         console.print(f"resolve through the recursive node: [bold]{rec}[/]")
         for ex in state["examples"]:
             console.print(f"  {curl} {rec}/api/handles/{ex}")
+        for name, url in list(state["recursiveUrls"].items())[1:]:  # --recursive-cities
+            console.print(f"  or through {name}: {url}", markup=False, highlight=False)
         console.print(f"network statistics: {curl} {state['topUrl']}/api/stats")
         console.print(f"logins (prefix, user, secret, node URL): {state['logins']}")
         if "caFile" in state:

@@ -57,7 +57,8 @@ def make_logins(topo: Topology, old: dict | None = None) -> dict:
     # each node's own key for node-to-node RPC (resolver.rpc_auth); kept across restarts, and
     # made for a data directory from before there were any
     keys = old.get("rpc") if isinstance(old.get("rpc"), dict) else {}
-    names = [str(Role.TOP), str(Role.RECURSIVE), *(s.code for s in topo.secondaries)]
+    names = [str(Role.TOP), *(r.name for r in topo.recursives()),
+             *(s.code for s in topo.secondaries)]
     return {
         "rpc": {name: keys.get(name) or new_key() for name in names},
         "top": login("top", national),
@@ -73,7 +74,8 @@ def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1) -> 
     process (losing one must not lose both): the recursive node runs alone, the top-level node
     with the secondary nodes when ``workers`` is 2 or less, else alone too, the secondary
     nodes then spread over the other ``workers - 2`` processes. Then ``recursive_processes -
-    1`` more processes serving the recursive node's port alone."""
+    1`` more processes serving the recursive node's port alone, then each further recursive
+    node (``recursive-<city>``) alone in a process of its own."""
     codes = [s.code for s in topo.secondaries]
     if workers <= 2:
         plan = [[Role.TOP, *codes], [Role.RECURSIVE]]
@@ -82,7 +84,8 @@ def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1) -> 
         for i, code in enumerate(codes):
             plan[2 + i % (workers - 2)].append(code)
     return ([[str(n) for n in p] for p in plan if p]
-            + [[str(Role.RECURSIVE)] for _ in range(recursive_processes - 1)])
+            + [[str(Role.RECURSIVE)] for _ in range(recursive_processes - 1)]
+            + [[r.name] for r in topo.more_recursive])
 
 
 def examples(topo: Topology, n: int = 5) -> list[str]:
@@ -178,9 +181,7 @@ class Cluster:
 
     def node_urls(self) -> list[str]:
         """Every node's HTTP URL (h6: idsim up waits on their /readyz)."""
-        topo = self.topology
-        return [topo.recursive.http_url, topo.top.http_url,
-                *(s.address.http_url for s in topo.secondaries)]
+        return [a.http_url for a in self.topology.addresses()]
 
     def write_state(self) -> None:
         write_state(self.data_dir, self.topology, self.supervisor.children)
@@ -202,13 +203,16 @@ def write_state(data_dir: Path, topo: Topology, children: Sequence[HostProcess])
     """``cluster.json``: what runs where (``idsim status``, ``down``, ``register``, Locust).
     Written atomically (a temporary file in the same directory, then ``os.replace``): a
     reader sees the old document or the new one, never part of one."""
-    nodes = [{"name": "recursive", "role": Role.RECURSIVE, "industry": "",
-              "httpUrl": topo.recursive.http_url, "rpc": topo.recursive.rpc_addr},
-             {"name": "top", "role": Role.TOP, "industry": "",
-              "httpUrl": topo.top.http_url, "rpc": topo.top.rpc_addr}]
+    rec = topo.recursives()  # every node with its city (places: issue 10)
+    nodes = [{"name": r.name, "role": Role.RECURSIVE, "industry": "", "city": r.place.city,
+              "httpUrl": r.address.http_url, "rpc": r.address.rpc_addr} for r in rec[:1]]
+    nodes += [{"name": "top", "role": Role.TOP, "industry": "", "city": topo.top_place.city,
+               "httpUrl": topo.top.http_url, "rpc": topo.top.rpc_addr}]
     nodes += [{"name": s.code, "role": Role.SECONDARY, "industry": s.industry, "city": s.city,
                "title": s.name, "httpUrl": s.address.http_url, "rpc": s.address.rpc_addr}
               for s in topo.secondaries]
+    nodes += [{"name": r.name, "role": Role.RECURSIVE, "industry": "", "city": r.place.city,
+               "httpUrl": r.address.http_url, "rpc": r.address.rpc_addr} for r in rec[1:]]
     me = psutil.Process()
     state = {"topology": topo.name, "pids": [c.pid for c in children],
              "processes": [{"label": c.label, "pid": c.pid, "nodes": list(c.nodes),
@@ -217,6 +221,7 @@ def write_state(data_dir: Path, topo: Topology, children: Sequence[HostProcess])
              "nodes": nodes, "examples": examples(topo),
              "logins": str((data_dir / "logins.json").resolve()),
              "recursiveUrl": topo.recursive.http_url, "topUrl": topo.top.http_url,
+             "recursiveUrls": {r.name: r.address.http_url for r in rec},
              "perEnterprise": topo.identifiers_per_enterprise,
              "prefixes": [e.prefix for e in topo.enterprises]}
     if topo.uses_tls:  # what clients verify the nodes' HTTPS with (pyhandle: HTTPS_verify)

@@ -4,7 +4,11 @@ An identifier such as ``88.118.8/SN-0001`` reads, left to right: national prefix
 secondary node code ``88.118``, enterprise prefix ``88.118.8``, then ``/`` and the
 enterprise's own suffix. The network has one top-level node, any number of secondary nodes
 (each described by a `SecondarySpec` that owns exactly one node code and serves the
-enterprise prefixes under it) and one recursive node, the entry point clients talk to.
+enterprise prefixes under it) and one or more recursive nodes, the entry points clients talk
+to: ``recursive`` (the first, ``Topology.recursive``) and any further ones
+(``Topology.more_recursive``, named ``recursive-<city>``). Every node has a place: a city,
+whose coordinates come from `topology.places` unless the node gives its own
+(``Topology.place_of``). Nodes may sit on different hosts: each has its own address.
 
 This module holds the data and its lookups only. Invariants: every class is frozen and
 hashable (sequences are stored as tuples however they were given), so two topologies built
@@ -19,12 +23,16 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
+from . import places
+
 __all__ = [
     "MAX_PORT",
     "MIN_PORT",
     "Enterprise",
     "Industry",
     "NodeAddress",
+    "Place",
+    "RecursiveSpec",
     "SecondarySpec",
     "Topology",
     "TopologyError",
@@ -115,6 +123,27 @@ class SecondarySpec:
     city: str
     industry: str  # Industry.code
     address: NodeAddress
+    lat: float | None = None  # explicit coordinates (both or neither); None: the city's
+    lon: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a node is: its city, and explicit coordinates overriding `topology.places`."""
+    city: str
+    lat: float | None = None
+    lon: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecursiveSpec:
+    """A recursive node: its name (``recursive``, ``recursive-beijing``), place, address."""
+    name: str
+    place: Place
+    address: NodeAddress
+
+
+RECURSIVE = "recursive"  # the first recursive node's name; others are recursive-<city slug>
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,11 +164,16 @@ class Topology:
     secondaries: tuple[SecondarySpec, ...]
     enterprises: tuple[Enterprise, ...]
     identifiers_per_enterprise: int = 10
+    # places (issue 10): the top-level node's and the first recursive node's, then the
+    # further recursive nodes (each alone in its process, ports after the secondaries')
+    top_place: Place = Place("Guangzhou")
+    recursive_place: Place = Place("Guangzhou")
+    more_recursive: tuple[RecursiveSpec, ...] = ()
 
     def __post_init__(self) -> None:
         # Accept lists from callers but always store tuples, so topologies stay hashable and
         # compare equal however they were built.
-        for field in ("industries", "secondaries", "enterprises"):
+        for field in ("industries", "secondaries", "enterprises", "more_recursive"):
             value = getattr(self, field)
             if not isinstance(value, tuple):
                 object.__setattr__(self, field, tuple(value))
@@ -186,13 +220,60 @@ class Topology:
                 return node
         return None
 
+    # -- places and recursive nodes ---------------------------------------------------------
+
+    def recursives(self) -> tuple[RecursiveSpec, ...]:
+        """Every recursive node, the first (``recursive``, at ``self.recursive``) first."""
+        return (RecursiveSpec(RECURSIVE, self.recursive_place, self.recursive),
+                *self.more_recursive)
+
+    def node_names(self) -> list[str]:
+        """Every node's name: the recursive nodes, ``top``, then the secondary nodes' codes."""
+        return [*(r.name for r in self.recursives()), "top", *(s.code for s in self.secondaries)]
+
+    def address_of(self, name: str) -> NodeAddress:
+        """The address of the node called *name*; KeyError if there is none."""
+        recursive = {r.name: r.address for r in self.recursives()}
+        return self.top if name == "top" else recursive.get(name) or self.secondary(name).address
+
+    def place_of(self, name: str) -> tuple[str, float, float]:
+        """``(city, latitude, longitude)`` of node *name*: its explicit coordinates, else its
+        city's in `topology.places`. KeyError for an unknown node, or a city not in the
+        table without coordinates (`validate` reports that)."""
+        recursive = {r.name: r.place for r in self.recursives()}
+        s = None if name == "top" or name in recursive else self.secondary(name)
+        place = self.top_place if name == "top" else recursive.get(name) or Place(
+            s.city, s.lat, s.lon)
+        if place.lat is not None and place.lon is not None:
+            return place.city, place.lat, place.lon
+        return (place.city, *places.coordinates(place.city))
+
+    def with_recursive_cities(self, cities: list[str] | tuple[str, ...]) -> Topology:
+        """A copy with one recursive node per city (``recursive`` in the first, then
+        ``recursive-<city>``, ``-2`` … for a city named twice), addresses left to be set by
+        `with_ports` (they copy the first's for now). Cities keep the spelling given when not
+        in the table (`validate` then asks for coordinates)."""
+        if not cities:
+            raise TopologyError("at least one recursive node's city is needed")
+        named = [places.canonical(c) if places.known(c) else c for c in cities]
+        more, seen = [], {RECURSIVE}
+        for city in named[1:]:
+            base = f"{RECURSIVE}-{places.slug(city) or 'node'}"
+            name, i = base, 2
+            while name in seen:
+                name, i = f"{base}-{i}", i + 1
+            seen.add(name)
+            more.append(RecursiveSpec(name, Place(city), self.recursive))
+        return dataclasses.replace(self, recursive_place=Place(named[0]),
+                                   more_recursive=tuple(more))
+
     # -- summaries -------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
         """Headline numbers, in the terms the published statistics use."""
         return {
             "top_level_nodes": 1,
-            "recursive_nodes": 1,
+            "recursive_nodes": 1 + len(self.more_recursive),
             "secondary_nodes": len(self.secondaries),
             "industries": len(self.industries),
             "industries_served": len({n.industry for n in self.secondaries}),
@@ -219,12 +300,13 @@ class Topology:
         """A copy with every node re-addressed on *host* with consecutive ports.
 
         HTTP ports: recursive node ``base_port``, top-level node ``base_port + 1``, secondary
-        node *i* (in topology order) ``base_port + 2 + i``. RPC ports use the same offsets from
+        node *i* (in topology order) ``base_port + 2 + i``, then the further recursive nodes
+        (``more_recursive``) after the secondary nodes. RPC ports use the same offsets from
         *rpc_base*, which defaults to ``base_port + 1000``. Raises TopologyError if a port
         would fall outside 1..65535 or the HTTP and RPC ranges would overlap.
         """
         rpc = base_port + 1000 if rpc_base is None else rpc_base
-        span = len(self.secondaries) + 2
+        span = len(self.secondaries) + 2 + len(self.more_recursive)
         problems = []
         for label, start in (("base_port", base_port), ("rpc_base", rpc)):
             if isinstance(start, bool) or not isinstance(start, int):
@@ -250,6 +332,12 @@ class Topology:
                                                            n.address.scheme))
                 for i, n in enumerate(self.secondaries)
             ),
+            more_recursive=tuple(
+                dataclasses.replace(r, address=NodeAddress(
+                    host, base_port + 2 + len(self.secondaries) + i,
+                    rpc + 2 + len(self.secondaries) + i, r.address.scheme))
+                for i, r in enumerate(self.more_recursive)
+            ),
         )
 
     def with_scheme(self, scheme: str) -> Topology:
@@ -262,11 +350,17 @@ class Topology:
                 dataclasses.replace(n, address=dataclasses.replace(n.address, scheme=scheme))
                 for n in self.secondaries
             ),
+            more_recursive=tuple(
+                dataclasses.replace(r, address=dataclasses.replace(r.address, scheme=scheme))
+                for r in self.more_recursive
+            ),
         )
 
     def addresses(self) -> list[NodeAddress]:
-        """Every node's address: recursive, top-level, then the secondary nodes."""
-        return [self.recursive, self.top, *(n.address for n in self.secondaries)]
+        """Every node's address: recursive, top-level, the secondary nodes, the further
+        recursive nodes."""
+        return [self.recursive, self.top, *(n.address for n in self.secondaries),
+                *(r.address for r in self.more_recursive)]
 
     @property
     def uses_tls(self) -> bool:
@@ -278,6 +372,7 @@ class Topology:
         out: list[tuple[str, str, int]] = []
         nodes = [("recursive node", self.recursive), ("top-level node", self.top)]
         nodes += [(f"secondary node {n.code}", n.address) for n in self.secondaries]
+        nodes += [(f"recursive node {r.name}", r.address) for r in self.more_recursive]
         for label, addr in nodes:
             out.append((f"{label} http", addr.host, addr.http_port))
             out.append((f"{label} rpc", addr.host, addr.rpc_port))

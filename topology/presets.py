@@ -4,7 +4,9 @@
 of November 2021: 33 secondary nodes (15 of them in Guangzhou) across 25 industries serving
 4,065 enterprises. The node layout is fixed; the seed only decides how unevenly enterprises
 are spread over the nodes and what they are called. ``mini`` is a three-node network for
-tests and quick demos.
+tests and quick demos. Every node has a city (`topology.places` gives its coordinates): the
+top-level node is in Guangzhou, and so is the one recursive node unless ``recursive_cities``
+asks for several (``recursive`` in the first city, ``recursive-<city>`` in the others).
 
 Invariants: a preset is a pure function of its arguments (the same arguments give an equal
 topology and the same TOML, byte for byte) and passes `topology.validation.validate`.
@@ -177,6 +179,7 @@ def _build(
     base_port: int,
     host: str,
     identifiers_per_enterprise: int,
+    recursive_cities: tuple[str, ...] | list[str] = ("Guangzhou",),
 ) -> Topology:
     nodes = tuple(_node(*row) for row in layout)
     used = {n.industry for n in nodes}
@@ -197,6 +200,7 @@ def _build(
         enterprises=tuple(enterprises),
         identifiers_per_enterprise=identifiers_per_enterprise,
     )
+    topo = topo.with_recursive_cities(tuple(recursive_cities))
     return topo.with_ports(base_port=base_port, host=host)
 
 
@@ -206,6 +210,7 @@ def guangzhou_2021(
     identifiers_per_enterprise: int = 10,
     *,
     host: str = "127.0.0.1",
+    recursive_cities: tuple[str, ...] | list[str] = ("Guangzhou",),
 ) -> Topology:
     """The Guangzhou top-level node's network as published for November 2021.
 
@@ -221,6 +226,7 @@ def guangzhou_2021(
         "guangzhou-2021", seed, _GUANGZHOU_NODES, counts,
         lambda node, k: list(range(1, k + 1)), rng,
         base_port=base_port, host=host, identifiers_per_enterprise=identifiers_per_enterprise,
+        recursive_cities=recursive_cities,
     )
 
 
@@ -237,6 +243,7 @@ def mini(
     identifiers_per_enterprise: int = 10,
     *,
     host: str = "127.0.0.1",
+    recursive_cities: tuple[str, ...] | list[str] = ("Guangzhou",),
 ) -> Topology:
     """Three secondary nodes, three industries, twelve enterprises (at least two per node).
 
@@ -255,6 +262,7 @@ def mini(
     return _build(
         "mini", seed, _MINI_NODES, counts, numbers, rng,
         base_port=base_port, host=host, identifiers_per_enterprise=identifiers_per_enterprise,
+        recursive_cities=recursive_cities,
     )
 
 

@@ -28,7 +28,8 @@ def scrape_config(topo: Topology, *, interval: float, ca_file: Path | None = Non
     """The YAML document: every node of ``topo`` as a target, scraped every ``interval`` s;
     over HTTPS verified with ``ca_file`` (the cluster CA) when the topology uses TLS."""
     scheme = "https" if topo.uses_tls else "http"
-    jobs = {Role.RECURSIVE: [topo.recursive.http_url], Role.TOP: [topo.top.http_url],
+    jobs = {Role.RECURSIVE: [r.address.http_url for r in topo.recursives()],
+            Role.TOP: [topo.top.http_url],
             Role.SECONDARY: [s.address.http_url for s in topo.secondaries]}
     every = f"{max(1, round(interval * 1000))}ms"  # Prometheus durations are whole numbers
     lines = ["# Prometheus scrape config for every idsim node, written by idsim up on each start.",

@@ -4,9 +4,10 @@ every node's ``/readyz``.
 ``attach`` is the wiring's last step (``topology.wiring.start_nodes``): once the named nodes
 have seeded and joined the network it gives each a ``resolver.health.Readiness`` with its
 role's checks (recursive: the top-level node answers RPC; secondary: the top-level node holds
-its enterprise prefixes; top: its store is open), and gives a recursive node the network's
-addresses for its dashboard (``resolver.dashboard``). Before ``attach`` a node's /readyz
-answers 503 "starting".
+its enterprise prefixes; top: its store is open), and gives each recursive node the network's
+addresses for its dashboard (``resolver.dashboard``: every recursive node and the top-level
+node with their cities, then the secondary nodes the top-level node lists). Before
+``attach`` a node's /readyz answers 503 "starting".
 
 ``wait_ready`` polls URLs' ``/readyz`` until each answers 200, within a deadline, and says
 which did not and why otherwise. Every interval and timeout comes from ``Config``.
@@ -40,8 +41,9 @@ def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = Fa
         elif node.role == Role.RECURSIVE:
             probe = topo.secondaries[0].code if topo.secondaries else national
             checks["top"] = health.rpc_answers(node.top, "delegate", probe)
-            node.dashboard = Dashboard(topo.top.http_url, topo.recursive.http_url, config,
-                                       clock, ssl_context=ssl_context)
+            node.dashboard = Dashboard(topo.top.http_url, topo.address_of(name).http_url,
+                                       config, clock, ssl_context=ssl_context,
+                                       core=core_nodes(topo))
         else:
             prefixes = [e.prefix for e in topo.enterprises_of(name)] or [name]
             checks["top"] = health.prefixes_registered(
@@ -50,6 +52,14 @@ def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = Fa
                 ssl_context=ssl_context)
         node.readiness = health.Readiness(checks, ttl=obs.peer_check_ttl,
                                           timeout=obs.peer_timeout, clock=clock)
+
+
+def core_nodes(topo) -> list:
+    """The recursive nodes and the top-level node as the dashboard lists them, with cities."""
+    from resolver.watch import NodeInfo
+    return [*(NodeInfo(r.name, Role.RECURSIVE.value, r.address.http_url, r.place.city)
+              for r in topo.recursives()),
+            NodeInfo("top", Role.TOP.value, topo.top.http_url, topo.top_place.city)]
 
 
 def probe(url: str, timeout: float, ssl_context=None) -> tuple[bool, str]:

@@ -131,8 +131,10 @@ def run_status(args) -> int:
         console.print(table(snapshot, None, console.width))
         for line in notes(snapshot):
             console.print(line, markup=False, highlight=False)
-        console.print(f"recursive node {state['recursiveUrl']}; logins in {state['logins']}",
-                      markup=False, highlight=False)
+        recs = state.get("recursiveUrls") or {"recursive": state["recursiveUrl"]}
+        console.print(f"recursive node{'s' if len(recs) > 1 else ''} "
+                      + ", ".join(f"{n} {u}" for n, u in recs.items())
+                      + f"; logins in {state['logins']}", markup=False, highlight=False)
         for p in state.get("processes", []):
             console.print(f"  pid {p['pid']:<8} {p['label']:<8} restarts {p['restarts']:<3} "
                           f"{' '.join(p['nodes'])}  (log {p['log']})", markup=False,

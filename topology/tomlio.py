@@ -1,8 +1,12 @@
 """A `Topology` as a hand-readable TOML file, and back.
 
 Layout, in this order: ``[network]`` (name, seed, identifiers_per_enterprise), ``[top]`` and
-``[recursive]`` (host, http_port, rpc_port), then one ``[[industries]]``, ``[[secondaries]]``
-(address fields inline) or ``[[enterprises]]`` table per entry. A file may also hold node
+``[recursive]`` (host, http_port, rpc_port, city, optional lat/lon), then one
+``[[industries]]``, ``[[secondaries]]`` (address and place fields inline), ``[[enterprises]]``
+or ``[[more_recursive]]`` (further recursive nodes: name, place, address) table per entry.
+Every node's ``city`` is written; ``lat``/``lon`` only when the node overrides its city's
+coordinates (`topology.places`). A ``[top]``/``[recursive]`` without a city (files from
+before places) is in Guangzhou. A file may also hold node
 configuration sections (``[cache]``, ``[rpc]``, ... — `resolver.config.SECTIONS`);
 `load_with_config` returns them as a config layer, the other readers ignore them.
 
@@ -23,16 +27,20 @@ import tomli_w
 
 from resolver.config import SECTIONS, config_sections
 
-from .model import Enterprise, Industry, NodeAddress, SecondarySpec, Topology, TopologyError
+from .model import (Enterprise, Industry, NodeAddress, Place, RecursiveSpec, SecondarySpec,
+                    Topology, TopologyError)
 
 __all__ = ["from_toml", "load", "load_with_config", "save", "to_toml"]
 
 _NETWORK_KEYS = ("name", "seed", "identifiers_per_enterprise")
 _ADDRESS_KEYS = ("host", "http_port", "rpc_port", "scheme")  # scheme: optional, "http"
 _INDUSTRY_KEYS = ("code", "name")
-_SECONDARY_KEYS = ("code", "name", "city", "industry", *_ADDRESS_KEYS)
+_PLACE_KEYS = ("city", "lat", "lon")  # lat, lon: optional, override the city's coordinates
+_SECONDARY_KEYS = ("code", "name", "city", "industry", *_ADDRESS_KEYS, "lat", "lon")
 _ENTERPRISE_KEYS = ("prefix", "name", "node", "industry")
-_TOPOLOGY_KEYS = ("network", "top", "recursive", "industries", "secondaries", "enterprises")
+_RECURSIVE_KEYS = ("name", *_PLACE_KEYS, *_ADDRESS_KEYS)
+_TOPOLOGY_KEYS = ("network", "top", "recursive", "industries", "secondaries", "enterprises",
+                  "more_recursive")
 _DOCUMENT_KEYS = (*_TOPOLOGY_KEYS, *SECTIONS)
 
 # tomli_w writes an array of tables inline (``industries = [{...}, ...]``) when every entry,
@@ -46,6 +54,11 @@ def _address_dict(a: NodeAddress) -> dict[str, Any]:
     return {"host": a.host, "http_port": a.http_port, "rpc_port": a.rpc_port, **scheme}
 
 
+def _place_dict(city: str, lat: float | None, lon: float | None) -> dict[str, Any]:
+    coords = {k: v for k, v in (("lat", lat), ("lon", lon)) if v is not None}
+    return {"city": city, **coords}
+
+
 def _document(t: Topology) -> dict[str, Any]:
     """The TOML document for *t*, as one dict in file order (empty arrays left out)."""
     doc: dict[str, Any] = {
@@ -54,20 +67,26 @@ def _document(t: Topology) -> dict[str, Any]:
             "seed": t.seed,
             "identifiers_per_enterprise": t.identifiers_per_enterprise,
         },
-        "top": _address_dict(t.top),
-        "recursive": _address_dict(t.recursive),
+        "top": {**_address_dict(t.top), **_place_dict(*_fields(t.top_place))},
+        "recursive": {**_address_dict(t.recursive), **_place_dict(*_fields(t.recursive_place))},
         "industries": [{"code": i.code, "name": i.name} for i in t.industries],
         "secondaries": [
             {"code": n.code, "name": n.name, "city": n.city, "industry": n.industry,
-             **_address_dict(n.address)}
+             **_address_dict(n.address), **_place_dict(n.city, n.lat, n.lon)}
             for n in t.secondaries
         ],
         "enterprises": [
             {"prefix": e.prefix, "name": e.name, "node": e.node, "industry": e.industry}
             for e in t.enterprises
         ],
+        "more_recursive": [{"name": r.name, **_place_dict(*_fields(r.place)),
+                            **_address_dict(r.address)} for r in t.more_recursive],
     }
     return {key: value for key, value in doc.items() if value != []}
+
+
+def _fields(p: Place) -> tuple[str, float | None, float | None]:
+    return p.city, p.lat, p.lon
 
 
 def to_toml(topology: Topology) -> str:
@@ -136,6 +155,18 @@ class _Reader:
             scheme=self.field(tbl, "scheme", str, where, default="http"),
         )
 
+    def coordinate(self, tbl: dict[str, Any], key: str, where: str) -> float | None:
+        value = tbl.get(key)
+        if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            return None if value is None else float(value)
+        self.problems.append(f"{where}: field {key!r} must be a number of degrees, got "
+                             f"{_type_name(value)} {value!r}")
+        return None
+
+    def place(self, tbl: dict[str, Any], where: str, default_city: Any = ...) -> Place:
+        return Place(self.field(tbl, "city", str, where, default=default_city),
+                     self.coordinate(tbl, "lat", where), self.coordinate(tbl, "lon", where))
+
 
 _KIND_NAMES = {str: "a string", int: "an integer"}
 
@@ -199,12 +230,13 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
         seed = r.field(network, "seed", int, "[network]")
         ipe = r.field(network, "identifiers_per_enterprise", int, "[network]", default=10)
 
-    addresses = {}
+    addresses, where_at = {}, {}
     for key in ("top", "recursive"):
         tbl = r.table(doc, key)
         if tbl is not None:
-            r.unknown(tbl, _ADDRESS_KEYS, f"[{key}]")
+            r.unknown(tbl, (*_ADDRESS_KEYS, *_PLACE_KEYS), f"[{key}]")
             addresses[key] = r.address(tbl, f"[{key}]")
+            where_at[key] = r.place(tbl, f"[{key}]", default_city="Guangzhou")
 
     industries = []
     for i, tbl in enumerate(r.array(doc, "industries")):
@@ -223,6 +255,8 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
             city=r.field(tbl, "city", str, where),
             industry=r.field(tbl, "industry", str, where),
             address=r.address(tbl, where),
+            lat=r.coordinate(tbl, "lat", where),
+            lon=r.coordinate(tbl, "lon", where),
         ))
 
     enterprises = []
@@ -236,6 +270,14 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
             industry=r.field(tbl, "industry", str, where),
         ))
 
+    more = []
+    for i, tbl in enumerate(r.array(doc, "more_recursive")):
+        where = f"more_recursive[{i}]" + (f" ({tbl['name']})" if isinstance(tbl.get("name"), str)
+                                          else "")
+        r.unknown(tbl, _RECURSIVE_KEYS, where)
+        more.append(RecursiveSpec(r.field(tbl, "name", str, where), r.place(tbl, where),
+                                  r.address(tbl, where)))
+
     if r.problems:
         raise TopologyError("invalid topology TOML", r.problems)
     topology = Topology(
@@ -247,6 +289,9 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
         secondaries=tuple(secondaries),
         enterprises=tuple(enterprises),
         identifiers_per_enterprise=ipe,
+        top_place=where_at["top"],
+        recursive_place=where_at["recursive"],
+        more_recursive=tuple(more),
     )
     return topology, config_sections(doc)
 

@@ -12,11 +12,30 @@ from collections import Counter, defaultdict
 
 from resolver.identifiers import is_under
 
-from .model import MAX_PORT, MIN_PORT, Topology, TopologyError, ancestors, is_code
+from . import places
+from .model import (MAX_PORT, MIN_PORT, RECURSIVE, Place, Topology, TopologyError, ancestors,
+                    is_code)
 
 __all__ = ["validate"]
 
 _SLUG_RE = re.compile(r"[a-z0-9]+(?:[-_][a-z0-9]+)*")
+_RECURSIVE_NAME_RE = re.compile(r"recursive-[a-z0-9]+(?:-[a-z0-9]+)*")  # rpc_auth.role_of
+
+
+def _place_problems(what: str, p: Place) -> list[str]:
+    """A node's place: a city (in `topology.places`, or with both lat and lon), sane degrees."""
+    out = []
+    if not isinstance(p.city, str) or not p.city.strip():
+        out.append(f"{what}: city must be a non-empty string, got {p.city!r}")
+    if (p.lat is None) != (p.lon is None):
+        out.append(f"{what}: give both lat and lon, or neither (then the city's are used)")
+    elif p.lat is None and isinstance(p.city, str) and p.city.strip() and not places.known(p.city):
+        out.append(f"{what}: unknown city {p.city!r}: give its lat and lon, or use one of "
+                   f"topology.places ({len(places.CITIES)} cities)")
+    for key, value, bound in (("lat", p.lat, 90), ("lon", p.lon, 180)):
+        if value is not None and not (isinstance(value, (int, float)) and -bound <= value <= bound):
+            out.append(f"{what}: {key} {value!r} is outside -{bound}..{bound} degrees")
+    return out
 
 
 def validate(topology: Topology) -> None:
@@ -26,7 +45,9 @@ def validate(topology: Topology) -> None:
     industry codes are slugs); duplicate industry codes, node codes and enterprise prefixes;
     node codes overlapping (one a dotted prefix of another); nodes and enterprises referring
     to unknown industries; enterprises referring to unknown nodes or whose prefix is not
-    strictly under their node's code; ports outside 1..65535; one (host, port) used twice
+    strictly under their node's code; every node's city known to `topology.places` or given
+    with lat and lon (both, within range); recursive node names ``recursive-<slug>``, unique;
+    ports outside 1..65535; one (host, port) used twice
     anywhere among all nodes' HTTP and RPC ports. Nothing here touches the network — see
     `find_ports_in_use` for that.
     """
@@ -83,6 +104,22 @@ def validate(topology: Topology) -> None:
     for prefix, n in prefixes.items():
         if n > 1:
             add(f"enterprise prefix {prefix!r} is used {n} times")
+
+    # Places and recursive nodes' names.
+    problems += _place_problems("top-level node", t.top_place)
+    for r in t.recursives():
+        problems += _place_problems(f"recursive node {r.name!r}", r.place)
+    for node in t.secondaries:
+        problems += _place_problems(f"secondary node {node.code!r}",
+                                    Place(node.city, node.lat, node.lon))
+    names = Counter(r.name for r in t.recursives())
+    for r in t.more_recursive:
+        if not (isinstance(r.name, str) and _RECURSIVE_NAME_RE.fullmatch(r.name)):
+            add(f"recursive node {r.name!r}: name must be {RECURSIVE}-<lowercase slug>, "
+                "e.g. recursive-beijing")
+    for name, n in names.items():
+        if n > 1:
+            add(f"recursive node name {name!r} is used {n} times")
 
     # Addresses.
     users: defaultdict[tuple[str, int], list[str]] = defaultdict(list)

@@ -3,10 +3,10 @@
 ``start_nodes`` is the only place nodes are built and served. ``idsim node`` (a topology of
 one secondary node, ``standalone``), the host processes of ``idsim up`` (and so the
 benchmarks, which run those) and the test fixtures all call it. For each name (``top``,
-``recursive`` or a secondary node's code) it opens the store, builds the node from the
-config, seeds demo data, serves HTTP (HTTPS for ``https`` addresses, ``topology.pki``) and
-msgpack-RPC on the topology's addresses, registers the enterprise prefixes with the top-level
-node and starts the statistics reports.
+``recursive``, ``recursive-<city>`` or a secondary node's code) it opens the store, builds
+the node from the config, seeds demo data, serves HTTP (HTTPS for ``https`` addresses,
+``topology.pki``) and msgpack-RPC on the topology's addresses, registers the enterprise
+prefixes with the top-level node and starts the statistics reports.
 
 Invariants: every default comes from ``config`` (nothing here has a number of its own but
 the retry interval of the start-up registration); every time read or wait goes through
@@ -34,7 +34,7 @@ from resolver.recursive import RecursiveNode
 from resolver.resolution import Site
 from resolver.roles import Role
 from resolver.rpc import RpcClient, RpcServer
-from resolver.rpc_auth import Keyring, Trust
+from resolver.rpc_auth import Keyring, Trust, role_of
 from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
@@ -98,11 +98,11 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
             await node.add_node(s.code, site_for(topo, s.code), logins["nodes"][s.code]["secret"],
                                 {"name": s.name, "industry": s.industry, "city": s.city})
         return node, topo.top
-    if name == Role.RECURSIVE:
-        trust = Trust(Role.RECURSIVE.value, keyring) if keyring else None
-        return (RecursiveNode("recursive", topo.top.rpc_addr, config, clock=clock,
+    if role_of(name) == Role.RECURSIVE:  # recursive, recursive-<city> (several: issue 10)
+        trust = Trust(name, keyring) if keyring else None
+        return (RecursiveNode(name, topo.top.rpc_addr, config, clock=clock,
                               case_sensitive=case_sensitive, trust=trust,
-                              client_ssl=tls.client if tls else None), topo.recursive)
+                              client_ssl=tls.client if tls else None), topo.address_of(name))
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store), [spec.code], config, clock=clock,
