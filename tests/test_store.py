@@ -16,22 +16,6 @@ from resolver.store.lmdb import LmdbStore
 from resolver.store.memory import MemoryStore
 
 
-@pytest.fixture(scope="session")
-def redis_cluster(tmp_path_factory):
-    """One local 3-master Redis Cluster for the session (skipped, with the reason, when
-    redis-server cannot be found or installed)."""
-    from tests.redis_cluster import LocalRedisCluster
-    try:
-        cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
-    except RuntimeError as exc:
-        print(f"redis-cluster tests skipped: {exc}")
-        pytest.skip(str(exc))
-    try:
-        yield cluster.create()
-    finally:
-        cluster.stop()
-
-
 def store_url(request, tmp_path) -> str:
     """A fresh, empty store of the kind the test is parametrised with."""
     if request.param == "redis-cluster":  # a namespace of its own: empty
