@@ -50,6 +50,14 @@ class RecordStore(Protocol):
         ...
 
 
+def store_kind(text: str) -> str:
+    """A ``--store`` option's value: ``lmdb``, ``memory`` or a ``redis-cluster://`` URL whose
+    namespace each node extends with its name (``redis_cluster.for_node``)."""
+    if text in ("lmdb", "memory") or text.startswith("redis-cluster://"):
+        return text
+    raise ValueError(f"unknown store {text!r}: lmdb, memory or redis-cluster://HOST:PORT,...")
+
+
 def open_store(url: str, config: "StoreConfig | None" = None) -> RecordStore:
     """``memory:`` or ``lmdb:PATH`` (optionally ``lmdb:PATH?map_size=GiB&sync=0``; without
     ``map_size`` the config's ``lmdb_map_size_gib``), or ``redis-cluster://HOST:PORT,...``

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import re
 from typing import TYPE_CHECKING, Sequence
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis.asyncio.cluster as aio_cluster
 import redis.cluster as sync_cluster
@@ -91,6 +91,13 @@ def parse_url(url: str) -> tuple[list[tuple[str, int]], str, int, int]:
     if replicas < 0 or wait_ms < 0:
         raise ValueError(f"replicas and wait_ms must be >= 0 in {url!r}")
     return nodes, namespace, replicas, wait_ms
+
+
+def for_node(url: str, name: str) -> str:
+    """The URL of one node's store in a cluster shared by many: ``NAMESPACE.NAME``."""
+    parts = urlsplit(url)
+    namespace = f"{parts.path.strip('/') or 'idsim'}.{name}"
+    return urlunsplit((parts.scheme, parts.netloc, "/" + namespace, parts.query, ""))
 
 
 class RedisClusterStore:
