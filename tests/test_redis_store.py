@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import subprocess
+import sys
+import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
 
+from benchmarks import procs
 from resolver import auth
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
-from resolver.store.redis_cluster import NotReplicated, RedisClusterStore, parse_url
+from resolver.store.base import store_kind
+from resolver.store.redis_cluster import NotReplicated, RedisClusterStore, for_node, parse_url
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def fresh_url(cluster, query: str = "") -> str:
@@ -141,3 +150,36 @@ def test_is_the_store_open_store_builds(redis_cluster):
         assert isinstance(s, RedisClusterStore)
     finally:
         asyncio.run(s.close())
+
+
+def test_store_option_and_node_namespaces():
+    assert store_kind("lmdb") == "lmdb" and store_kind("memory") == "memory"
+    with pytest.raises(ValueError):
+        store_kind("redis://h:1")
+    assert for_node("redis-cluster://h:1,h:2", "88.118") == "redis-cluster://h:1,h:2/idsim.88.118"
+    assert (for_node("redis-cluster://h:1/run7?replicas=1", "top")
+            == "redis-cluster://h:1/run7.top?replicas=1")
+
+
+def test_idsim_node_serves_from_redis_cluster(redis_cluster, tmp_path):
+    base = fresh_url(redis_cluster)
+    port = procs.free_port()
+    node = procs.spawn([sys.executable, "-m", "topology.cli", "node", "--code", "88.118",
+                        "--enterprise", "88.118.8", "--demo", "20", "--port", str(port),
+                        "--data", str(tmp_path), "--store", base],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        procs.wait_port(port, timeout=60, proc=node)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/handles/88.118.8/SN000000007",
+                                    timeout=10) as resp:
+            assert json.load(resp)["responseCode"] == 1
+    finally:
+        procs.stop(node)
+
+    async def check():  # the records are in the cluster, under the node's namespace
+        s = open_store(for_node(base, "88.118"))
+        try:
+            assert s.count(b"88.118.8") == 20
+        finally:
+            await s.close()
+    asyncio.run(check())
