@@ -64,6 +64,11 @@ async def test_get_async_reads_what_get_reads(redis_cluster):
         await s.put_many([(b"88.118.8/A", b"a")])
         assert await s.get_async(b"88.118.8/A") == s.get(b"88.118.8/A") == b"a"
         assert await s.get_async(b"88.118.8/B") is None
+        # many reads in one turn of the loop (they share a pipeline): each gets its own answer
+        keys = [b"88.118.%d/K%d" % (g, i) for g in range(9) for i in range(20)]
+        await s.put_many([(k, b"v" + k) for k in keys[::2]])
+        got = await asyncio.gather(*(s.get_async(k) for k in keys))
+        assert got == [b"v" + k if n % 2 == 0 else None for n, k in enumerate(keys)]
     finally:
         await s.close()
 
