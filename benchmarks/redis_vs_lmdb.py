@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, m in med.items():
             procs.log(f"{name:<22}{m['rps']:>10.0f}{m['node_us']:>14.1f}{m['redis_us']:>14.1f}")
         lm, rc = med["lmdb"], med["redis-cluster"]
+        both = rc["node_us"] + rc["redis_us"]
         procs.log(f"\nredis-cluster / lmdb: resolve rate {rc['rps'] / lm['rps']:.2f}×, "
                   f"node CPU per resolve {rc['node_us'] / lm['node_us']:.2f}×, "
-                  f"node + redis CPU per resolve {(rc['node_us'] + rc['redis_us']) / lm['node_us']:.2f}×")
+                  f"node + redis CPU per resolve {both / lm['node_us']:.2f}×")
     finally:
         procs.stop_all()
     return 0

@@ -117,7 +117,7 @@ class RedisClusterStore:
         self._ready = False
         self._ready_lock = asyncio.Lock()
         self._reads: list[tuple[bytes, asyncio.Future]] = []  # get_async's next batch
-        self._reader: asyncio.Task | None = None  # the task sending it (held: not collected)
+        self._readers: set[asyncio.Task] = set()  # tasks sending batches (held: not collected)
         self._known: set[bytes] = set()  # groups this process has added to the groups set
 
     def _keys(self, group: bytes) -> tuple[bytes, bytes]:
@@ -142,7 +142,9 @@ class RedisClusterStore:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         if not self._reads:
-            self._reader = loop.create_task(self._read_batch())
+            task = loop.create_task(self._read_batch())
+            self._readers.add(task)
+            task.add_done_callback(self._readers.discard)
         self._reads.append((key, fut))
         return fut
 
@@ -173,7 +175,8 @@ class RedisClusterStore:
         if b"/" in prefix:  # one group holds every match
             groups = [group_of(prefix)]
         else:  # every group starting with prefix may hold matches; their keys interleave
-            groups = sorted(g for g in self._sync.smembers(self._groups_key) if g.startswith(prefix))
+            groups = sorted(g for g in self._sync.smembers(self._groups_key)
+                            if g.startswith(prefix))
         rows: list[tuple[bytes, bytes]] = []
         for group in groups:
             flat = self._sync.eval(SCAN, 2, *self._keys(group), start, limit)
