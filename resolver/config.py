@@ -102,6 +102,9 @@ class BatchConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     lmdb_map_size_gib: float = 64.0       # address space reserved per LMDB store (not disk)
+    # redis-cluster:// stores (s4, issue 12 part 4)
+    redis_connections: int = 64           # commands in flight per store (redis-py's async
+                                          # cluster pool fails, not queues, past its size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,8 @@ class SecondaryNode:
                  clock: Clock = SYSTEM) -> None:
         self.name = name
         self.store = store
+        # a network store's non-blocking read, awaited by resolve (resolver.store.base)
+        self._get_async = getattr(store, "get_async", None)
         self.config = config or Config()
         self.homed = [identifiers.check_prefix(p) for p in homed]
         self._homes: dict[str, bool] = {}  # prefix → homed here (resolve path: no re-check)
@@ -104,7 +106,9 @@ class SecondaryNode:
     def lookup(self, handle: Handle) -> bytes:
         """The stored record bytes; HandleError 301 or 100 otherwise."""
         self.check_homed(handle)
-        data = self.store.get(handle.key)
+        return self._found(handle, self.store.get(handle.key))
+
+    def _found(self, handle: Handle, data: bytes | None) -> bytes:
         self.stats["resolutions"] += 1
         if data is None:
             raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found", handle=handle.text)
@@ -115,8 +119,12 @@ class SecondaryNode:
         return None
 
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
-        """As ``lookup``; the interface every role shares (``fresh`` matters to caches only)."""
-        return records.Answer(self.lookup(handle))
+        """As ``lookup``; the interface every role shares (``fresh`` matters to caches only).
+        A network store's read is awaited, not blocked on."""
+        if self._get_async is None:
+            return records.Answer(self.lookup(handle))
+        self.check_homed(handle)
+        return records.Answer(self._found(handle, await self._get_async(handle.key)))
 
     def values_of(self, text: str) -> list[Value] | None:
         data = self.store.get(self.key(text))
@@ -337,7 +345,11 @@ class SecondaryNode:
         with credentials at this node's own HTTP port, never through another node."""
         def resolve(caller, text) -> bytes:
             return public_record(self.lookup(self.parse(text_param(text, "handle"))))
-        return {"resolve": Method(resolve, [Role.RECURSIVE, Role.TOP]),
+
+        async def resolve_remote(caller, text) -> bytes:  # a network store: awaited
+            return public_record((await self.resolve(self.parse(text_param(text, "handle")))).data)
+        return {"resolve": Method(resolve if self._get_async is None else resolve_remote,
+                                  [Role.RECURSIVE, Role.TOP]),
                 "stats": Method(lambda caller: self.report_stats(), [Role.TOP])}
 
     async def close(self) -> None:

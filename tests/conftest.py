@@ -62,3 +62,20 @@ async def client(node):
     await cli.start_server()
     yield cli
     await cli.close()
+
+
+# ---- a real local Redis Cluster for redis-cluster:// stores (s4, issue 12 part 4)
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """One local 3-master Redis Cluster for the session (skipped, with the reason, when
+    redis-server cannot be found or installed)."""
+    from tests.redis_cluster import LocalRedisCluster  # imported only when a test asks
+    try:
+        cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    except RuntimeError as exc:
+        print(f"redis-cluster tests skipped: {exc}")
+        pytest.skip(str(exc))
+    try:
+        yield cluster.create()
+    finally:
+        cluster.stop()

@@ -1,4 +1,5 @@
-"""Record stores: one contract for ``memory:`` and ``lmdb:PATH``, plus LMDB's durability."""
+"""Record stores: one contract for ``memory:``, ``lmdb:PATH`` and ``redis-cluster://`` (a real
+local 3-master cluster, ``tests/redis_cluster.py``), plus LMDB's and Redis's durability."""
 from __future__ import annotations
 
 import asyncio
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
 
 import pytest
 
@@ -14,9 +16,16 @@ from resolver.store.lmdb import LmdbStore
 from resolver.store.memory import MemoryStore
 
 
-@pytest.fixture(params=["memory", "lmdb"])
+def store_url(request, tmp_path) -> str:
+    """A fresh, empty store of the kind the test is parametrised with."""
+    if request.param == "redis-cluster":  # a namespace of its own: empty
+        return f"{request.getfixturevalue('redis_cluster').url}/t{uuid.uuid4().hex[:12]}"
+    return "memory:" if request.param == "memory" else f"lmdb:{tmp_path / 'db'}"
+
+
+@pytest.fixture(params=["memory", "lmdb", "redis-cluster"])
 async def store(request, tmp_path):
-    s = open_store("memory:" if request.param == "memory" else f"lmdb:{tmp_path / 'db'}")
+    s = open_store(store_url(request, tmp_path))
     try:
         yield s
     finally:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from resolver import config as configuration
 from resolver import server
+from resolver.store.base import store_kind  # --store lmdb|memory|redis-cluster:// (s4)
 from topology.cli_client import DEFAULT_DATA, UserError, add_client_commands
 from topology.cli_config import add_config_args, add_config_command, effective_config
 from topology.cli_host import add_host_command  # nodes on several hosts (issue 12 part 5)
@@ -98,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--host", default="127.0.0.1", help="address to serve on")
     node.add_argument("--port", type=int, default=DEFAULT_PORT, help="HTTP port to serve on")
     node.add_argument("--data", default=DEFAULT_DATA, help="data directory")
-    node.add_argument("--store", default="lmdb", choices=["lmdb", "memory"],
-                      help="lmdb: durable, in <data>/<code>; memory: gone when it stops")
+    node.add_argument("--store", default="lmdb", type=store_kind,
+                      help="lmdb: durable, in <data>/<code>; memory: gone when it stops; "
+                           "redis-cluster://HOST:PORT,...: a Redis Cluster (README)")
     node.add_argument("--case-sensitive", action="store_true",
                       help="tell handles apart by ASCII case (Handle.Net folds it by default)")
     add_access_log_args(node)
@@ -119,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="demo identifiers per enterprise (preset default: 10)")
     up.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="host processes (default: one per core)")
-    up.add_argument("--store", default="lmdb", choices=["lmdb", "memory"],
-                    help="lmdb: durable, in <data>/<node>; memory: gone when it stops")
+    up.add_argument("--store", default="lmdb", type=store_kind,
+                    help="lmdb: durable, in <data>/<node>; memory: gone when it stops; "
+                         "redis-cluster://HOST:PORT,...: a Redis Cluster (README)")
     up.add_argument("--recursive-processes", type=int, default=1,
                     help="processes sharing the recursive node's port (SO_REUSEPORT)")
     up.add_argument("--answer-cache", type=int, default=None,

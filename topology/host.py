@@ -27,6 +27,7 @@ from resolver import config as configuration
 from resolver import server
 from resolver.access_log import access_logs
 from resolver.roles import Role
+from resolver.store.base import store_kind  # --store lmdb|memory|redis-cluster:// (s4)
 from topology import logins as logins_file
 from topology import logs
 from topology.tomlio import load
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="exit when stdin reaches EOF (the launcher holds its write end)")
     p.add_argument("--topology", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--store", default="lmdb", choices=["lmdb", "memory"])
+    p.add_argument("--store", default="lmdb", type=store_kind)
     p.add_argument("--reuse-port", action="store_true")
     p.add_argument("--config", help="the effective config (TOML sections), as the launcher "
                                      "wrote it; absent: the defaults")

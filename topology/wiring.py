@@ -73,6 +73,9 @@ class Running:
 
 def store_url(kind: str, data_dir: Path, name: str) -> str:
     """``memory:`` or the node's LMDB directory under ``data_dir`` (map size from config)."""
+    if kind.startswith("redis-cluster://"):  # s4: a namespace per node in the shared cluster
+        from resolver.store.redis_cluster import for_node
+        return for_node(kind, name)
     return "memory:" if kind == "memory" else f"lmdb:{data_dir / name}"
 
 

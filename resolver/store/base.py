@@ -5,6 +5,8 @@ Keys are normalised handle bytes (``identifiers.make_key``); values are encoded 
 cost ~1 KiB each and stall the event loop in GC.
 
 Reads are synchronous (an LMDB lookup is microseconds: cheaper than a coroutine switch).
+A network store (``redis-cluster://``) also has ``async get_async(key)``, the same read
+without blocking the event loop; the node's resolve path awaits it when a store has it.
 Writes are async and return only once the data is durable; concurrent writers share one
 commit (group commit). Counts are kept per *group*: the part of the key before the first
 ``/``, i.e. the normalised prefix, so "how many identifiers under 88.118.8" is one lookup.
@@ -48,9 +50,18 @@ class RecordStore(Protocol):
         ...
 
 
+def store_kind(text: str) -> str:
+    """A ``--store`` option's value: ``lmdb``, ``memory`` or a ``redis-cluster://`` URL whose
+    namespace each node extends with its name (``redis_cluster.for_node``)."""
+    if text in ("lmdb", "memory") or text.startswith("redis-cluster://"):
+        return text
+    raise ValueError(f"unknown store {text!r}: lmdb, memory or redis-cluster://HOST:PORT,...")
+
+
 def open_store(url: str, config: "StoreConfig | None" = None) -> RecordStore:
     """``memory:`` or ``lmdb:PATH`` (optionally ``lmdb:PATH?map_size=GiB&sync=0``; without
-    ``map_size`` the config's ``lmdb_map_size_gib``)."""
+    ``map_size`` the config's ``lmdb_map_size_gib``), or ``redis-cluster://HOST:PORT,...``
+    (``resolver.store.redis_cluster``)."""
     from resolver.config import StoreConfig
     config = config or StoreConfig()
     scheme, _, rest = url.partition(":")
@@ -65,4 +76,8 @@ def open_store(url: str, config: "StoreConfig | None" = None) -> RecordStore:
             raise ValueError("lmdb store needs a path: lmdb:/var/lib/idsim/node")
         return LmdbStore(path, map_size_gib=float(opts.get("map_size", config.lmdb_map_size_gib)),
                          sync=opts.get("sync", "1") not in ("0", "false"))
-    raise ValueError(f"unknown store URL {url!r}: use memory: or lmdb:PATH")
+    if scheme == "redis-cluster" and rest.startswith("//"):  # s4: issue 12 part 4
+        from resolver.store.redis_cluster import RedisClusterStore
+        return RedisClusterStore(url, config)
+    raise ValueError(f"unknown store URL {url!r}: use memory:, lmdb:PATH or "
+                     "redis-cluster://HOST:PORT,...")
