@@ -273,6 +273,11 @@ class Done:
     event: Event
     error: str | None = None
 
+    def line(self) -> str:
+        """``  30.0 s  apply down 88.118 (fault 1)``, and the error when it failed."""
+        text = f"{self.t:6.1f} s  {self.event.describe()}"
+        return text if self.error is None else f"{text}: FAILED: {self.error}"
+
 
 @dataclass
 class PlanRun:
