@@ -98,6 +98,11 @@ class Fault:
         return self.at + (self.duration or 0.0)
 
     @property
+    def where(self) -> str:
+        """``fault 2 (slow 88.201)``: the entry, as errors name it."""
+        return f"fault {self.index} ({self.kind} {'|'.join(self.nodes)})"
+
+    @property
     def label(self) -> str:
         """``slow 88.201 200ms``: what the fault is, for tables and messages."""
         if self.kind == "partition":
@@ -226,7 +231,7 @@ def check_nodes(plan: Plan, names: set[str]) -> None:
     for f in plan.faults:
         for node in f.nodes:
             if node not in names:
-                raise PlanError(f"fault {f.index} ({f.label}): no node {node!r} in the cluster "
+                raise PlanError(f"{f.where}: no node {node!r} in the cluster "
                                 f"(its nodes: {', '.join(sorted(names))})")
 
 
