@@ -22,15 +22,14 @@ from topology.cli_client import DEFAULT_DATA, UserError
 from topology.cluster import Cluster, last_port, read_state, running_pids
 
 DEFAULT_PORT = 8000
-UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 def parse_duration(text: str) -> float:
-    """``30s``, ``2m``, ``1h`` or plain seconds; ValueError otherwise."""
-    text = text.strip()
-    number, unit = (text[:-1], UNITS[text[-1]]) if text and text[-1] in UNITS else (text, 1)
-    seconds = float(number) * unit
-    if not seconds > 0 or seconds == float("inf"):
+    """``30s``, ``2m``, ``1h`` or plain seconds (``faultplan.parse_seconds``), positive;
+    ValueError otherwise."""
+    from topology.faultplan import parse_seconds
+    seconds = parse_seconds(text)
+    if not seconds > 0:
         raise ValueError(f"not a positive duration: {text!r}")
     return seconds
 
