@@ -153,8 +153,8 @@ class Phase:
 
 def _entry(i: int, raw: Any) -> str:
     if isinstance(raw, dict) and isinstance(raw.get("kind"), str):
-        who = raw.get("node") or "|".join(str(raw.get(k, "?")) for k in ("a", "b"))
-        return f"fault {i} ({raw['kind']} {who})"
+        who = raw.get("node") or "|".join(str(raw[k]) for k in ("a", "b") if k in raw)
+        return f"fault {i} ({raw['kind']} {who})" if who else f"fault {i} ({raw['kind']})"
     return f"fault {i}"
 
 
