@@ -27,7 +27,12 @@ def make_applier(data_dir: str):
         raise UserError(str(exc)) from None
 
 
-def cmd_fault_run(args, applier=None, clock: Clock = SYSTEM, say=print) -> int:
+def say_now(text: str) -> None:
+    """Print a line at once, piped or not (events are shown as they happen)."""
+    print(text, flush=True)
+
+
+def cmd_fault_run(args, applier=None, clock: Clock = SYSTEM, say=say_now) -> int:
     """Run the plan ``args.plan`` on the cluster in ``args.data``; ``applier`` and ``clock``
     are the real ones unless given (tests)."""
     try:
