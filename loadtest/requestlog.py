@@ -21,7 +21,7 @@ CHUNK = 64 * 1024
 
 class RequestLog:
     def __init__(self, directory: str) -> None:
-        self.path = Path(directory) / f"requests-{os.getpid()}.bin"
+        self.directory = Path(directory)
         self.buffer = bytearray()
 
     def add(self, start: float, latency_ms: float, ok: bool) -> None:
@@ -30,8 +30,8 @@ class RequestLog:
             self.flush()
 
     def flush(self) -> None:
-        if self.buffer:
-            with self.path.open("ab") as f:
+        if self.buffer:  # the pid now: --processes forks workers after init
+            with (self.directory / f"requests-{os.getpid()}.bin").open("ab") as f:
                 f.write(self.buffer)
             self.buffer.clear()
 
