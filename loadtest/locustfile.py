@@ -3,3 +3,4 @@
 Pick users by name (``Resolver Registrant Operator``) or get all three by weight.
 """
 from loadtest.users import Operator, Registrant, Resolver  # noqa: F401
+from loadtest import requestlog  # noqa: F401,E402 - --idsim-request-log (per-phase summaries)

@@ -9,6 +9,12 @@ Locust's CSV files (``run_stats.csv``, ``run_stats_history.csv``, ``run_failures
 While it runs, ``on_progress`` (if given) is called about twice a second with the seconds
 elapsed and the totals so far (the ``Aggregated`` row Locust rewrites every second), or
 None before the first one.
+
+With a fault plan (``idsim load --faults``) the plan starts with Locust and its events are
+applied on time by this process (``topology.faultplan.PlanRun``, on the wall clock; whatever
+is in effect when the run ends or is interrupted is cleared); each Locust process records its
+requests under ``requests/`` and the result has the plan's per-phase figures
+(``loadtest.phases``).
 """
 from __future__ import annotations
 
@@ -52,6 +58,8 @@ class Result:
     processes: int
     seconds: float
     out: Path | None = None  # the run's CSV files, HTML report and log
+    phases: list | None = None  # with a fault plan: loadtest.phases.PhaseRow per phase
+    faults: list | None = None  # with a fault plan: the events run (faultplan.Done)
 
     @property
     def saturated(self) -> bool:
@@ -98,9 +106,11 @@ def totals(path: Path) -> Row | None:
 def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int = 50,
         spawn_rate: float = 50, processes: int = 1, extra: list[str] | None = None,
         out: Path | None = None,
-        on_progress: Callable[[float, Row | None], None] | None = None) -> Result:
+        on_progress: Callable[[float, Row | None], None] | None = None,
+        plan=None, applier=None, on_fault: Callable | None = None) -> Result:
     """Run ``scenario`` against ``host``; its files go to ``out`` (default: a new
-    ``run_dir(data_dir)``)."""
+    ``run_dir(data_dir)``). With ``plan`` (a ``faultplan.Plan``) its faults are set through
+    ``applier`` while Locust runs, ``on_fault`` is told of each event (``faultplan.Done``)."""
     locustfile, classes = SCENARIOS[scenario]
     out = Path(out) if out is not None else run_dir(data_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,21 +122,38 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
         cmd += ["-u", str(users), "-r", str(spawn_rate)]
     if processes > 1:
         cmd += ["--processes", str(processes)]
+    if plan is not None:
+        (out / "requests").mkdir(exist_ok=True)
+        cmd += ["--idsim-request-log", str(out / "requests")]
     cmd += (extra or []) + classes
     t0 = time.monotonic()
     with open(out / "locust.log", "w") as log_file:
         proc = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log_file)
+    faults = None
+    if plan is not None:
+        from topology.faultplan import PlanRun
+        faults = PlanRun(plan, applier, on_fault)
+        faults.start(time.time())
     cpu_seen: dict[int, float] = {}
-    while proc.poll() is None:
-        try:
-            for p in [proc, *proc.children(recursive=True)]:
-                t = p.cpu_times()
-                cpu_seen[p.pid] = t.user + t.system
-        except psutil.Error:
-            pass
-        if on_progress is not None:
-            on_progress(time.monotonic() - t0, totals(out / "run_stats.csv"))
-        time.sleep(0.5)
+    try:
+        while proc.poll() is None:
+            try:
+                for p in [proc, *proc.children(recursive=True)]:
+                    t = p.cpu_times()
+                    cpu_seen[p.pid] = t.user + t.system
+            except psutil.Error:
+                pass
+            if on_progress is not None:
+                on_progress(time.monotonic() - t0, totals(out / "run_stats.csv"))
+            wait = 0.5
+            if faults is not None:
+                faults.run_due(time.time())
+                if (due := faults.next_due()) is not None:
+                    wait = min(wait, max(0.0, due - time.time()))
+            time.sleep(wait)
+    finally:
+        if faults is not None:
+            faults.stop(time.time())  # whatever is still in effect, on Ctrl-C too
     elapsed = time.monotonic() - t0
     stats = out / "run_stats.csv"
     if not stats.exists():
@@ -134,8 +161,15 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
         raise RuntimeError(f"locust wrote no statistics (exit {proc.returncode}):\n{log}")
     rows, total = parse_stats(stats)
     workers = max(1, processes)
-    return Result(rows, total, sum(cpu_seen.values()) / elapsed / workers, workers, elapsed,
-                  out)
+    result = Result(rows, total, sum(cpu_seen.values()) / elapsed / workers, workers, elapsed,
+                    out)
+    if faults is not None:
+        from loadtest import phases
+        from topology.faultplan import phases as plan_phases
+        result.phases = phases.summarise(phases.read(out / "requests"), plan_phases(plan),
+                                         faults.t0)
+        result.faults = faults.done
+    return result
 
 
 def table(result: Result) -> str:
@@ -148,4 +182,9 @@ def table(result: Result) -> str:
     if result.saturated:
         lines.append("WARNING: Locust itself is saturated: these rates measure the load generator, "
                      "not idsim. Add --processes or use the wrk benchmarks for capacity.")
+    if result.phases is not None:
+        from loadtest.phases import table as phase_table
+        lines += ["", "per phase of the fault plan (s from the start of the run; a request "
+                      "counts in the phase it started in):",
+                  phase_table(result.phases, result.seconds)]
     return "\n".join(lines)

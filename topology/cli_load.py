@@ -4,6 +4,12 @@ On a terminal it shows the run's progress live (seconds, requests, rate, failure
 files (Locust's CSV and HTML report) stay in ``<data>/runs/<time>/``, and the summary table
 is printed at the end. A cluster it had to start runs on the port ``--data`` last ran on
 (``--port`` to choose) and is stopped again afterwards.
+
+``--faults PLAN`` runs a fault plan (``topology.faultplan``) alongside, from the start of the
+Locust run, printing each event as it happens; the summary adds each phase's requests,
+success rate, p50 and p99. The plan must end within ``--time``. With a plan the exit code says
+whether every fault was set and cleared (failed requests are then expected), not whether
+every request succeeded.
 """
 from __future__ import annotations
 
@@ -16,15 +22,14 @@ from topology.cli_client import DEFAULT_DATA, UserError
 from topology.cluster import Cluster, last_port, read_state, running_pids
 
 DEFAULT_PORT = 8000
-UNITS = {"s": 1, "m": 60, "h": 3600}
 
 
 def parse_duration(text: str) -> float:
-    """``30s``, ``2m``, ``1h`` or plain seconds; ValueError otherwise."""
-    text = text.strip()
-    number, unit = (text[:-1], UNITS[text[-1]]) if text and text[-1] in UNITS else (text, 1)
-    seconds = float(number) * unit
-    if not seconds > 0 or seconds == float("inf"):
+    """``30s``, ``2m``, ``1h`` or plain seconds (``faultplan.parse_seconds``), positive;
+    ValueError otherwise."""
+    from topology.faultplan import parse_seconds
+    seconds = parse_seconds(text)
+    if not seconds > 0:
         raise ValueError(f"not a positive duration: {text!r}")
     return seconds
 
@@ -64,11 +69,37 @@ class LiveProgress:
         self.bar.update(self.task, completed=min(elapsed, self.seconds), description=text)
 
 
+def make_applier(data_dir: str):
+    """The faults' applier for the cluster in ``data_dir`` (tests put a fake here)."""
+    from topology.plan_applier import ClusterApplier
+    return ClusterApplier(data_dir)
+
+
+def read_faults(args):
+    """``--faults``: the plan and its applier, or None; UserError when it cannot run."""
+    if not args.faults:
+        return None, None
+    from topology.faultplan import PlanError, load_plan
+    from topology.plan_applier import FaultsUnavailable
+    try:
+        plan = load_plan(args.faults)
+    except PlanError as exc:
+        raise UserError(str(exc)) from None
+    if plan.end > args.time:
+        raise UserError(f"the plan {args.faults} runs until {plan.end:g} s, after the load "
+                        f"stops ({args.time:g} s): give --time {plan.end + 10:.0f}s or more")
+    try:
+        return plan, make_applier(args.data)
+    except FaultsUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+
 def cmd_load(args) -> int:
     """Run a Locust scenario against the cluster in --data, starting one if none runs."""
     from loadtest import runner
     from topology.presets import get_preset
 
+    plan, applier = read_faults(args)
     cluster = None
     if not running_pids(Path(args.data), print):
         port = args.port if args.port is not None else last_port(args.data) or DEFAULT_PORT
@@ -90,13 +121,26 @@ def cmd_load(args) -> int:
               f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         kw = dict(seconds=args.time, users=args.users, spawn_rate=args.spawn_rate,
                   processes=args.processes, out=out)
+        if plan is not None:
+            from topology.faultplan import PlanError, check_nodes
+            try:
+                check_nodes(plan, {n["name"] for n in read_state(args.data)["nodes"]})
+            except PlanError as exc:
+                raise UserError(str(exc)) from None
+            print(f"fault plan {args.faults}: {len(plan.faults)} fault(s) until "
+                  f"{plan.end:g} s", flush=True)
+            kw.update(plan=plan, applier=applier, on_fault=lambda d: print(d.line(), flush=True))
         if sys.stdout.isatty():
             with LiveProgress(args.time) as live:
+                if plan is not None:
+                    kw["on_fault"] = lambda d: live.bar.console.print(d.line(), markup=False)
                 result = runner.run(args.scenario, host, args.data, on_progress=live, **kw)
         else:
             result = runner.run(args.scenario, host, args.data, **kw)
         print(runner.table(result))
         print(f"Locust's CSV files and HTML report: {out} (report.html)")
+        if plan is not None:
+            return 0 if all(d.error is None for d in result.faults) else 1
         return 0 if result.total.failures == 0 else 1
     finally:
         if cluster is not None:
@@ -126,4 +170,7 @@ def add_load_command(sub) -> None:
                            f"the one --data last ran on, else {DEFAULT_PORT})")
     load.add_argument("--demo", type=int, default=None,
                       help="when a cluster must be started: demo identifiers per enterprise")
+    load.add_argument("--faults", metavar="PLAN",
+                      help="a fault plan (TOML, e.g. plans/secondary-down.toml) to run alongside; "
+                           "the summary gives each phase's success rate, p50 and p99")
     load.set_defaults(func=cmd_load)
