@@ -197,3 +197,14 @@ def test_places_put_each_secondary_node_in_its_city():
     where = places(topo)
     assert where["88.201"] == Place("Shenzhen", *CITY_COORDS["Shenzhen"])
     assert where["88.101"].city == where["recursive"].city == "Guangzhou"
+
+
+def test_the_wan_table_prints_a_row_per_origin_and_node(capsys):
+    from benchmarks import wan_table
+    wan_table.main(["--draws", "300"])
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| Guangzhou |") or line.startswith("| Beijing |")]
+    assert len(rows) == 2 * len(wan_table.NODES)
+    # Beijing -> a Guangzhou node: the base is the Guangzhou-Beijing propagation, ~19.9 ms
+    row = next(r for r in rows if r.startswith("| Beijing | 88.101 |"))
+    assert row.split("|")[4].strip() == "19.9"
