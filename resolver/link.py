@@ -8,6 +8,8 @@ the recursive node around each write it passes on over HTTP. Notifications (the 
 reports) are not delayed.
 
 ``blocked(src, dst)`` (faults: a partition) makes a link refuse at once: ``PeerUnavailable``.
+``Links(None, …)`` (no model) makes links that only check ``blocked`` and never sleep: for
+partitions with the WAN off.
 
 Invariants: without a ``Link`` nothing here runs (the callers test ``link is None`` and do
 nothing else); a link never sleeps past the ``deadline`` it is given: a message whose delay
@@ -34,7 +36,8 @@ class Link:
 
     __slots__ = ("src", "dst", "clock", "out", "back", "_links")
 
-    def __init__(self, src: str, dst: str, out: LinkModel, back: LinkModel, clock: Clock,
+    def __init__(self, src: str, dst: str, out: LinkModel | None, back: LinkModel | None,
+                 clock: Clock,
                  links: "Links | None" = None) -> None:
         self.src, self.dst, self.clock = src, dst, clock
         self.out, self.back = out, back
@@ -53,11 +56,13 @@ class Link:
         await self.before_send(HANDSHAKE_BYTES, deadline)
         await self.before_deliver(HANDSHAKE_BYTES, deadline)
 
-    async def _travel(self, side: LinkModel, a: str, b: str, nbytes: int,
+    async def _travel(self, side: LinkModel | None, a: str, b: str, nbytes: int,
                       deadline: float | None) -> None:
         blocked = self._links.blocked if self._links is not None else None
         if blocked is not None and blocked(a, b):
             raise PeerUnavailable(f"{a} cannot reach {b} (partitioned)")
+        if side is None:  # no WAN model: nothing to sleep
+            return
         delay = side.draw(nbytes)
         seconds = delay.ms / 1000.0
         clock = self.clock
@@ -77,7 +82,7 @@ class Links:
     ``addresses`` maps a node's RPC address to its name (what an ``RpcClient`` knows of its
     peer); ``blocked`` may be set at any time (faults plug in here)."""
 
-    def __init__(self, model: WanModel, clock: Clock, addresses: Mapping[str, str],
+    def __init__(self, model: WanModel | None, clock: Clock, addresses: Mapping[str, str],
                  blocked: Blocked | None = None) -> None:
         self.model = model
         self.clock = clock
@@ -88,8 +93,10 @@ class Links:
     def between(self, src: str, dst: str) -> Link:
         link = self._links.get((src, dst))
         if link is None:
-            link = self._links[(src, dst)] = Link(src, dst, self.model.link(src, dst),
-                                                  self.model.link(dst, src), self.clock, self)
+            model = self.model
+            out, back = (None, None) if model is None else (model.link(src, dst),
+                                                            model.link(dst, src))
+            link = self._links[(src, dst)] = Link(src, dst, out, back, self.clock, self)
         return link
 
     def to_address(self, src: str, addr: str) -> Link | None:

@@ -266,3 +266,16 @@ def test_idsim_up_with_wan_china_starts_and_resolves(tmp_path: Path):
         assert up.interrupt() == 0
     finally:
         up.kill_all()
+
+
+async def test_links_without_a_model_only_check_blocked():
+    clock = WatchedClock()
+    links = Links(None, clock, {"127.0.0.1:9": "88.201"})  # partitions with the WAN off
+    link = links.to_address("recursive", "127.0.0.1:9")
+    await link.before_send(100)
+    await link.round_trip()
+    assert clock.sleeps.empty() and clock() == FakeClock().t
+    links.blocked = lambda a, b: True
+    with pytest.raises(PeerUnavailable, match="partitioned"):
+        await link.before_send(100)
+    assert links.to_address("recursive", "127.0.0.1:10") is None  # not a node: no link
