@@ -301,17 +301,27 @@ class RpcClient:
             if link is None:
                 conn.send(data)
                 return await fut
-            deadline = self._clock() + self.config.timeout
-            await link.before_send(len(data), deadline)
-            conn.send(data)
-            result = await fut
-            await link.before_deliver(len(result) if isinstance(result, (bytes, str)) else 0,
-                                      deadline)
-            return result
+            return await self._over_link(link, conn, data, fut)
         finally:
             timer.cancel()
             if pending.get(msgid) is fut:
                 del pending[msgid]
+
+    async def _over_link(self, link: Link, conn: _ClientConnection, data: bytes,
+                         fut: asyncio.Future) -> Any:
+        """Send and await the answer with the link's delays each way, within the timeout."""
+        deadline = self._clock() + self.config.timeout
+        try:
+            await link.before_send(len(data), deadline)
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # the timeout's or the lost connection's: nobody awaits it
+            raise
+        conn.send(data)
+        result = await fut
+        await link.before_deliver(len(result) if isinstance(result, (bytes, str)) else 0,
+                                  deadline)
+        return result
 
     def _expire(self, fut: asyncio.Future, method: str) -> None:
         if not fut.done():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import subprocess
 import sys
 import time
@@ -279,3 +280,42 @@ async def test_links_without_a_model_only_check_blocked():
     with pytest.raises(PeerUnavailable, match="partitioned"):
         await link.before_send(100)
     assert links.to_address("recursive", "127.0.0.1:10") is None  # not a node: no link
+
+
+async def test_a_delay_past_the_timeout_fails_the_connect_or_the_call_cleanly(echo_server):
+    clock = WatchedClock()
+    unhandled = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: unhandled.append(ctx))
+    slow = wan(CHINA, {("Guangzhou", "Beijing"): 5000.0})  # 5 s each way; rpc.timeout 2 s
+    client = RpcClient("127.0.0.1", echo_server.port, clock=clock,
+                       trust=Trust("recursive", KEYS))
+    client.link = Links(slow, clock, {}).between("recursive", "88.201")
+    try:
+        task = asyncio.ensure_future(client.call("echo", "x"))
+        assert await clock.next_sleep() == pytest.approx(5.0, abs=0.1)  # the SYN: 5 s + jitter
+        clock.advance(client.config.connect_timeout)
+        with pytest.raises(PeerUnavailable, match="no connection within"):
+            await asyncio.wait_for(task, GUARD)
+        # connected at the modelled speed, then the request's way becomes 5 s long
+        clock.advance(client.config.retry_after)
+        client.link = Links(wan(), clock, {}).between("recursive", "88.201")
+        task = asyncio.ensure_future(client.call("echo", "x"))
+        for _ in range(6):
+            clock.advance(await clock.next_sleep())
+        assert await asyncio.wait_for(task, GUARD) == ["x"]
+        client.link.out = slow.link("recursive", "88.201")
+        task = asyncio.ensure_future(client.call("echo", "y"))
+        assert await clock.next_sleep() == pytest.approx(client.config.timeout)  # not 5 s
+        clock.advance(client.config.timeout)
+        failed = "answered"
+        try:
+            await asyncio.wait_for(task, GUARD)
+        except PeerUnavailable as exc:
+            failed = exc.message
+        del task  # with its traceback: the call's future may be collected now
+        assert "past the timeout" in failed
+        assert client.connected  # a slow message is no lost connection
+    finally:
+        await client.close()
+    gc.collect()
+    assert not unhandled  # the call's future, failed by its timer, was not left unretrieved
