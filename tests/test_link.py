@@ -26,7 +26,7 @@ from resolver import identifiers
 from resolver.clock import FakeClock
 from resolver.config import Config, WanConfig
 from resolver.errors import PeerUnavailable
-from resolver.link import HANDSHAKE_BYTES, Links
+from resolver.link import Links
 from resolver.recursive import RecursiveNode
 from resolver.resolution import Site
 from resolver.roles import Role
