@@ -1,7 +1,7 @@
 """Every tunable default of a node, in one place, and where each effective value came from.
 
 A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``, ``store``,
-``host``, ``observe``, ``auth``, ``metrics``). The defaults below are the only defaults:
+``host``, ``observe``, ``auth``, ``metrics``, ``wan``). The defaults below are the only defaults:
 constructors take their values from a ``Config`` and keep none of their own. Values are
 layered, later layers winning:
 
@@ -159,10 +159,30 @@ class MetricsConfig:
     scrape_interval: float = 5.0          # s, in the prometheus.yml that idsim up writes
 
 
+# the WAN model (resolver.wan, applied by resolver.link; idsim up --wan china): issue 10
+@dataclass(frozen=True, slots=True)
+class WanConfig:
+    """Delays between nodes in different places (``resolver.wan``): off unless enabled."""
+    enabled: int = 0                      # 1: node-to-node RPC and forwarded writes are delayed
+    seed: int = 1                         # the same seed gives the same delays on every link
+    route_factor: float = 2.0             # path length / great-circle distance (an assumption)
+    fibre_km_per_ms: float = 200.0        # speed of light in fibre (c / 1.5)
+    base_ms: float = 1.0                  # one-way ms every link between two cities adds
+    intra_city_ms: float = 0.5            # one-way ms between two nodes in one city
+    jitter_median_ms: float = 0.5         # lognormal jitter added to each message: median ...
+    jitter_p99_ms: float = 5.0            # ... and 99th percentile (>= the median)
+    loss: float = 0.0                     # probability a transmission is lost (costs an RTO)
+    rto_ms: float = 200.0                 # first retransmission timeout (TCP's minimum), doubles
+    max_retries: int = 6                  # retransmissions before the message is lost for good
+    bandwidth_mbps: float = 0.0           # serialisation delay bytes*8/bandwidth (0: none)
+    matrix: str = ""                      # TOML file of [matrix.CityA] CityB = ms one-way base
+                                          # delays, replacing propagation for those pairs
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
                              "observe": ObserveConfig, "auth": AuthConfig,
-                             "metrics": MetricsConfig}
+                             "metrics": MetricsConfig, "wan": WanConfig}
 DEFAULT_SOURCE = "default"
 
 
@@ -187,6 +207,7 @@ class Config:
     observe: ObserveConfig = field(default_factory=ObserveConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    wan: WanConfig = field(default_factory=WanConfig)
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -214,6 +235,9 @@ class Config:
 
 def _check(section: str, key: str, kind: type, value: Any) -> tuple[Any, str | None]:
     """The value converted to the field's type, or a problem."""
+    if kind is str:  # a text key (wan.matrix, a file name)
+        return (value, None) if isinstance(value, str) else (
+            None, f"{section}.{key} must be text, got {type(value).__name__} {value!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, (f"{section}.{key} must be a number, got {type(value).__name__} "
                       f"{value!r}")
@@ -251,7 +275,8 @@ def layered(layers: Iterable[tuple[str, Mapping[str, Any]]], *, base: Config | N
                 if key not in kinds:
                     problems.append(f"unknown key {name}.{key} (known: {', '.join(kinds)})")
                     continue
-                kind = int if kinds[key] in (int, "int") else float
+                kind = (int if kinds[key] in (int, "int") else
+                        str if kinds[key] in (str, "str") else float)
                 converted, problem = _check(name, key, kind, value)
                 if problem:
                     problems.append(problem)

@@ -5,6 +5,8 @@ node; answers, delegations and "not found" are cached as ``resolution`` says. Id
 questions in flight share one upstream call (``_inflight``); the upstream work runs as its own
 task, so a caller that goes away cancels only its own wait. Writes sent here are passed on
 over HTTP to the node that serves the handle (``forward``), located by the same rules.
+With ``links`` (the WAN model, ``resolver.link``) every RPC call and every write passed on
+pays the modelled delays of the link to that node; without, nothing is added.
 
 What it gets over RPC is what an anonymous GET at the serving node shows (no hidden value, no
 HS_SECKEY: ``nodes.public_record``), so that is all it caches and serves; it checks no
@@ -26,6 +28,7 @@ import asyncio
 import ssl
 from collections import Counter
 from functools import partial
+from typing import Callable
 
 import aiohttp
 from multidict import CIMultiDict
@@ -35,6 +38,7 @@ from resolver.cache import Hit
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
+from resolver.link import Link
 from resolver.metrics import UpstreamStats
 from resolver.net import client_session, split_address
 from resolver.resolution import NOT_PROBED, Caches, Outcome, Site, drive, steps
@@ -49,8 +53,10 @@ class RecursiveNode:
     def __init__(self, name: str, top_rpc: str, config: Config | None = None, *,
                  case_sensitive: bool = False, clock: Clock = SYSTEM,
                  client_ssl: ssl.SSLContext | None = None,
-                 trust: Trust | None = None) -> None:
+                 trust: Trust | None = None,
+                 links: Callable[[str], Link | None] | None = None) -> None:
         self.name = name
+        self.links = links  # RPC address -> the WAN link to that node (resolver.link), or None
         self.client_ssl = client_ssl  # verifies https:// nodes writes pass to (cluster CA)
         self.config = config or Config()
         self.case_sensitive = case_sensitive
@@ -87,6 +93,8 @@ class RecursiveNode:
                            trust=self.trust)
         if self.config.metrics.enabled:
             client.observer = self.upstream.observer(peer or addr)
+        if self.links is not None:
+            client.link = self.links(addr)
         return client
 
     async def _ask_top(self, prefix: str) -> tuple[Site, int]:
@@ -125,14 +133,22 @@ class RecursiveNode:
                                         .ClientTimeout(total=self.config.http.forward_timeout))
         self.caches.answers.invalidate(handle.key)
         start, failed = self.clock(), True
+        link = self.links(site.rpc_addr) if self.links is not None else None
         try:
+            if link is not None:  # the WAN delays of the request and of its answer
+                deadline = start + self.config.http.forward_timeout
+                await link.before_send(len(body or b"") + len(target), deadline)
             async with self._http.request(method, site.http_url + target, data=body,
                                           headers=headers, allow_redirects=False) as resp:
                 payload = await resp.read()
                 passed = CIMultiDict((k, v) for k, v in resp.headers.items()
                                      if k in ("Content-Type", "WWW-Authenticate", "Allow"))
                 status = resp.status
-                failed = False
+            if link is not None:
+                await link.before_deliver(len(payload), deadline)
+            failed = False
+        except errors.PeerUnavailable as exc:  # the link: partitioned, lost or too slow
+            raise exc.with_handle(handle.text) from None
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise errors.PeerUnavailable(f"node {site.http_url} did not take the write: "
                                          f"{type(exc).__name__}", handle=handle.text) from None

@@ -15,7 +15,9 @@ the cluster. Answers larger than ``max_answer`` close the connection.
 Invariants: every failure to reach the peer (refused, timed out, lost with calls pending,
 malformed answer, client closed) raises ``PeerUnavailable`` (a refused handshake too); an error answered by the peer
 raises the ``HandleError`` it carries; concurrent callers share one connect attempt; within
-``retry_after`` of a failed connect calls fail at once without trying again; a connection
+``retry_after`` of a failed connect calls fail at once without trying again; with a ``link``
+(``resolver.link``, the WAN model) each call sleeps its modelled delays both ways within its
+timeout and a connect pays its round trips, without one nothing is added; a connection
 idle for half the server's ``idle_timeout`` is replaced before a call (the server may be
 closing it just then); a call never
 leaves its msgid pending after it returns or raises.
@@ -29,6 +31,7 @@ from . import net
 from .clock import SYSTEM, Clock
 from .config import RpcConfig
 from .errors import HandleError, PeerUnavailable
+from .link import Link
 from .rpc_auth import CHALLENGE, HELLO, REFUSED, WELCOME, Trust
 from .rpc_wire import (MSGID_MASK, NOTIFY, REQUEST, RESPONSE, Malformed, Stream, log,
                        rebuild_error, set_nodelay)
@@ -162,6 +165,7 @@ class RpcClient:
         self.connect_attempts = 0  # for tests and stats
         # (method, seconds, failed) after each call, failed = PeerUnavailable (metrics: h5)
         self.observer: Callable[[str, float, bool], None] | None = None
+        self.link: Link | None = None  # the WAN delays to this peer (resolver.link): issue 10
 
     @property
     def connected(self) -> bool:
@@ -198,6 +202,9 @@ class RpcClient:
         timer = self._clock.call_later(self.config.connect_timeout, expire)
         try:
             try:
+                if self.link is not None:  # TCP's SYN / SYN-ACK, and the handshake's round trip
+                    for _ in range(1 + (self.trust is not None)):
+                        await self.link.round_trip()
                 sock = await net.connect(self.host, self.port)
                 try:
                     _, conn = await loop.create_connection(lambda: _ClientConnection(self),
@@ -289,13 +296,32 @@ class RpcClient:
         fut = asyncio.get_running_loop().create_future()
         pending[msgid] = fut
         timer = self._clock.call_later(self.config.timeout, self._expire, fut, method)
-        conn.send(data)
+        link = self.link
         try:
-            return await fut
+            if link is None:
+                conn.send(data)
+                return await fut
+            return await self._over_link(link, conn, data, fut)
         finally:
             timer.cancel()
             if pending.get(msgid) is fut:
                 del pending[msgid]
+
+    async def _over_link(self, link: Link, conn: _ClientConnection, data: bytes,
+                         fut: asyncio.Future) -> Any:
+        """Send and await the answer with the link's delays each way, within the timeout."""
+        deadline = self._clock() + self.config.timeout
+        try:
+            await link.before_send(len(data), deadline)
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # the timeout's or the lost connection's: nobody awaits it
+            raise
+        conn.send(data)
+        result = await fut
+        await link.before_deliver(len(result) if isinstance(result, (bytes, str)) else 0,
+                                  deadline)
+        return result
 
     def _expire(self, fut: asyncio.Future, method: str) -> None:
         if not fut.done():

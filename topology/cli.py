@@ -35,6 +35,7 @@ from topology.cluster import (Cluster, last_port, plan_workers, read_state, runn
                               stop_recorded)
 from topology.presets import PRESETS, get_preset
 from topology.supervisor import OnExit
+from topology.wan_presets import wan_flags
 
 WIDE = 10_000  # columns of a console that is not a terminal: lines are never cut
 
@@ -72,6 +73,13 @@ def add_access_log_args(p: argparse.ArgumentParser) -> None:
                         "(= --set http.access_sample=SHARE)")
 
 
+def add_wan_arg(p: argparse.ArgumentParser) -> None:  # issue 10: the WAN model
+    p.add_argument("--wan", metavar="china|off|FILE.toml",
+                   help="delay node-to-node messages as between the nodes' cities: a preset "
+                        "(china), off, or a TOML file of [wan] values and [matrix.CityA] "
+                        "CityB = ms delays (= [wan] in the config; default off)")
+
+
 def access_log_flags(args) -> dict:
     """The config layer ``--access-log-sample`` makes (see ``effective_config``)."""
     return {} if args.access_log_sample is None else {
@@ -105,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--case-sensitive", action="store_true",
                       help="tell handles apart by ASCII case (Handle.Net folds it by default)")
     add_access_log_args(node)
+    add_wan_arg(node)
     add_config_args(node)
     node.set_defaults(func=cmd_node)
 
@@ -141,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="when a host process exits: restart it with back-off (default), keep "
                          "the others serving without it, or stop the whole network")
     add_access_log_args(up)
+    add_wan_arg(up)
     add_config_args(up)
     up.set_defaults(func=cmd_up)
 
@@ -170,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_node(args) -> int:
     from topology.cli_node import run_node
     try:
-        config = effective_config(args, access_log_flags(args))
+        config = effective_config(args, {**access_log_flags(args), **wan_flags(args)})
     except (configuration.ConfigError, ValueError) as exc:
         print(f"idsim node: {exc}", file=sys.stderr)
         return 2
@@ -218,6 +228,7 @@ def cmd_up(args) -> int:
     flags = {} if args.answer_cache is None else {
         "--answer-cache": {"cache": {"answer_entries": args.answer_cache}}}
     flags.update(access_log_flags(args))
+    flags.update(wan_flags(args))
     try:
         config = effective_config(args, flags)
     except (configuration.ConfigError, ValueError) as exc:

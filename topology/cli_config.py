@@ -66,7 +66,8 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     for col in ("key", "value", "from"):
         table.add_column(col)
     for key, value, source in config.rows():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:g}",
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else f"{value:g}"
+                      if isinstance(value, float) else repr(value),  # text: wan.matrix
                       source if source == configuration.DEFAULT_SOURCE else f"[bold]{source}[/]")
     Console().print(table)
     return 0

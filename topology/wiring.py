@@ -10,7 +10,8 @@ prefixes with the top-level node and starts the statistics reports.
 
 Invariants: every default comes from ``config`` (nothing here has a number of its own but
 the retry interval of the start-up registration); every time read or wait goes through
-``clock``; a failure while starting closes whatever had started.
+``clock``; a failure while starting closes whatever had started; with ``[wan] enabled`` every
+RPC client a node makes carries the WAN link from that node to its peer (``resolver.link``).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from topology import pki
 from topology import readiness
 from topology.model import Topology
 from topology.seeding import seed_node
+from topology.wan_presets import build_links
 
 log = logging.getLogger("idsim.wiring")
 REGISTER_RETRY = 0.2  # s between attempts to reach a top-level node that is still starting
@@ -56,6 +58,7 @@ class Running:
     rpc_servers: list[RpcServer] = field(default_factory=list)
     tasks: list[asyncio.Task] = field(default_factory=list)
     clients: list[RpcClient] = field(default_factory=list)
+    links: object = None  # resolver.link.Links when [wan] enabled (faults set .blocked)
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -91,7 +94,8 @@ def national_prefix(topo: Topology) -> str:
 
 async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, logins: dict,
                  store: str, clock: Clock, progress, case_sensitive: bool,
-                 tls: pki.NodeTls | None, keyring: Keyring | None) -> tuple[object, object]:
+                 tls: pki.NodeTls | None, keyring: Keyring | None,
+                 links=None) -> tuple[object, object]:
     """One node, ready to serve, and the address it serves on."""
     if name == Role.TOP:
         node = TopNode("top", open_store(store_url(store, data_dir, "top"), config.store),
@@ -105,7 +109,8 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
         trust = Trust(name, keyring) if keyring else None
         return (RecursiveNode(name, topo.top.rpc_addr, config, clock=clock,
                               case_sensitive=case_sensitive, trust=trust,
-                              client_ssl=tls.client if tls else None), topo.address_of(name))
+                              client_ssl=tls.client if tls else None,
+                              links=links and links.for_node(name)), topo.address_of(name))
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store), [spec.code], config, clock=clock,
@@ -133,12 +138,13 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     running = Running()
     tls = pki.node_tls(data_dir) if topo.uses_tls else None  # https addresses: <data>/pki
     keyring = None if standalone else Keyring.from_logins(logins)
+    running.links = None if standalone else build_links(config, topo, clock)  # [wan] enabled
     try:
         for name in names:
             node, addr = await _build(topo, name, config, data_dir=data_dir, logins=logins,
                                       store=store, clock=clock, progress=progress,
                                       case_sensitive=case_sensitive, tls=tls,
-                                      keyring=keyring)
+                                      keyring=keyring, links=running.links)
             running.nodes[name] = node
             shared = reuse_port and name == Role.RECURSIVE
             api = NodeAPI(node)
@@ -173,6 +179,8 @@ async def _join_network(running: Running, topo: Topology, config: Config, keyrin
         if node.role != Role.TOP:
             tops[name] = RpcClient(*split_address(topo.top.rpc_addr), rpc, clock=clock,
                                    trust=Trust(node.name, keyring))
+            if running.links is not None:
+                tops[name].link = running.links.between(name, "top")
             running.clients.append(tops[name])
     await register_with_top(running, topo, tops, config, clock)
     for name, node in running.nodes.items():
