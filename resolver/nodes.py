@@ -15,24 +15,28 @@ from typing import Awaitable, Callable, Iterable
 
 import msgpack
 
-from resolver import auth, errors, identifiers, records
+from resolver import auth, errors, identifiers, overlay, records
+from resolver import templates as industry_templates
 from resolver.authority import Authority, prefix_above, prefix_record
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
 from resolver.locks import KeyLocks
+from resolver.population import Population
 from resolver.ratelimit import LoginLimits
 from resolver.records import Value
 from resolver.roles import Role
 from resolver.rpc_auth import Method, text_param
 from resolver.store import RecordStore
 
-SCAN_CHUNK = 10_000  # rows per store scan when paging: how the work is cut, not a tunable
+SCAN_CHUNK = overlay.SCAN_CHUNK  # rows per store scan when paging (top.py pages with it too)
+
 # what /api/stats counts (every node's, and the top-level node's network totals)
 STATS_NOTES = {
     "since": "resolutions and registrations count from this start of the node (UTC); "
              "a restart sets them to 0",
-    "identifiers": "identifiers stored now, whenever they were written",
+    "identifiers": "identifiers registered now: stored ones, whenever they were written, and "
+                   "a synthetic population's (computed on demand) less those deleted",
     "registrations": "writes since the start that created an identifier (demo seeding "
                      "included; replacing one does not count, deleting one does not subtract)",
 }
@@ -60,7 +64,8 @@ class SecondaryNode:
 
     def __init__(self, name: str, store: RecordStore, homed: Iterable[str],
                  config: Config | None = None, *, case_sensitive: bool = False,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, population: Population | None = None,
+                 templates: dict | None = None) -> None:
         self.name = name
         self.store = store
         self.config = config or Config()
@@ -79,6 +84,10 @@ class SecondaryNode:
         self.since = records.iso_timestamp(int(clock()))  # the counters in stats count from here
         # called with the login of each prefix allocated here, once stored (see topology.host)
         self.allocated: Callable[[Credentials], None] | None = None
+        # s1 (issue 12): identifiers served without being stored (resolver.overlay), and the
+        # industry templates a prefix may opt into strictly (resolver.templates)
+        self.population = population
+        self.templates = templates or {}
 
     # ---------------------------------------------------------------- naming
     def parse(self, text: str) -> Handle:
@@ -107,7 +116,10 @@ class SecondaryNode:
         data = self.store.get(handle.key)
         self.stats["resolutions"] += 1
         if data is None:
-            raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found", handle=handle.text)
+            data = overlay.synthetic(self.store, self.population, handle.key)
+            if data is None:
+                raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
+                                         handle=handle.text)
         return data
 
     def cached(self, text: str) -> None:
@@ -117,6 +129,29 @@ class SecondaryNode:
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """As ``lookup``; the interface every role shares (``fresh`` matters to caches only)."""
         return records.Answer(self.lookup(handle))
+
+    def read(self, key: bytes) -> tuple[bytes | None, bytes | None]:
+        """(stored bytes, else the population's unshadowed record): what a write replaces."""
+        data = self.store.get(key)
+        return data, (data if data is not None else
+                      overlay.synthetic(self.store, self.population, key))
+
+    def strict_check(self, handle: Handle, values: list[Value], seen: dict | None = None) -> None:
+        """Strict mode: a prefix whose ``0.NA`` record names a template (``IDSIM_TEMPLATE``)
+        refuses a record missing or mistyping one of its fields (400 naming the field)."""
+        if handle.is_prefix_handle:
+            return
+        seen = {} if seen is None else seen
+        if handle.prefix not in seen:
+            na = self.values_of(f"{identifiers.NA_PREFIX}/{handle.prefix}") or ()
+            names = [v.value for v in na if v.type == industry_templates.STRICT_TYPE]
+            seen[handle.prefix] = names[0] if names and isinstance(names[0], str) else None
+        if (name := seen[handle.prefix]) is not None:
+            template = self.templates.get(name) or industry_templates.CATALOGUE.get(name)
+            if template is None:
+                raise errors.HandleError(errors.INVALID_VALUE, f"prefix {handle.prefix} names "
+                                         f"no known template {name!r}", handle=handle.text)
+            industry_templates.check(template, values, handle.text)
 
     def values_of(self, text: str) -> list[Value] | None:
         data = self.store.get(self.key(text))
@@ -133,19 +168,10 @@ class SecondaryNode:
         self.authority.forget(keys)  # read again while the commit ran
 
     def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
-        """One page of the handles registered under ``prefix``, in key order."""
-        group = self.key(prefix)
-        total = self.store.count(group)
-        rows, after = [], None
-        skip = page * page_size
-        while len(rows) < skip + page_size:
-            chunk = self.store.scan(group + b"/", after=after,
-                                    limit=min(SCAN_CHUNK, skip + page_size))
-            if not chunk:
-                break
-            rows.extend(chunk)
-            after = chunk[-1][0]
-        return total, [records.decode_rows(v)[0] for _, v in rows[skip:skip + page_size]]
+        """One page of the handles registered under ``prefix``: the population's first, then
+        the stored ones in key order (``overlay.page``)."""
+        return overlay.page(self.store, self.population, self.key(prefix), page * page_size,
+                            page_size, lambda v: records.decode_rows(v)[0])
 
     # ---------------------------------------------------------------- authority
     # The rules are resolver.authority's (self.authority); the HTTP layer asks through these.
@@ -193,7 +219,7 @@ class SecondaryNode:
         """
         self.check_homed(handle)
         async with self.locks.hold([handle.key]):
-            data = self.store.get(handle.key)
+            data = self.read(handle.key)[1]
             text, current = records.decode(data) if data is not None else (handle.text, None)
             self.authority.check_may_write(identity, handle, current)
             if indexes:
@@ -211,7 +237,9 @@ class SecondaryNode:
                 raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
                                          handle=handle.text)
             values = self._prepare(handle, values, identity)
-            await self._store([(handle.key, self._encode(text, values))])
+            self.strict_check(handle, values)
+            shadow = overlay.shadow_for(self.population, handle.key)
+            await self._store([(handle.key, self._encode(text, values)), *filter(None, [shadow])])
         self.stats["registrations"] += current is None
         return current is None
 
@@ -219,11 +247,12 @@ class SecondaryNode:
                      indexes: set[int] | None = None) -> None:
         self.check_homed(handle)
         async with self.locks.hold([handle.key]):
-            data = self.store.get(handle.key)
+            stored, data = self.read(handle.key)
             if data is None:
                 raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
                                          handle=handle.text)
             text, current = records.decode(data)
+            shadow = [s for s in [overlay.shadow_for(self.population, handle.key)] if s]
             self.authority.check_may_write(identity, handle, current)
             if indexes:
                 kept = [v for v in current if v.index not in indexes]
@@ -231,9 +260,9 @@ class SecondaryNode:
                     raise errors.HandleError(errors.VALUES_NOT_FOUND, "Values not found",
                                              handle=handle.text, status=400)
                 if kept:
-                    await self._store([(handle.key, records.encode(text, kept))])
+                    await self._store([(handle.key, records.encode(text, kept)), *shadow])
                     return
-            await self._store([], delete=handle.key)
+            await self._store(shadow, delete=handle.key if stored is not None else None)
 
     async def register_many(self, items: list[tuple[str, object]], *,
                             identity: auth.Identity | None, overwrite: bool = False) -> list[dict]:
@@ -262,22 +291,25 @@ class SecondaryNode:
                 results.append({"responseCode": errors.SUCCESS, "handle": handle.text})
             except errors.HandleError as exc:
                 results.append(exc.with_handle(str(text)).body())
-        writes = []
+        writes, strict = [], {}
         async with self.locks.hold(todo):
             for key, (pos, handle, values) in todo.items():
                 try:
-                    data = self.store.get(key)
+                    data = self.read(key)[1]
                     if data is not None and not overwrite:
                         raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
                                                  "Handle already exists", handle=handle.text)
                     current = records.decode(data)[1] if data is not None else None
                     self.authority.check_may_write(identity, handle, current)  # memoised
                     values = self._prepare(handle, values, identity)
+                    self.strict_check(handle, values, strict)
                     writes.append((key, self._encode(handle.text, values)))
+                    if shadow := overlay.shadow_for(self.population, key):
+                        writes.append(shadow)
                 except errors.HandleError as exc:
                     results[pos] = exc.with_handle(handle.text).body()
             await self._store(writes)
-        self.stats["registrations"] += len(writes)
+        self.stats["registrations"] += sum(1 for r in results if r["responseCode"] == 1)
         return results
 
     async def create_prefix(self, prefix: str, *, identity: auth.Identity | None,
@@ -327,7 +359,7 @@ class SecondaryNode:
         groups = dict(self.store.groups())
         return {"role": self.role,
                 "enterprises": max(0, groups.get(na, 0) - len(self.homed)),
-                "identifiers": sum(n for g, n in groups.items() if g != na),
+                "identifiers": overlay.identifiers(self.store, self.population, groups),
                 "resolutions": self.stats["resolutions"],
                 "registrations": self.stats["registrations"], "since": self.since}
 

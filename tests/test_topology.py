@@ -108,7 +108,7 @@ def test_guangzhou_pinned(gz_toml: str) -> None:
     # The preset's exact contents and their TOML text, byte for byte: a change to either
     # changes every simulated network built from it.
     digest = hashlib.sha256(gz_toml.encode()).hexdigest()
-    assert digest == "5f7609c54f8a95ecb68c3ce102fabb738e669c18faf7877b3a56db402744fe1f"
+    assert digest == "f86369de0ae220b3388750872d7c0bbb5c8cdd9ec4da1a2c65ab8275c7544e01"
 
 
 def test_guangzhou_deterministic() -> None:

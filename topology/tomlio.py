@@ -2,7 +2,10 @@
 
 Layout, in this order: ``[network]`` (name, seed, identifiers_per_enterprise), ``[top]`` and
 ``[recursive]`` (host, http_port, rpc_port), then one ``[[industries]]``, ``[[secondaries]]``
-(address fields inline) or ``[[enterprises]]`` table per entry. A file may also hold node
+(address fields inline) or ``[[enterprises]]`` table per entry (an enterprise's
+``identifiers``: its synthetic population, written when not 0), and the industry templates as
+``[templates.<industry>]`` (``name``) with ``[templates.<industry>.fields]`` (field = "type";
+``[network] population`` full|demo|none written when not demo). A file may also hold node
 configuration sections (``[cache]``, ``[rpc]``, ... — `resolver.config.SECTIONS`);
 `load_with_config` returns them as a config layer, the other readers ignore them.
 
@@ -21,18 +24,20 @@ from typing import Any
 
 import tomli_w
 
+from resolver import templates as industry_templates
 from resolver.config import SECTIONS, config_sections
 
 from .model import Enterprise, Industry, NodeAddress, SecondarySpec, Topology, TopologyError
 
 __all__ = ["from_toml", "load", "load_with_config", "save", "to_toml"]
 
-_NETWORK_KEYS = ("name", "seed", "identifiers_per_enterprise")
+_NETWORK_KEYS = ("name", "seed", "identifiers_per_enterprise", "population")
 _ADDRESS_KEYS = ("host", "http_port", "rpc_port", "scheme")  # scheme: optional, "http"
 _INDUSTRY_KEYS = ("code", "name")
 _SECONDARY_KEYS = ("code", "name", "city", "industry", *_ADDRESS_KEYS)
-_ENTERPRISE_KEYS = ("prefix", "name", "node", "industry")
-_TOPOLOGY_KEYS = ("network", "top", "recursive", "industries", "secondaries", "enterprises")
+_ENTERPRISE_KEYS = ("prefix", "name", "node", "industry", "identifiers")
+_TOPOLOGY_KEYS = ("network", "top", "recursive", "industries", "secondaries", "enterprises",
+                  "templates")
 _DOCUMENT_KEYS = (*_TOPOLOGY_KEYS, *SECTIONS)
 
 # tomli_w writes an array of tables inline (``industries = [{...}, ...]``) when every entry,
@@ -53,21 +58,25 @@ def _document(t: Topology) -> dict[str, Any]:
             "name": t.name,
             "seed": t.seed,
             "identifiers_per_enterprise": t.identifiers_per_enterprise,
+            **({} if t.population == "demo" else {"population": t.population}),  # s1
         },
         "top": _address_dict(t.top),
         "recursive": _address_dict(t.recursive),
         "industries": [{"code": i.code, "name": i.name} for i in t.industries],
+        # s1 (issue 12): [templates.<industry>] name and a fields table, field = "type"
+        "templates": {tp.industry: industry_templates.to_spec(tp) for tp in t.templates},
         "secondaries": [
             {"code": n.code, "name": n.name, "city": n.city, "industry": n.industry,
              **_address_dict(n.address)}
             for n in t.secondaries
         ],
         "enterprises": [
-            {"prefix": e.prefix, "name": e.name, "node": e.node, "industry": e.industry}
+            {"prefix": e.prefix, "name": e.name, "node": e.node, "industry": e.industry,
+             **({"identifiers": e.identifiers} if e.identifiers else {})}  # s1: population
             for e in t.enterprises
         ],
     }
-    return {key: value for key, value in doc.items() if value != []}
+    return {key: value for key, value in doc.items() if value not in ([], {})}
 
 
 def to_toml(topology: Topology) -> str:
@@ -191,13 +200,14 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
     r.unknown(doc, _DOCUMENT_KEYS, "document")
 
     name = seed = None
-    ipe = 10
+    ipe, population = 10, "demo"
     network = r.table(doc, "network")
     if network is not None:
         r.unknown(network, _NETWORK_KEYS, "[network]")
         name = r.field(network, "name", str, "[network]")
         seed = r.field(network, "seed", int, "[network]")
         ipe = r.field(network, "identifiers_per_enterprise", int, "[network]", default=10)
+        population = r.field(network, "population", str, "[network]", default="demo")
 
     addresses = {}
     for key in ("top", "recursive"):
@@ -234,7 +244,15 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
             name=r.field(tbl, "name", str, where),
             node=r.field(tbl, "node", str, where),
             industry=r.field(tbl, "industry", str, where),
+            identifiers=r.field(tbl, "identifiers", int, where, default=0),
         ))
+
+    templates = []  # s1 (issue 12)
+    for code, spec in (r.table(doc, "templates", required=False) or {}).items():
+        try:
+            templates.append(industry_templates.from_spec(code, spec))
+        except ValueError as exc:
+            r.problems.append(str(exc))
 
     if r.problems:
         raise TopologyError("invalid topology TOML", r.problems)
@@ -247,6 +265,8 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
         secondaries=tuple(secondaries),
         enterprises=tuple(enterprises),
         identifiers_per_enterprise=ipe,
+        templates=tuple(templates),
+        population=population,
     )
     return topology, config_sections(doc)
 

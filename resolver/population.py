@@ -1,0 +1,190 @@
+"""The synthetic population: billions of registered identifiers computed on demand, never stored.
+
+An enterprise with a count of N identifiers owns ordinals 0..N-1. Each ordinal has one suffix
+that reads like a product code, ``JXDY2106023``: four letters (the product line), ``YYMM``
+(the batch month, 2018-01 .. 2021-11) and a three-digit serial. With 47 months and 1,000
+serials per month a product line holds 47,000 identifiers; ordinal o is serial ``o % 1000``,
+month ``o // 1000 % 47``, line ``o // 47000``, and the line number is spread over the 26^4
+four-letter codes by an affine permutation drawn per enterprise from (seed, prefix), so
+enterprises' codes differ. ``suffix``/``ordinal`` are inverse bijections between 0..N-1 and
+the canonical suffixes; any other text (wrong shape, month out of range, lower case in a
+case-sensitive node, ordinal >= N) decodes to None: not found.
+
+A record is a pure function of (prefix, ordinal, seed, template): index 1 its URL, indexes
+2.. one value per template field (``resolver.templates.sample``), 100 HS_ADMIN naming the
+prefix's admin group; timestamps are the batch month's first day. O(1) per resolve: nothing
+is tabulated per identifier.
+
+Counts: ``spread`` gives each enterprise ``minimum`` plus a share of the rest proportional
+to a lognormal weight (mu 0, sigma ``SIGMA``), rounded by largest remainder so they sum
+exactly to the total (guangzhou-2021: 6,990,000,000 over 4,065 enterprises).
+
+Pure: no I/O; the RNG is a parameter or seeded from the arguments.
+"""
+from __future__ import annotations
+
+import calendar
+import hashlib
+import random
+from dataclasses import dataclass
+from typing import Iterable
+
+import msgpack
+
+from resolver.templates import Template, sample
+
+__all__ = ["CAPACITY", "GUANGZHOU_2021_IDENTIFIERS", "MINIMUM", "SIGMA", "EnterprisePopulation",
+           "Population", "spread"]
+
+GUANGZHOU_2021_IDENTIFIERS = 6_990_000_000  # registered at the Guangzhou node, Nov 2021
+SIGMA = 2.0  # lognormal sigma of enterprise weights: the top 1 % hold about a third
+MINIMUM = 1_000  # identifiers every enterprise has at least
+SERIALS = 1000
+FIRST_YEAR, MONTHS = 2018, 47  # batch months 2018-01 .. 2021-11
+LINES = 26 ** 4
+CAPACITY = LINES * MONTHS * SERIALS  # 21.5 billion suffixes per enterprise
+_MASK = (1 << 64) - 1
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_YYMM = [f"{(FIRST_YEAR + m // 12) % 100:02d}{m % 12 + 1:02d}" for m in range(MONTHS)]
+_MONTH_OF = {yymm.encode(): m for m, yymm in enumerate(_YYMM)}
+_STAMP = [calendar.timegm((FIRST_YEAR + m // 12, m % 12 + 1, 1, 0, 0, 0)) for m in range(MONTHS)]
+_TTL, _PERMS = 86400, 14  # records.DEFAULT_TTL, DEFAULT_PERMS
+
+
+def spread(rng: random.Random, total: int, bins: int, minimum: int, sigma: float) -> list[int]:
+    """*total* over *bins*, each at least *minimum*, the rest by lognormal weights, exact sum."""
+    if bins <= 0 or bins * minimum > total:
+        raise ValueError(f"cannot give {bins} enterprises at least {minimum} of {total}")
+    weights = [rng.lognormvariate(0.0, sigma) for _ in range(bins)]
+    extra = total - bins * minimum
+    wsum = sum(weights)
+    raw = [w / wsum * extra for w in weights]
+    counts = [int(r) for r in raw]
+    order = sorted(range(bins), key=lambda i: (counts[i] - raw[i], i))
+    for i in order[: extra - sum(counts)]:
+        counts[i] += 1
+    return [minimum + c for c in counts]
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: a well-spread 64-bit number from any 64-bit number."""
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK
+    return x ^ (x >> 31)
+
+
+class EnterprisePopulation:
+    """One enterprise's population: its suffix codec and its records."""
+
+    __slots__ = ("prefix", "count", "template", "seed", "_a", "_b", "_ainv", "_base", "_head",
+                 "_admin", "_fields", "_lines")
+
+    def __init__(self, prefix: str, count: int, template: Template, seed: int) -> None:
+        if not 0 <= count <= CAPACITY:
+            raise ValueError(f"{prefix}: a population holds 0..{CAPACITY} identifiers")
+        self.prefix, self.count, self.template, self.seed = prefix, count, template, seed
+        digest = hashlib.sha256(f"{seed}:{prefix}".encode()).digest()
+        self._base = int.from_bytes(digest[:8], "big")
+        a = int.from_bytes(digest[8:12], "big") % LINES | 1
+        while a % 13 == 0:
+            a += 2
+        self._a, self._b = a, int.from_bytes(digest[12:16], "big") % LINES
+        self._ainv = pow(a, -1, LINES)
+        self._head = f"{prefix}/"
+        self._admin = [100, "HS_ADMIN", "admin", {"handle": f"0.NA/{prefix}", "index": 200,
+                                                  "permissions": "111111111111"}, _TTL, 0, _PERMS]
+        self._fields = tuple((i + 2, f.name, f) for i, f in enumerate(template.fields))
+        self._lines: dict[int, str] = {}
+
+    # ------------------------------------------------------------ codec
+    def _line_code(self, line: int) -> str:
+        code = self._lines.get(line)
+        if code is None:
+            n = (self._a * line + self._b) % LINES
+            code = "".join(_LETTERS[n // 26 ** k % 26] for k in (3, 2, 1, 0))
+            if len(self._lines) < 4096:
+                self._lines[line] = code
+        return code
+
+    def suffix(self, ordinal: int) -> str:
+        """The suffix of *ordinal* (0 <= ordinal < count; ValueError otherwise)."""
+        if not 0 <= ordinal < self.count:
+            raise ValueError(f"{self.prefix}: ordinal {ordinal} outside 0..{self.count - 1}")
+        rest, serial = divmod(ordinal, SERIALS)
+        line, month = divmod(rest, MONTHS)
+        return f"{self._line_code(line)}{_YYMM[month]}{serial:03d}"
+
+    def ordinal(self, suffix: bytes | str) -> int | None:
+        """The ordinal whose suffix is *suffix*, or None (not one of this population's)."""
+        if isinstance(suffix, str):
+            suffix = suffix.encode("utf-8", "replace")
+        if len(suffix) != 11 or not suffix[:4].isalpha() or not suffix[:4].isupper() \
+                or not suffix[4:].isdigit() or not suffix.isascii():
+            return None
+        month = _MONTH_OF.get(suffix[4:8])
+        if month is None:
+            return None
+        n = 0
+        for c in suffix[:4]:
+            n = n * 26 + c - 65
+        line = (n - self._b) * self._ainv % LINES
+        ordinal = (line * MONTHS + month) * SERIALS + int(suffix[8:])
+        return ordinal if ordinal < self.count else None
+
+    # ------------------------------------------------------------ records
+    def record(self, ordinal: int) -> bytes:
+        """The stored-record bytes (``records.encode`` layout) of *ordinal* (valid ordinals)."""
+        sfx = self.suffix(ordinal)
+        product, batch, serial = sfx[:4], sfx[4:8], sfx[8:]
+        stamp = _STAMP[ordinal // SERIALS % MONTHS]
+        url = f"https://ex.com/{self._head}{sfx}"
+        h = self._base ^ ordinal
+        rows = [[1, "URL", "string", url, _TTL, stamp, _PERMS]]
+        for index, name, f in self._fields:
+            rows.append([index, name, "string",
+                         sample(f, _mix(h + index), product, batch, serial, url),
+                         _TTL, stamp, _PERMS])
+        admin = list(self._admin)
+        admin[5] = stamp
+        rows.append(admin)
+        return msgpack.packb([self._head + sfx, rows], use_bin_type=True)
+
+    def lookup(self, suffix: bytes) -> bytes | None:
+        ordinal = self.ordinal(suffix)
+        return None if ordinal is None else self.record(ordinal)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """What a node needs to know of one enterprise to serve its population."""
+    prefix: str
+    count: int
+    template: Template
+
+
+class Population:
+    """The populations of one node's enterprises, found by store key (``identifiers.make_key``)."""
+
+    def __init__(self, members: Iterable[Member], seed: int, *, case_sensitive: bool = False
+                 ) -> None:
+        self.by_group: dict[bytes, EnterprisePopulation] = {}
+        for m in members:
+            if m.count:
+                group = m.prefix.encode() if case_sensitive else m.prefix.encode().upper()
+                self.by_group[group] = EnterprisePopulation(m.prefix, m.count, m.template, seed)
+
+    def __bool__(self) -> bool:
+        return bool(self.by_group)
+
+    @property
+    def total(self) -> int:
+        return sum(e.count for e in self.by_group.values())
+
+    def of(self, group: bytes) -> EnterprisePopulation | None:
+        return self.by_group.get(group)
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """The record of the identifier with store key *key*, or None if it is not one."""
+        group, _, suffix = key.partition(b"/")
+        ent = self.by_group.get(group)
+        return None if ent is None else ent.lookup(suffix)
