@@ -115,8 +115,8 @@ class SecondaryNode:
         self.check_homed(handle)
         data = self.store.get(handle.key)
         self.stats["resolutions"] += 1
-        if data is None:
-            data = overlay.synthetic(self.store, self.population, handle.key)
+        if not data:  # nothing stored, or a tombstone (resolver.overlay)
+            data = overlay.synthetic(self.population, handle.key, data)
             if data is None:
                 raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
                                          handle=handle.text)
@@ -131,10 +131,9 @@ class SecondaryNode:
         return records.Answer(self.lookup(handle))
 
     def read(self, key: bytes) -> tuple[bytes | None, bytes | None]:
-        """(stored bytes, else the population's unshadowed record): what a write replaces."""
-        data = self.store.get(key)
-        return data, (data if data is not None else
-                      overlay.synthetic(self.store, self.population, key))
+        """(stored bytes, the record served): what a write replaces (``resolver.overlay``)."""
+        stored = self.store.get(key)
+        return stored, overlay.synthetic(self.population, key, stored)
 
     def strict_check(self, handle: Handle, values: list[Value], seen: dict | None = None) -> None:
         """Strict mode: a prefix whose ``0.NA`` record names a template (``IDSIM_TEMPLATE``)
@@ -155,7 +154,7 @@ class SecondaryNode:
 
     def values_of(self, text: str) -> list[Value] | None:
         data = self.store.get(self.key(text))
-        return None if data is None else records.decode(data)[1]
+        return None if not data else records.decode(data)[1]  # b"": a tombstone
 
     async def _store(self, puts: list[tuple[bytes, bytes]], delete: bytes | None = None) -> None:
         """The one way this node writes its store: durable on return, authority memos kept true."""
@@ -219,7 +218,7 @@ class SecondaryNode:
         """
         self.check_homed(handle)
         async with self.locks.hold([handle.key]):
-            data = self.read(handle.key)[1]
+            stored, data = self.read(handle.key)
             text, current = records.decode(data) if data is not None else (handle.text, None)
             self.authority.check_may_write(identity, handle, current)
             if indexes:
@@ -238,8 +237,8 @@ class SecondaryNode:
                                          handle=handle.text)
             values = self._prepare(handle, values, identity)
             self.strict_check(handle, values)
-            shadow = overlay.shadow_for(self.population, handle.key)
-            await self._store([(handle.key, self._encode(text, values)), *filter(None, [shadow])])
+            extra, tomb = overlay.on_write(self.population, handle.key, stored)
+            await self._store([(handle.key, self._encode(text, values)), *extra], delete=tomb)
         self.stats["registrations"] += current is None
         return current is None
 
@@ -252,7 +251,6 @@ class SecondaryNode:
                 raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
                                          handle=handle.text)
             text, current = records.decode(data)
-            shadow = [s for s in [overlay.shadow_for(self.population, handle.key)] if s]
             self.authority.check_may_write(identity, handle, current)
             if indexes:
                 kept = [v for v in current if v.index not in indexes]
@@ -260,9 +258,11 @@ class SecondaryNode:
                     raise errors.HandleError(errors.VALUES_NOT_FOUND, "Values not found",
                                              handle=handle.text, status=400)
                 if kept:
-                    await self._store([(handle.key, records.encode(text, kept)), *shadow])
+                    extra, tomb = overlay.on_write(self.population, handle.key, stored)
+                    await self._store([(handle.key, records.encode(text, kept)), *extra],
+                                      delete=tomb)
                     return
-            await self._store(shadow, delete=handle.key if stored is not None else None)
+            await self._store(*overlay.on_delete(self.population, handle.key, stored))
 
     async def register_many(self, items: list[tuple[str, object]], *,
                             identity: auth.Identity | None, overwrite: bool = False) -> list[dict]:
@@ -291,11 +291,11 @@ class SecondaryNode:
                 results.append({"responseCode": errors.SUCCESS, "handle": handle.text})
             except errors.HandleError as exc:
                 results.append(exc.with_handle(str(text)).body())
-        writes, strict = [], {}
+        writes, strict, tombs = [], {}, []
         async with self.locks.hold(todo):
             for key, (pos, handle, values) in todo.items():
                 try:
-                    data = self.read(key)[1]
+                    stored, data = self.read(key)
                     if data is not None and not overwrite:
                         raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
                                                  "Handle already exists", handle=handle.text)
@@ -304,11 +304,14 @@ class SecondaryNode:
                     values = self._prepare(handle, values, identity)
                     self.strict_check(handle, values, strict)
                     writes.append((key, self._encode(handle.text, values)))
-                    if shadow := overlay.shadow_for(self.population, key):
-                        writes.append(shadow)
+                    extra, tomb = overlay.on_write(self.population, key, stored)
+                    writes += extra
+                    tombs += [tomb] if tomb else []
                 except errors.HandleError as exc:
                     results[pos] = exc.with_handle(handle.text).body()
             await self._store(writes)
+            for tomb in tombs:  # identifiers registered again after a delete (rare)
+                await self._store([], delete=tomb)
         self.stats["registrations"] += sum(1 for r in results if r["responseCode"] == 1)
         return results
 
@@ -359,7 +362,7 @@ class SecondaryNode:
         groups = dict(self.store.groups())
         return {"role": self.role,
                 "enterprises": max(0, groups.get(na, 0) - len(self.homed)),
-                "identifiers": overlay.identifiers(self.store, self.population, groups),
+                "identifiers": overlay.identifiers(self.population, groups),
                 "resolutions": self.stats["resolutions"],
                 "registrations": self.stats["registrations"], "since": self.since}
 

@@ -1,19 +1,25 @@
 """Stored writes on top of a secondary node's synthetic population (``resolver.population``).
 
-What a key resolves to: the stored record if there is one; else, unless a *shadow* hides
-it, the population's record; else nothing. A shadow is a store entry at ``SHADOW + key``
-(its group ``0.DEL.<prefix>``, which no client can write: no node homes it) holding the
-ordinal, 8 bytes big-endian. A node writes one whenever it stores or deletes an identifier
-of the population: registering one stores the new record and a shadow (the stored record
-wins), deleting one removes any stored record and keeps the shadow (a tombstone).
+What a key resolves to: the stored record if there is one; a *tombstone* (an empty stored
+value) is not found; with nothing stored, the population's record if the key is one of its
+identifiers. So the stored-record path reads the store once, as without a population, and the
+synthetic path once too (a miss) before computing the record.
 
-So under a prefix the identifiers are ``population + stored − shadows``, each a count the
-store keeps per group (one lookup). Listing pages through the population's ordinals first,
-in ordinal order, shadowed ones skipped, then the stored records in key order: a stable
-order while nothing is written.
+Registering an identifier of the population stores its record over it and a *shadow*
+(``SHADOW + key``, group ``0.DEL.<prefix>``, holding the ordinal, 8 bytes big-endian);
+deleting one stores a tombstone at the key, the shadow, and a *tomb mark* (``TOMB + key``,
+group ``0.TOMB.<prefix>``); registering it again replaces the tombstone and drops the mark.
+No client can write those groups: no node homes them. They are never read to resolve; they
+keep the counts exact with the counts the store keeps per group (one lookup each):
 
-Invariants: a shadow exists only for an ordinal of the population; the stored-record path
-(a hit) reads the store once, as without a population.
+    identifiers under a prefix = population − shadows + stored − tombstones
+
+Listing pages through the population's ordinals first, in ordinal order, shadowed ones
+skipped, then the stored records in key order, tombstones skipped: a stable order while
+nothing is written.
+
+Invariants: a shadow exists exactly for each ordinal of the population with a stored record
+or a tombstone; a tomb mark exactly for each tombstone.
 """
 from __future__ import annotations
 
@@ -23,29 +29,19 @@ from resolver.population import Population
 from resolver.store import RecordStore
 
 SHADOW = b"0.DEL."  # shadow keys: SHADOW + the identifier's key
+TOMB = b"0.TOMB."  # tomb marks: TOMB + the identifier's key
+TOMBSTONE = b""  # the stored value of a deleted identifier of the population
 SCAN_CHUNK = 10_000  # rows per store scan when paging: how the work is cut, not a tunable
 
 
-def shadow_key(key: bytes) -> bytes:
-    return SHADOW + key
+def synthetic(population: Population | None, key: bytes, stored: bytes | None) -> bytes | None:
+    """What *key* resolves to given its *stored* bytes (None: nothing stored)."""
+    if stored is not None:
+        return stored or None  # a tombstone: not found
+    return population.lookup(key) if population else None
 
 
-def is_shadow_group(group: bytes) -> bool:
-    return group.startswith(SHADOW)
-
-
-def synthetic(store: RecordStore, population: Population | None, key: bytes) -> bytes | None:
-    """The population's record of *key* unless shadowed; None when there is none."""
-    if not population:
-        return None
-    data = population.lookup(key)
-    if data is None or store.get(SHADOW + key) is not None:
-        return None
-    return data
-
-
-def shadow_for(population: Population | None, key: bytes) -> tuple[bytes, bytes] | None:
-    """The shadow entry to write with a write of *key*, if *key* is of the population."""
+def _shadow(population: Population | None, key: bytes) -> tuple[bytes, bytes] | None:
     if not population:
         return None
     group, _, suffix = key.partition(b"/")
@@ -54,23 +50,42 @@ def shadow_for(population: Population | None, key: bytes) -> tuple[bytes, bytes]
     return None if ordinal is None else (SHADOW + key, ordinal.to_bytes(8, "big"))
 
 
-def identifiers(store: RecordStore, population: Population | None, groups: dict) -> int:
-    """Identifiers this node serves: population + stored − shadows (``0.NA`` excluded)."""
+def on_write(population: Population | None, key: bytes, stored: bytes | None
+             ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """(entries to store with a record at *key*, a key to delete after) given what is stored."""
+    shadow = _shadow(population, key)
+    return ([shadow] if shadow else []), (TOMB + key if stored == TOMBSTONE else None)
+
+
+def on_delete(population: Population | None, key: bytes, stored: bytes | None
+              ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+    """(entries to store, key to delete) that delete the identifier *key*."""
+    shadow = _shadow(population, key)
+    if shadow is None:
+        return [], key
+    return [(key, TOMBSTONE), shadow, (TOMB + key, TOMBSTONE)], None
+
+
+def identifiers(population: Population | None, groups: dict) -> int:
+    """Identifiers this node serves: population − shadows + stored − tombstones (``0.NA``
+    excluded)."""
     total = population.total if population else 0
     for group, n in groups.items():
         if group.upper() == b"0.NA":
             continue
-        total += -n if is_shadow_group(group) else n
+        total += -n if group.startswith((SHADOW, TOMB)) else n
     return total
 
 
-def _scan(store: RecordStore, prefix: bytes, skip: int, limit: int) -> list[tuple[bytes, bytes]]:
-    rows, after = [], None
+def _scan(store: RecordStore, prefix: bytes, skip: int, limit: int) -> list[bytes]:
+    """Stored values under *prefix* in key order, tombstones skipped, from *skip* on."""
+    rows: list[bytes] = []
+    after = None
     while len(rows) < skip + limit:
         chunk = store.scan(prefix, after=after, limit=min(SCAN_CHUNK, skip + limit))
         if not chunk:
             break
-        rows.extend(chunk)
+        rows.extend(v for _, v in chunk if v != TOMBSTONE)
         after = chunk[-1][0]
     return rows[skip:skip + limit]
 
@@ -91,7 +106,7 @@ def page(store: RecordStore, population: Population | None, group: bytes, offset
     ent = population.of(group) if population else None
     shadows = _shadows(store, group) if ent is not None else []
     visible = ent.count - len(shadows) if ent is not None else 0
-    total = visible + store.count(group)
+    total = visible + store.count(group) - store.count(TOMB + group)
     out: list[str] = []
     if offset < visible:
         ordinal, j = offset, 0
@@ -106,5 +121,5 @@ def page(store: RecordStore, population: Population | None, group: bytes, offset
     rest = limit - len(out)
     if rest > 0:
         rows = _scan(store, group + b"/", max(0, offset - visible), rest)
-        out.extend(text_of(v) for _, v in rows)
+        out.extend(text_of(v) for v in rows)
     return total, out

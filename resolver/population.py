@@ -11,7 +11,7 @@ the canonical suffixes; any other text (wrong shape, month out of range, lower c
 case-sensitive node, ordinal >= N) decodes to None: not found.
 
 A record is a pure function of (prefix, ordinal, seed, template): index 1 its URL, indexes
-2.. one value per template field (``resolver.templates.sample``), 100 HS_ADMIN naming the
+2.. one value per template field (``resolver.templates.values``), 100 HS_ADMIN naming the
 prefix's admin group; timestamps are the batch month's first day. O(1) per resolve: nothing
 is tabulated per identifier.
 
@@ -26,12 +26,13 @@ from __future__ import annotations
 import calendar
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
 import msgpack
 
-from resolver.templates import Template, sample
+from resolver.templates import Template, compile_fields, values
 
 __all__ = ["CAPACITY", "GUANGZHOU_2021_IDENTIFIERS", "MINIMUM", "SIGMA", "EnterprisePopulation",
            "Population", "spread"]
@@ -49,6 +50,11 @@ _YYMM = [f"{(FIRST_YEAR + m // 12) % 100:02d}{m % 12 + 1:02d}" for m in range(MO
 _MONTH_OF = {yymm.encode(): m for m, yymm in enumerate(_YYMM)}
 _STAMP = [calendar.timegm((FIRST_YEAR + m // 12, m % 12 + 1, 1, 0, 0, 0)) for m in range(MONTHS)]
 _TTL, _PERMS = 86400, 14  # records.DEFAULT_TTL, DEFAULT_PERMS
+_SHAPE = re.compile(rb"[A-Z]{4}[0-9]{7}")  # the shape of every suffix (then: its month)
+_AAAA = ((65 * 26 + 65) * 26 + 65) * 26 + 65  # "AAAA" read as base-26 digits offset by "A"
+_SERIAL = tuple(f"{s:03d}" for s in range(SERIALS))
+_pack = msgpack.Packer(use_bin_type=True).pack  # records.encode's msgpack, one packer reused
+_TAIL = tuple(_pack(_TTL) + _pack(stamp) + _pack(_PERMS) for stamp in _STAMP)  # by month
 
 
 def spread(rng: random.Random, total: int, bins: int, minimum: int, sigma: float) -> list[int]:
@@ -77,7 +83,7 @@ class EnterprisePopulation:
     """One enterprise's population: its suffix codec and its records."""
 
     __slots__ = ("prefix", "count", "template", "seed", "_a", "_b", "_ainv", "_base", "_head",
-                 "_admin", "_fields", "_lines")
+                 "_url", "_fields", "_rows", "_admin", "_lines")
 
     def __init__(self, prefix: str, count: int, template: Template, seed: int) -> None:
         if not 0 <= count <= CAPACITY:
@@ -91,9 +97,16 @@ class EnterprisePopulation:
         self._a, self._b = a, int.from_bytes(digest[12:16], "big") % LINES
         self._ainv = pow(a, -1, LINES)
         self._head = f"{prefix}/"
-        self._admin = [100, "HS_ADMIN", "admin", {"handle": f"0.NA/{prefix}", "index": 200,
-                                                  "permissions": "111111111111"}, _TTL, 0, _PERMS]
-        self._fields = tuple((i + 2, f.name, f) for i, f in enumerate(template.fields))
+        self._url = f"https://ex.com/{prefix}/"
+        # the stored layout (records.encode) in pre-packed pieces: [text, rows], each row
+        # [index, type, format, value, ttl, timestamp, perms]; ttl..perms by month (_TAIL)
+        self._fields = compile_fields(template)
+        self._rows = (b"\x92", bytes([0x90 | (len(template.fields) + 2)]),
+                      b"\x97" + _pack(1) + _pack("URL") + _pack("string"),
+                      tuple(b"\x97" + _pack(i + 2) + _pack(f.name) + _pack("string")
+                            for i, f in enumerate(template.fields)))
+        self._admin = b"\x97" + _pack(100) + _pack("HS_ADMIN") + _pack("admin") + _pack(
+            {"handle": f"0.NA/{prefix}", "index": 200, "permissions": "111111111111"})
         self._lines: dict[int, str] = {}
 
     # ------------------------------------------------------------ codec
@@ -112,42 +125,36 @@ class EnterprisePopulation:
             raise ValueError(f"{self.prefix}: ordinal {ordinal} outside 0..{self.count - 1}")
         rest, serial = divmod(ordinal, SERIALS)
         line, month = divmod(rest, MONTHS)
-        return f"{self._line_code(line)}{_YYMM[month]}{serial:03d}"
+        return self._line_code(line) + _YYMM[month] + _SERIAL[serial]
 
     def ordinal(self, suffix: bytes | str) -> int | None:
         """The ordinal whose suffix is *suffix*, or None (not one of this population's)."""
         if isinstance(suffix, str):
             suffix = suffix.encode("utf-8", "replace")
-        if len(suffix) != 11 or not suffix[:4].isalpha() or not suffix[:4].isupper() \
-                or not suffix[4:].isdigit() or not suffix.isascii():
-            return None
-        month = _MONTH_OF.get(suffix[4:8])
+        month = _MONTH_OF.get(suffix[4:8]) if _SHAPE.fullmatch(suffix) else None
         if month is None:
             return None
-        n = 0
-        for c in suffix[:4]:
-            n = n * 26 + c - 65
-        line = (n - self._b) * self._ainv % LINES
+        c0, c1, c2, c3 = suffix[:4]
+        line = ((((c0 * 26 + c1) * 26 + c2) * 26 + c3 - _AAAA) - self._b) * self._ainv % LINES
         ordinal = (line * MONTHS + month) * SERIALS + int(suffix[8:])
         return ordinal if ordinal < self.count else None
 
     # ------------------------------------------------------------ records
     def record(self, ordinal: int) -> bytes:
         """The stored-record bytes (``records.encode`` layout) of *ordinal* (valid ordinals)."""
-        sfx = self.suffix(ordinal)
-        product, batch, serial = sfx[:4], sfx[4:8], sfx[8:]
-        stamp = _STAMP[ordinal // SERIALS % MONTHS]
-        url = f"https://ex.com/{self._head}{sfx}"
-        h = self._base ^ ordinal
-        rows = [[1, "URL", "string", url, _TTL, stamp, _PERMS]]
-        for index, name, f in self._fields:
-            rows.append([index, name, "string",
-                         sample(f, _mix(h + index), product, batch, serial, url),
-                         _TTL, stamp, _PERMS])
-        admin = list(self._admin)
-        admin[5] = stamp
-        rows.append(admin)
-        return msgpack.packb([self._head + sfx, rows], use_bin_type=True)
+        rest, serial = divmod(ordinal, SERIALS)
+        line, month = divmod(rest, MONTHS)
+        product, batch, serial = self._line_code(line), _YYMM[month], _SERIAL[serial]
+        sfx = product + batch + serial
+        url = self._url + sfx
+        tail = _TAIL[month]
+        top, nrows, url_row, heads = self._rows
+        out = [top, _pack(self._head + sfx), nrows, url_row, _pack(url), tail]
+        for head, value in zip(heads, values(self._fields, _mix(self._base ^ ordinal), product,
+                                             batch, serial, url)):
+            out += (head, _pack(value), tail)
+        out += (self._admin, tail)
+        return b"".join(out)
 
     def lookup(self, suffix: bytes) -> bytes | None:
         ordinal = self.ordinal(suffix)

@@ -3,7 +3,7 @@
 Each of the 25 industries of the ``guangzhou-2021`` preset has one (``CATALOGUE``, keyed by
 industry code). A templated record holds one Handle value per field, whose ``type`` is the
 field's name and whose data is text (``format`` string), at indexes 2, 3, … in template
-order (index 1 is the record's URL, 100 its HS_ADMIN). ``sample`` makes a field's value for a
+order (index 1 is the record's URL, 100 its HS_ADMIN). ``values`` makes the fields' values of a
 synthetic or demo record; ``check`` is strict mode.
 
 Strict mode: a prefix opts in with a value of type ``IDSIM_TEMPLATE`` in its ``0.NA/<prefix>``
@@ -13,8 +13,8 @@ needs no config reload); the node then refuses (400, responseCode 202) a registr
 misses a required field or holds one of the wrong type, naming the field.
 
 Pure: no I/O. Invariants: every template's field names are distinct lower-case identifiers;
-a field's type is one of ``TYPES``; an enum has at least one choice; ``sample`` of a field
-always passes ``check`` of that field.
+a field's type is one of ``TYPES``; an enum has at least one choice; what ``values`` makes
+passes ``check``.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from typing import Iterable, Mapping
 from resolver import errors
 
 __all__ = ["CATALOGUE", "STRICT_TYPE", "TYPES", "Field", "Template", "check", "field_error",
-           "from_spec", "sample", "template_of", "to_spec"]
+           "compile_fields", "from_spec", "template_of", "to_spec", "values"]
 
 STRICT_TYPE = "IDSIM_TEMPLATE"  # the 0.NA/<prefix> value that turns strict mode on
 TYPES = ("string", "int", "decimal", "date", "url", "email", "enum")
@@ -174,27 +174,59 @@ def from_spec(industry: str, spec: object) -> Template:
 
 # ---------------------------------------------------------------- values
 
-def sample(f: Field, h: int, product: str, batch: str, serial: str, url: str) -> str:
-    """A plausible value of field *f*: ``h`` is a deterministic 64-bit number, ``product``,
-    ``batch`` (``YYMM``) and ``serial`` the parts of the identifier's suffix, ``url`` its page."""
-    kind = f.type
-    if kind == "enum":
-        return f.choices[h % len(f.choices)]
-    if kind == "date":
-        return f"20{batch[:2]}-{batch[2:4]}-{1 + h % 28:02d}"
-    if kind == "int":
-        return str(1 + h % 5000)
-    if kind == "decimal":
-        return f"{h % 100_000 / 100:.2f}"
-    if kind == "url":
-        return f"{url}/{f.name.replace('_', '-')}"
-    if kind == "email":
-        return f"{f.name.partition('_')[0]}{h % 100:02d}@{product.lower()}.example.cn"
-    if "batch" in f.name or "lot" in f.name:
-        return f"{product}{batch}"
-    if f.name.endswith(("number", "code", "_id")) or f.name == "model":
-        return f"{product}-{serial}"
-    return "".join(w[0] for w in f.name.split("_")).upper() + f"{h % 1000:03d}"
+_PRIMES = (1_000_003, 1_000_033, 1_000_037, 1_000_039, 1_000_081, 1_000_099, 1_000_117,
+           1_000_121, 1_000_133, 1_000_151, 1_000_159, 1_000_171)
+_DAY = tuple(f"-{d:02d}" for d in range(1, 29))
+(_ENUM, _DATE, _INT, _DECIMAL, _URL, _EMAIL, _BATCH, _CODE, _OTHER) = range(9)
+
+
+def compile_fields(template: Template) -> tuple:
+    """The template's fields as ``(kind, argument, prime)`` for ``values`` (one per field)."""
+    out = []
+    for i, f in enumerate(template.fields):
+        prime = _PRIMES[i % len(_PRIMES)] + 2 * (i // len(_PRIMES))
+        if f.type in ("enum", "date", "int", "decimal", "url", "email"):
+            kind = {"enum": _ENUM, "date": _DATE, "int": _INT, "decimal": _DECIMAL,
+                    "url": _URL, "email": _EMAIL}[f.type]
+            arg = {"enum": f.choices, "url": "/" + f.name.replace("_", "-"),
+                   "email": f.name.partition("_")[0]}.get(f.type, "")
+        elif "batch" in f.name or "lot" in f.name:
+            kind, arg = _BATCH, ""
+        elif f.name.endswith(("number", "code", "_id")) or f.name == "model":
+            kind, arg = _CODE, ""
+        else:
+            kind, arg = _OTHER, "".join(w[0] for w in f.name.split("_")).upper()
+        out.append((kind, arg, prime))
+    return tuple(out)
+
+
+def values(compiled: tuple, h: int, product: str, batch: str, serial: str, url: str
+           ) -> list[str]:
+    """Plausible values of a template's fields (``compile_fields``), one per field: ``h`` is a
+    deterministic 64-bit number, ``product``, ``batch`` (``YYMM``) and ``serial`` the parts of
+    the identifier's suffix, ``url`` its page. Each passes ``check`` (the tests say so)."""
+    out = []
+    for kind, arg, prime in compiled:
+        x = h % prime
+        if kind == _ENUM:
+            out.append(arg[x % len(arg)])
+        elif kind == _DATE:
+            out.append(f"20{batch[:2]}-{batch[2:4]}{_DAY[x % 28]}")
+        elif kind == _INT:
+            out.append(str(1 + x % 5000))
+        elif kind == _DECIMAL:
+            out.append(f"{x % 100_000 / 100:.2f}")
+        elif kind == _URL:
+            out.append(url + arg)
+        elif kind == _EMAIL:
+            out.append(f"{arg}{x % 100:02d}@{product.lower()}.example.cn")
+        elif kind == _BATCH:
+            out.append(product + batch)
+        elif kind == _CODE:
+            out.append(f"{product}-{serial}")
+        else:
+            out.append(f"{arg}{x % 1000:03d}")
+    return out
 
 
 def field_error(template: Template, f: Field, values: Mapping[str, str]) -> str | None:

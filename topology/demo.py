@@ -1,14 +1,14 @@
 """Demo identifiers: what a seeded enterprise's records look like. Pure; no I/O.
 
 A demo record holds a product page URL (index 1), a checksum (2), one value per field of the
-enterprise's industry template from index 3 (``resolver.templates.sample``; none without a
+enterprise's industry template from index 3 (``resolver.templates.values``; none without a
 template) and HS_ADMIN naming the prefix's admin group (100), as pyhandle writes it.
 """
 from __future__ import annotations
 
 import hashlib
 
-from resolver.templates import Template, sample, template_of
+from resolver.templates import Template, compile_fields, template_of, values
 
 
 def suffix(i: int) -> str:
@@ -21,11 +21,9 @@ def demo_values(prefix: str, i: int, template: Template | None = None) -> list[d
     digest = hashlib.sha1(f"{prefix}/{sfx}".encode()).hexdigest()
     url = f"https://ex.com/{prefix}/{sfx}"
     fields = [] if template is None else [
-        {"index": 3 + k, "type": f.name,
-         "data": {"format": "string",
-                  "value": sample(f, int(digest[8 * k % 32:8 * k % 32 + 8], 16) + k,
-                                  "SN", "2111", f"{i:09d}", url)}}
-        for k, f in enumerate(template.fields)]
+        {"index": 3 + k, "type": f.name, "data": {"format": "string", "value": text}}
+        for k, (f, text) in enumerate(zip(template.fields, values(
+            compile_fields(template), int(digest[:16], 16), "SN", "2111", f"{i:09d}", url)))]
     return [
         {"index": 1, "type": "URL", "data": {"format": "string", "value": url}},
         {"index": 2, "type": "CHECKSUM", "data": {"format": "string", "value": f"sha1:{digest}"}},
