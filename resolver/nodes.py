@@ -22,7 +22,7 @@ from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
 from resolver.locks import KeyLocks
-from resolver.population import Population
+from resolver.population import Population, Record, SyntheticAnswer
 from resolver.ratelimit import LoginLimits
 from resolver.records import Value
 from resolver.roles import Role
@@ -115,12 +115,7 @@ class SecondaryNode:
         self.check_homed(handle)
         data = self.store.get(handle.key)
         self.stats["resolutions"] += 1
-        if not data:  # nothing stored, or a tombstone (resolver.overlay)
-            data = overlay.synthetic(self.population, handle.key, data)
-            if data is None:
-                raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
-                                         handle=handle.text)
-        return data
+        return data if data else self.synthetic(handle, data).data()
 
     def cached(self, text: str) -> None:
         """Nothing is cached here: the store is the answer (see RecursiveNode.cached)."""
@@ -128,12 +123,26 @@ class SecondaryNode:
 
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """As ``lookup``; the interface every role shares (``fresh`` matters to caches only)."""
-        return records.Answer(self.lookup(handle))
+        self.check_homed(handle)
+        data = self.store.get(handle.key)
+        self.stats["resolutions"] += 1
+        return (records.Answer(data) if data
+                else SyntheticAnswer(self.synthetic(handle, data)))
+
+    def synthetic(self, handle: Handle, stored: bytes | None) -> Record:
+        """With nothing (or a tombstone) *stored*: the population's record, else HandleError
+        100 (``resolver.overlay``)."""
+        found = overlay.synthetic(self.population, handle.key, stored)
+        if found is None:
+            raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
+                                     handle=handle.text)
+        return found
 
     def read(self, key: bytes) -> tuple[bytes | None, bytes | None]:
         """(stored bytes, the record served): what a write replaces (``resolver.overlay``)."""
         stored = self.store.get(key)
-        return stored, overlay.synthetic(self.population, key, stored)
+        found = overlay.synthetic(self.population, key, stored)
+        return stored, stored if stored else (None if found is None else found.data())
 
     def strict_check(self, handle: Handle, values: list[Value], seen: dict | None = None) -> None:
         """Strict mode: a prefix whose ``0.NA`` record names a template (``IDSIM_TEMPLATE``)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from resolver.population import Population
+from resolver.population import Population, Record
 from resolver.store import RecordStore
 
 SHADOW = b"0.DEL."  # shadow keys: SHADOW + the identifier's key
@@ -34,11 +34,13 @@ TOMBSTONE = b""  # the stored value of a deleted identifier of the population
 SCAN_CHUNK = 10_000  # rows per store scan when paging: how the work is cut, not a tunable
 
 
-def synthetic(population: Population | None, key: bytes, stored: bytes | None) -> bytes | None:
-    """What *key* resolves to given its *stored* bytes (None: nothing stored)."""
-    if stored is not None:
-        return stored or None  # a tombstone: not found
-    return population.lookup(key) if population else None
+def synthetic(population: Population | None, key: bytes, stored: bytes | None
+              ) -> Record | None:
+    """The population's record of *key* when nothing is *stored* there (None), else None
+    (a stored record is the answer; a tombstone, b"", means not found)."""
+    if stored is not None or not population:
+        return None
+    return population.lookup(key)
 
 
 def _shadow(population: Population | None, key: bytes) -> tuple[bytes, bytes] | None:

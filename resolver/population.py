@@ -32,6 +32,7 @@ from typing import Iterable
 
 import msgpack
 
+from resolver import records
 from resolver.templates import Template, compile_fields, values
 
 __all__ = ["CAPACITY", "GUANGZHOU_2021_IDENTIFIERS", "MINIMUM", "SIGMA", "EnterprisePopulation",
@@ -72,18 +73,12 @@ def spread(rng: random.Random, total: int, bins: int, minimum: int, sigma: float
     return [minimum + c for c in counts]
 
 
-def _mix(x: int) -> int:
-    """splitmix64's finaliser: a well-spread 64-bit number from any 64-bit number."""
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9 & _MASK
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EB & _MASK
-    return x ^ (x >> 31)
-
-
 class EnterprisePopulation:
     """One enterprise's population: its suffix codec and its records."""
 
     __slots__ = ("prefix", "count", "template", "seed", "_a", "_b", "_ainv", "_base", "_head",
-                 "_url", "_fields", "_rows", "_admin", "_lines")
+                 "_url", "_fields", "_rows", "_names", "_admin_value", "_admin",
+                 "_lines")
 
     def __init__(self, prefix: str, count: int, template: Template, seed: int) -> None:
         if not 0 <= count <= CAPACITY:
@@ -105,8 +100,12 @@ class EnterprisePopulation:
                       b"\x97" + _pack(1) + _pack("URL") + _pack("string"),
                       tuple(b"\x97" + _pack(i + 2) + _pack(f.name) + _pack("string")
                             for i, f in enumerate(template.fields)))
+        self._names = tuple((i + 2, f.name) for i, f in enumerate(template.fields))
+        # shared by every row made here: readers of rows never change them
+        self._admin_value = {"handle": f"0.NA/{prefix}", "index": 200,
+                             "permissions": "111111111111"}
         self._admin = b"\x97" + _pack(100) + _pack("HS_ADMIN") + _pack("admin") + _pack(
-            {"handle": f"0.NA/{prefix}", "index": 200, "permissions": "111111111111"})
+            self._admin_value)
         self._lines: dict[int, str] = {}
 
     # ------------------------------------------------------------ codec
@@ -144,21 +143,68 @@ class EnterprisePopulation:
         """The stored-record bytes (``records.encode`` layout) of *ordinal* (valid ordinals)."""
         rest, serial = divmod(ordinal, SERIALS)
         line, month = divmod(rest, MONTHS)
-        product, batch, serial = self._line_code(line), _YYMM[month], _SERIAL[serial]
+        return Record(self, ordinal, self._line_code(line), month, _SERIAL[serial]).data()
+
+    def lookup(self, suffix: bytes) -> Record | None:
+        """The record of the identifier with this suffix (store-key bytes), or None."""
+        month = _MONTH_OF.get(suffix[4:8])
+        if month is None or not _SHAPE.fullmatch(suffix):
+            return None
+        c0, c1, c2, c3 = suffix[:4]
+        line = ((((c0 * 26 + c1) * 26 + c2) * 26 + c3 - _AAAA) - self._b) * self._ainv % LINES
+        serial = suffix[8:].decode()
+        ordinal = (line * MONTHS + month) * SERIALS + int(serial)
+        if ordinal >= self.count:
+            return None
+        return Record(self, ordinal, suffix[:4].decode(), month, serial)
+
+
+class Record:
+    """One synthetic record: its field values made once, its rows and stored bytes on demand."""
+
+    __slots__ = ("ent", "month", "text", "url", "values")
+
+    def __init__(self, ent: EnterprisePopulation, ordinal: int, product: str, month: int,
+                 serial: str) -> None:
+        batch = _YYMM[month]
         sfx = product + batch + serial
-        url = self._url + sfx
-        tail = _TAIL[month]
-        top, nrows, url_row, heads = self._rows
-        out = [top, _pack(self._head + sfx), nrows, url_row, _pack(url), tail]
-        for head, value in zip(heads, values(self._fields, _mix(self._base ^ ordinal), product,
-                                             batch, serial, url)):
+        self.ent, self.month, self.text, self.url = ent, month, ent._head + sfx, ent._url + sfx
+        h = (ent._base ^ ordinal) * 0x9E3779B97F4A7C15 & _MASK  # a multiplicative hash
+        self.values = values(ent._fields, h, product, batch, serial, self.url)
+
+    def rows(self) -> list[list]:
+        """What ``records.decode_rows`` gives for ``data()``."""
+        stamp, ent = _STAMP[self.month], self.ent
+        rows = [[1, "URL", "string", self.url, _TTL, stamp, _PERMS]]
+        rows += [[index, name, "string", value, _TTL, stamp, _PERMS]
+                 for (index, name), value in zip(ent._names, self.values)]
+        rows.append([100, "HS_ADMIN", "admin", ent._admin_value, _TTL, stamp, _PERMS])
+        return rows
+
+    def data(self) -> bytes:
+        """The stored-record bytes (``records.encode``'s layout), from pre-packed pieces."""
+        tail, ent = _TAIL[self.month], self.ent
+        top, nrows, url_row, heads = ent._rows
+        out = [top, _pack(self.text), nrows, url_row, _pack(self.url), tail]
+        for head, value in zip(heads, self.values):
             out += (head, _pack(value), tail)
-        out += (self._admin, tail)
+        out += (ent._admin, tail)
         return b"".join(out)
 
-    def lookup(self, suffix: bytes) -> bytes | None:
-        ordinal = self.ordinal(suffix)
-        return None if ordinal is None else self.record(ordinal)
+
+class SyntheticAnswer(records.Answer):
+    """A synthetic record as a node answers it (``records.Answer``), rendered from its rows;
+    its stored bytes are made only when asked for (an anonymous GET never asks)."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.render(record.rows())
+
+    @property
+    def data(self) -> bytes:  # type: ignore[override]
+        return self.record.data()
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,8 +236,8 @@ class Population:
     def of(self, group: bytes) -> EnterprisePopulation | None:
         return self.by_group.get(group)
 
-    def lookup(self, key: bytes) -> bytes | None:
-        """The record of the identifier with store key *key*, or None if it is not one."""
+    def lookup(self, key: bytes) -> Record | None:
+        """The record of the identifier with store key *key*; None: not one of them."""
         group, _, suffix = key.partition(b"/")
         ent = self.by_group.get(group)
         return None if ent is None else ent.lookup(suffix)

@@ -116,7 +116,10 @@ class Answer:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        rows = decode_rows(data)[1]
+        self.render(decode_rows(data)[1])
+
+    def render(self, rows: list[list]) -> None:
+        """``public_json`` and ``ttls`` from the rows ``data`` decodes to."""
         # a right-sized copy: orjson's bytes keep ~4 KiB of spare capacity (measured: 4,098 B
         # held for 403 B of JSON), ten times the answer, for as long as the cache keeps it
         self.public_json = bytes(memoryview(orjson.dumps(rest_values(rows))))

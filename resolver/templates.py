@@ -177,27 +177,42 @@ def from_spec(industry: str, spec: object) -> Template:
 _PRIMES = (1_000_003, 1_000_033, 1_000_037, 1_000_039, 1_000_081, 1_000_099, 1_000_117,
            1_000_121, 1_000_133, 1_000_151, 1_000_159, 1_000_171)
 _DAY = tuple(f"-{d:02d}" for d in range(1, 29))
-(_ENUM, _DATE, _INT, _DECIMAL, _URL, _EMAIL, _BATCH, _CODE, _OTHER) = range(9)
+_INTS = tuple(str(n) for n in range(1, 5001))
+_DECIMALS = tuple(f"{n / 10:.1f}" for n in range(10_000))
+_THREE = tuple(f"{n:03d}" for n in range(1000))
+
+
+def _generator(f: Field, prime: int):
+    """``(h, product, batch, serial, url) -> text`` making *f*'s values (see ``values``)."""
+    kind, name = f.type, f.name
+    if kind == "enum":
+        choices, n = f.choices, len(f.choices)
+        return lambda h, p, b, s, u: choices[h % prime % n]
+    if kind == "date":
+        return lambda h, p, b, s, u: "20" + b[:2] + "-" + b[2:4] + _DAY[h % prime % 28]
+    if kind == "int":
+        return lambda h, p, b, s, u: _INTS[h % prime % 5000]
+    if kind == "decimal":
+        return lambda h, p, b, s, u: _DECIMALS[h % prime % 10_000]
+    if kind == "url":
+        tail = "/" + name.replace("_", "-")
+        return lambda h, p, b, s, u: u + tail
+    if kind == "email":
+        local = name.partition("_")[0]
+        return lambda h, p, b, s, u: local + _THREE[h % prime % 100][1:] + "@" + p.lower() \
+            + ".example.cn"
+    if "batch" in name or "lot" in name:
+        return lambda h, p, b, s, u: p + b
+    if name.endswith(("number", "code", "_id")) or name == "model":
+        return lambda h, p, b, s, u: p + "-" + s
+    initials = "".join(w[0] for w in name.split("_")).upper()
+    return lambda h, p, b, s, u: initials + _THREE[h % prime % 1000]
 
 
 def compile_fields(template: Template) -> tuple:
-    """The template's fields as ``(kind, argument, prime)`` for ``values`` (one per field)."""
-    out = []
-    for i, f in enumerate(template.fields):
-        prime = _PRIMES[i % len(_PRIMES)] + 2 * (i // len(_PRIMES))
-        if f.type in ("enum", "date", "int", "decimal", "url", "email"):
-            kind = {"enum": _ENUM, "date": _DATE, "int": _INT, "decimal": _DECIMAL,
-                    "url": _URL, "email": _EMAIL}[f.type]
-            arg = {"enum": f.choices, "url": "/" + f.name.replace("_", "-"),
-                   "email": f.name.partition("_")[0]}.get(f.type, "")
-        elif "batch" in f.name or "lot" in f.name:
-            kind, arg = _BATCH, ""
-        elif f.name.endswith(("number", "code", "_id")) or f.name == "model":
-            kind, arg = _CODE, ""
-        else:
-            kind, arg = _OTHER, "".join(w[0] for w in f.name.split("_")).upper()
-        out.append((kind, arg, prime))
-    return tuple(out)
+    """One value generator per field of *template*, for ``values``."""
+    return tuple(_generator(f, _PRIMES[i % len(_PRIMES)] + 2 * (i // len(_PRIMES)))
+                 for i, f in enumerate(template.fields))
 
 
 def values(compiled: tuple, h: int, product: str, batch: str, serial: str, url: str
@@ -205,28 +220,7 @@ def values(compiled: tuple, h: int, product: str, batch: str, serial: str, url: 
     """Plausible values of a template's fields (``compile_fields``), one per field: ``h`` is a
     deterministic 64-bit number, ``product``, ``batch`` (``YYMM``) and ``serial`` the parts of
     the identifier's suffix, ``url`` its page. Each passes ``check`` (the tests say so)."""
-    out = []
-    for kind, arg, prime in compiled:
-        x = h % prime
-        if kind == _ENUM:
-            out.append(arg[x % len(arg)])
-        elif kind == _DATE:
-            out.append(f"20{batch[:2]}-{batch[2:4]}{_DAY[x % 28]}")
-        elif kind == _INT:
-            out.append(str(1 + x % 5000))
-        elif kind == _DECIMAL:
-            out.append(f"{x % 100_000 / 100:.2f}")
-        elif kind == _URL:
-            out.append(url + arg)
-        elif kind == _EMAIL:
-            out.append(f"{arg}{x % 100:02d}@{product.lower()}.example.cn")
-        elif kind == _BATCH:
-            out.append(product + batch)
-        elif kind == _CODE:
-            out.append(f"{product}-{serial}")
-        else:
-            out.append(f"{arg}{x % 1000:03d}")
-    return out
+    return [g(h, product, batch, serial, url) for g in compiled]
 
 
 def field_error(template: Template, f: Field, values: Mapping[str, str]) -> str | None:

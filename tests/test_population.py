@@ -25,7 +25,7 @@ from resolver.config import Config
 from resolver.identifiers import parse
 from resolver.nodes import SecondaryNode
 from resolver.population import (GUANGZHOU_2021_IDENTIFIERS, MINIMUM, EnterprisePopulation,
-                                 Member, Population)
+                                 Member, Population, SyntheticAnswer)
 from resolver.store import open_store
 from resolver.templates import CATALOGUE, check
 from topology.cluster import make_logins
@@ -108,6 +108,13 @@ def test_records_are_deterministic_and_follow_the_template() -> None:
     assert text == f"88.101.7/{a.suffix(123_456)}"
     check(AUTO, values, text)  # what strict mode asks of a registration
     assert values[-1].type == "HS_ADMIN" and values[-1].value["handle"] == "0.NA/88.101.7"
+    for ordinal in (0, 999, 123_456, 10**6 - 1):  # what a resolve serves: bytes and rows
+        found = a.lookup(a.suffix(ordinal).encode())
+        assert found.data() == a.record(ordinal)
+        assert found.rows() == records.decode_rows(found.data())[1]
+        answer, plain = SyntheticAnswer(found), records.Answer(found.data())
+        assert (answer.public_json, answer.ttls, answer.data, answer.rows) == (
+            plain.public_json, plain.ttls, plain.data, plain.rows)
 
 
 # ------------------------------------------------------------------ overlay in a node
