@@ -5,7 +5,10 @@ Invariants: a record is read and written only for a prefix this node homes (``ch
 authority memos true; a write holds the locks of every key it reads and writes (``KeyLocks``),
 so concurrent writes of one handle are serialised. Who may write is decided by
 ``resolver.authority`` reading this node's records; the batch limit and memo bounds come from
-``node.config``.
+``node.config``. With a synthetic population (``resolver.population``) a key with nothing
+stored resolves to its computed record; writes sit on top (``resolver.overlay``: a stored
+record wins, a tombstone hides); a prefix that opts into its template is checked strictly
+(``resolver.templates``).
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ from typing import Iterable
 import msgpack
 
 from resolver import records
-from resolver.templates import Template, compile_fields, values
+from resolver.templates import Template, compile_fields
 
 __all__ = ["CAPACITY", "GUANGZHOU_2021_IDENTIFIERS", "MINIMUM", "SIGMA", "EnterprisePopulation",
            "Population", "spread"]
@@ -50,7 +50,7 @@ _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _YYMM = [f"{(FIRST_YEAR + m // 12) % 100:02d}{m % 12 + 1:02d}" for m in range(MONTHS)]
 _MONTH_OF = {yymm.encode(): m for m, yymm in enumerate(_YYMM)}
 _STAMP = [calendar.timegm((FIRST_YEAR + m // 12, m % 12 + 1, 1, 0, 0, 0)) for m in range(MONTHS)]
-_TTL, _PERMS = 86400, 14  # records.DEFAULT_TTL, DEFAULT_PERMS
+_TTL, _PERMS = records.DEFAULT_TTL, records.DEFAULT_PERMS
 _SHAPE = re.compile(rb"[A-Z]{4}[0-9]{7}")  # the shape of every suffix (then: its month)
 _AAAA = ((65 * 26 + 65) * 26 + 65) * 26 + 65  # "AAAA" read as base-26 digits offset by "A"
 _SERIAL = tuple(f"{s:03d}" for s in range(SERIALS))
@@ -77,7 +77,7 @@ class EnterprisePopulation:
     """One enterprise's population: its suffix codec and its records."""
 
     __slots__ = ("prefix", "count", "template", "seed", "_a", "_b", "_ainv", "_base", "_head",
-                 "_url", "_fields", "_rows", "_names", "_admin_value", "_admin",
+                 "_url", "_fields", "_rows", "_admin_value", "_admin",
                  "_lines")
 
     def __init__(self, prefix: str, count: int, template: Template, seed: int) -> None:
@@ -100,7 +100,6 @@ class EnterprisePopulation:
                       b"\x97" + _pack(1) + _pack("URL") + _pack("string"),
                       tuple(b"\x97" + _pack(i + 2) + _pack(f.name) + _pack("string")
                             for i, f in enumerate(template.fields)))
-        self._names = tuple((i + 2, f.name) for i, f in enumerate(template.fields))
         # shared by every row made here: readers of rows never change them
         self._admin_value = {"handle": f"0.NA/{prefix}", "index": 200,
                              "permissions": "111111111111"}
@@ -160,34 +159,29 @@ class EnterprisePopulation:
 
 
 class Record:
-    """One synthetic record: its field values made once, its rows and stored bytes on demand."""
+    """One synthetic record: its rows made once (``records.decode_rows``'s shape), its stored
+    bytes on demand."""
 
-    __slots__ = ("ent", "month", "text", "url", "values")
+    __slots__ = ("ent", "month", "text", "rows")
 
     def __init__(self, ent: EnterprisePopulation, ordinal: int, product: str, month: int,
                  serial: str) -> None:
-        batch = _YYMM[month]
+        batch, stamp = _YYMM[month], _STAMP[month]
         sfx = product + batch + serial
-        self.ent, self.month, self.text, self.url = ent, month, ent._head + sfx, ent._url + sfx
+        url = ent._url + sfx
+        self.ent, self.month, self.text = ent, month, ent._head + sfx
         h = (ent._base ^ ordinal) * 0x9E3779B97F4A7C15 & _MASK  # a multiplicative hash
-        self.values = values(ent._fields, h, product, batch, serial, self.url)
-
-    def rows(self) -> list[list]:
-        """What ``records.decode_rows`` gives for ``data()``."""
-        stamp, ent = _STAMP[self.month], self.ent
-        rows = [[1, "URL", "string", self.url, _TTL, stamp, _PERMS]]
-        rows += [[index, name, "string", value, _TTL, stamp, _PERMS]
-                 for (index, name), value in zip(ent._names, self.values)]
-        rows.append([100, "HS_ADMIN", "admin", ent._admin_value, _TTL, stamp, _PERMS])
-        return rows
+        self.rows = [[1, "URL", "string", url, _TTL, stamp, _PERMS],
+                     *ent._fields(h, product, batch, serial, url, stamp),
+                     [100, "HS_ADMIN", "admin", ent._admin_value, _TTL, stamp, _PERMS]]
 
     def data(self) -> bytes:
         """The stored-record bytes (``records.encode``'s layout), from pre-packed pieces."""
-        tail, ent = _TAIL[self.month], self.ent
+        tail, ent, rows = _TAIL[self.month], self.ent, self.rows
         top, nrows, url_row, heads = ent._rows
-        out = [top, _pack(self.text), nrows, url_row, _pack(self.url), tail]
-        for head, value in zip(heads, self.values):
-            out += (head, _pack(value), tail)
+        out = [top, _pack(self.text), nrows, url_row, _pack(rows[0][3]), tail]
+        for head, row in zip(heads, rows[1:-1]):
+            out += (head, _pack(row[3]), tail)
         out += (ent._admin, tail)
         return b"".join(out)
 
@@ -200,7 +194,7 @@ class SyntheticAnswer(records.Answer):
 
     def __init__(self, record: Record) -> None:
         self.record = record
-        self.render(record.rows())
+        self.render(record.rows)
 
     @property
     def data(self) -> bytes:  # type: ignore[override]

@@ -24,6 +24,7 @@ from datetime import date
 from typing import Iterable, Mapping
 
 from resolver import errors
+from resolver.records import DEFAULT_PERMS, DEFAULT_TTL
 
 __all__ = ["CATALOGUE", "STRICT_TYPE", "TYPES", "Field", "Template", "check", "field_error",
            "compile_fields", "from_spec", "template_of", "to_spec", "values"]
@@ -182,45 +183,52 @@ _DECIMALS = tuple(f"{n / 10:.1f}" for n in range(10_000))
 _THREE = tuple(f"{n:03d}" for n in range(1000))
 
 
-def _generator(f: Field, prime: int):
-    """``(h, product, batch, serial, url) -> text`` making *f*'s values (see ``values``)."""
-    kind, name = f.type, f.name
+def _expression(f: Field, prime: int, consts: dict) -> str:
+    """Python source of *f*'s value (see ``compile_fields``) over ``h p b s u d``."""
+    kind, name, x = f.type, f.name, f"h % {prime}"
     if kind == "enum":
-        choices, n = f.choices, len(f.choices)
-        return lambda h, p, b, s, u: choices[h % prime % n]
+        consts[f"C{prime}"] = f.choices
+        return f"C{prime}[{x} % {len(f.choices)}]"
     if kind == "date":
-        return lambda h, p, b, s, u: "20" + b[:2] + "-" + b[2:4] + _DAY[h % prime % 28]
+        return f"d + _DAY[{x} % 28]"
     if kind == "int":
-        return lambda h, p, b, s, u: _INTS[h % prime % 5000]
+        return f"_INTS[{x} % 5000]"
     if kind == "decimal":
-        return lambda h, p, b, s, u: _DECIMALS[h % prime % 10_000]
+        return f"_DECIMALS[{x} % 10000]"
     if kind == "url":
-        tail = "/" + name.replace("_", "-")
-        return lambda h, p, b, s, u: u + tail
+        return f"u + {'/' + name.replace('_', '-')!r}"
     if kind == "email":
-        local = name.partition("_")[0]
-        return lambda h, p, b, s, u: local + _THREE[h % prime % 100][1:] + "@" + p.lower() \
-            + ".example.cn"
+        return f"{name.partition('_')[0]!r} + _THREE[{x} % 100][1:] + '@' + p.lower() + " \
+               "'.example.cn'"
     if "batch" in name or "lot" in name:
-        return lambda h, p, b, s, u: p + b
+        return "p + b"
     if name.endswith(("number", "code", "_id")) or name == "model":
-        return lambda h, p, b, s, u: p + "-" + s
-    initials = "".join(w[0] for w in name.split("_")).upper()
-    return lambda h, p, b, s, u: initials + _THREE[h % prime % 1000]
+        return "p + '-' + s"
+    return f"{''.join(w[0] for w in name.split('_')).upper()!r} + _THREE[{x} % 1000]"
 
 
-def compile_fields(template: Template) -> tuple:
-    """One value generator per field of *template*, for ``values``."""
-    return tuple(_generator(f, _PRIMES[i % len(_PRIMES)] + 2 * (i // len(_PRIMES)))
-                 for i, f in enumerate(template.fields))
+def compile_fields(template: Template):
+    """*template*'s rows maker: ``(h, product, batch, serial, url, stamp) -> rows``, one
+    ``records`` row ``[index, name, "string", value, ttl, stamp, perms]`` per field from index
+    2, the values as ``values`` describes. Generated as one function per template (no call or
+    loop per field: it runs on every synthetic resolve); the source holds only numbers and
+    ``repr``'d text, choices are bound by name."""
+    consts: dict = {"_DAY": _DAY, "_INTS": _INTS, "_DECIMALS": _DECIMALS, "_THREE": _THREE}
+    rows = ", ".join(
+        f"[{i + 2}, {f.name!r}, 'string', "
+        f"{_expression(f, _PRIMES[i % len(_PRIMES)] + 2 * (i // len(_PRIMES)), consts)}, "
+        f"{DEFAULT_TTL}, t, {DEFAULT_PERMS}]" for i, f in enumerate(template.fields))
+    source = (f"def rows(h, p, b, s, u, t):\n    d = '20' + b[:2] + '-' + b[2:4]\n"
+              f"    return [{rows}]\n")
+    exec(compile(source, f"<template {template.industry}>", "exec"), consts)  # noqa: S102
+    return consts["rows"]
 
 
-def values(compiled: tuple, h: int, product: str, batch: str, serial: str, url: str
-           ) -> list[str]:
+def values(compiled, h: int, product: str, batch: str, serial: str, url: str) -> list[str]:
     """Plausible values of a template's fields (``compile_fields``), one per field: ``h`` is a
     deterministic 64-bit number, ``product``, ``batch`` (``YYMM``) and ``serial`` the parts of
     the identifier's suffix, ``url`` its page. Each passes ``check`` (the tests say so)."""
-    return [g(h, product, batch, serial, url) for g in compiled]
+    return [row[3] for row in compiled(h, product, batch, serial, url, 0)]
 
 
 def field_error(template: Template, f: Field, values: Mapping[str, str]) -> str | None:

@@ -111,7 +111,7 @@ def test_records_are_deterministic_and_follow_the_template() -> None:
     for ordinal in (0, 999, 123_456, 10**6 - 1):  # what a resolve serves: bytes and rows
         found = a.lookup(a.suffix(ordinal).encode())
         assert found.data() == a.record(ordinal)
-        assert found.rows() == records.decode_rows(found.data())[1]
+        assert found.rows == records.decode_rows(found.data())[1]
         answer, plain = SyntheticAnswer(found), records.Answer(found.data())
         assert (answer.public_json, answer.ttls, answer.data, answer.rows) == (
             plain.public_json, plain.ttls, plain.data, plain.rows)
@@ -162,6 +162,15 @@ async def test_overlay_replace_delete_add() -> None:
     await node.register_many([("88.101.1/NEW-1", [{"index": 1, "type": "URL", "data": "u"}])],
                              identity=ent_id)
     assert served(node) == 2500 and node.lookup(parse("88.101.1/NEW-1"))
+    # a batch registering a deleted population identifier again brings it back too
+    again = f"88.101.1/{ent.suffix(7)}"
+    done = await node.register_many([(again, [{"index": 1, "type": "URL", "data": "v"}])],
+                                    identity=ent_id)
+    assert done[0]["responseCode"] == errors.SUCCESS
+    assert served(node) == 2501 and node.lookup(parse(again))
+    # deleting an identifier that never was of the population removes it, no tombstone
+    await node.delete(parse("88.101.1/NEW-1"), identity=ent_id)
+    assert served(node) == 2500 and node.store.get(parse("88.101.1/NEW-1").key) is None
     await node.close()
 
 
