@@ -13,7 +13,9 @@ case-sensitive node, ordinal >= N) decodes to None: not found.
 A record is a pure function of (prefix, ordinal, seed, template): index 1 its URL, indexes
 2.. one value per template field (``resolver.templates.values``), 100 HS_ADMIN naming the
 prefix's admin group; timestamps are the batch month's first day. O(1) per resolve: nothing
-is tabulated per identifier.
+is tabulated per identifier. A resolve makes the record's rows (one generated function per
+template, ``templates.compile_fields``) and renders its answer from them (``SyntheticAnswer``);
+the stored bytes, laid out as ``records.encode`` lays them out, are made only when asked for.
 
 Counts: ``spread`` gives each enterprise ``minimum`` plus a share of the rest proportional
 to a lognormal weight (mu 0, sigma ``SIGMA``), rounded by largest remainder so they sum
@@ -36,10 +38,10 @@ from resolver import records
 from resolver.templates import Template, compile_fields
 
 __all__ = ["CAPACITY", "GUANGZHOU_2021_IDENTIFIERS", "MINIMUM", "SIGMA", "EnterprisePopulation",
-           "Population", "spread"]
+           "Member", "Population", "Record", "SyntheticAnswer", "spread"]
 
 GUANGZHOU_2021_IDENTIFIERS = 6_990_000_000  # registered at the Guangzhou node, Nov 2021
-SIGMA = 2.0  # lognormal sigma of enterprise weights: the top 1 % hold about a third
+SIGMA = 2.0  # lognormal sigma of enterprise weights: the top 1 % hold about 40 %
 MINIMUM = 1_000  # identifiers every enterprise has at least
 SERIALS = 1000
 FIRST_YEAR, MONTHS = 2018, 47  # batch months 2018-01 .. 2021-11
