@@ -228,6 +228,16 @@ async def test_full_population_network_stats_and_recursive_resolution(tmp_path) 
             async with http.get(f"{topo.recursive.http_url}/api/handles/"
                                 f"{topo.enterprises[0].prefix}/AAAA2112000") as r:
                 assert r.status == 404
+            e = topo.enterprises[0]  # its owner lists it at its node: the population first
+            login = logins["enterprises"][e.prefix]
+            pop = EnterprisePopulation(e.prefix, e.identifiers, CATALOGUE[e.industry], topo.seed)
+            async with http.get(f"{topo.secondary(e.node).address.http_url}/api/handles",
+                                params={"prefix": e.prefix, "page": "1", "pageSize": "3"},
+                                headers={"Authorization": auth.basic_header(
+                                    login["username"], login["secret"])}) as r:
+                body = await r.json()
+            assert r.status == 200 and body["totalCount"] == str(e.identifiers)
+            assert body["handles"] == [f"{e.prefix}/{pop.suffix(o)}" for o in (3, 4, 5)]
     finally:
         await host.close()
         await asyncio.sleep(0)
