@@ -5,7 +5,10 @@ Invariants: a record is read and written only for a prefix this node homes (``ch
 authority memos true; a write holds the locks of every key it reads and writes (``KeyLocks``),
 so concurrent writes of one handle are serialised. Who may write is decided by
 ``resolver.authority`` reading this node's records; the batch limit and memo bounds come from
-``node.config``.
+``node.config``. With a synthetic population (``resolver.population``) a key with nothing
+stored resolves to its computed record; writes sit on top (``resolver.overlay``: a stored
+record wins, a tombstone hides); a prefix that opts into its template is checked strictly
+(``resolver.templates``).
 """
 from __future__ import annotations
 
@@ -13,39 +16,32 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
-import msgpack
 
-from resolver import auth, errors, identifiers, records
+from resolver import auth, errors, identifiers, overlay, records
+from resolver import templates as industry_templates
 from resolver.authority import Authority, prefix_above, prefix_record
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
 from resolver.locks import KeyLocks
+from resolver.population import Population, Record, SyntheticAnswer
 from resolver.ratelimit import LoginLimits
 from resolver.records import Value
 from resolver.roles import Role
 from resolver.rpc_auth import Method, text_param
 from resolver.store import RecordStore
 
-SCAN_CHUNK = 10_000  # rows per store scan when paging: how the work is cut, not a tunable
+SCAN_CHUNK = overlay.SCAN_CHUNK  # rows per store scan when paging (top.py pages with it too)
+
 # what /api/stats counts (every node's, and the top-level node's network totals)
 STATS_NOTES = {
     "since": "resolutions and registrations count from this start of the node (UTC); "
              "a restart sets them to 0",
-    "identifiers": "identifiers stored now, whenever they were written",
+    "identifiers": "identifiers registered now: stored ones, whenever they were written, and "
+                   "a synthetic population's (computed on demand) less those deleted",
     "registrations": "writes since the start that created an identifier (demo seeding "
                      "included; replacing one does not count, deleting one does not subtract)",
 }
-
-
-def public_record(data: bytes) -> bytes:
-    """Stored record bytes with only what an anonymous reader may see: values with public
-    read, and never an HS_SECKEY (or other secret type) whatever its permissions. The same
-    bytes when nothing is dropped (the usual case)."""
-    text, rows = records.decode_rows(data)
-    kept = [r for r in rows if r[6] & records.PUBLIC_READ
-            and not (isinstance(r[1], str) and r[1].upper() in records.HIDDEN_TYPES)]
-    return data if len(kept) == len(rows) else msgpack.packb([text, kept], use_bin_type=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +56,8 @@ class SecondaryNode:
 
     def __init__(self, name: str, store: RecordStore, homed: Iterable[str],
                  config: Config | None = None, *, case_sensitive: bool = False,
-                 clock: Clock = SYSTEM) -> None:
+                 clock: Clock = SYSTEM, population: Population | None = None,
+                 templates: dict | None = None) -> None:
         self.name = name
         self.store = store
         # a network store's non-blocking read, awaited by resolve (resolver.store.base)
@@ -81,6 +78,10 @@ class SecondaryNode:
         self.since = records.iso_timestamp(int(clock()))  # the counters in stats count from here
         # called with the login of each prefix allocated here, once stored (see topology.host)
         self.allocated: Callable[[Credentials], None] | None = None
+        # s1 (issue 12): identifiers served without being stored (resolver.overlay), and the
+        # industry templates a prefix may opt into strictly (resolver.templates)
+        self.population = population
+        self.templates = templates or {}
 
     # ---------------------------------------------------------------- naming
     def parse(self, text: str) -> Handle:
@@ -110,9 +111,7 @@ class SecondaryNode:
 
     def _found(self, handle: Handle, data: bytes | None) -> bytes:
         self.stats["resolutions"] += 1
-        if data is None:
-            raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found", handle=handle.text)
-        return data
+        return data if data else self.synthetic(handle, data).data()
 
     def cached(self, text: str) -> None:
         """Nothing is cached here: the store is the answer (see RecursiveNode.cached)."""
@@ -121,14 +120,48 @@ class SecondaryNode:
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """As ``lookup``; the interface every role shares (``fresh`` matters to caches only).
         A network store's read is awaited, not blocked on."""
-        if self._get_async is None:
-            return records.Answer(self.lookup(handle))
         self.check_homed(handle)
-        return records.Answer(self._found(handle, await self._get_async(handle.key)))
+        get_async = self._get_async
+        data = self.store.get(handle.key) if get_async is None else await get_async(handle.key)
+        self.stats["resolutions"] += 1
+        return (records.Answer(data) if data
+                else SyntheticAnswer(self.synthetic(handle, data)))
+
+    def synthetic(self, handle: Handle, stored: bytes | None) -> Record:
+        """With nothing (or a tombstone) *stored*: the population's record, else HandleError
+        100 (``resolver.overlay``)."""
+        found = overlay.synthetic(self.population, handle.key, stored)
+        if found is None:
+            raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
+                                     handle=handle.text)
+        return found
+
+    def read(self, key: bytes) -> tuple[bytes | None, bytes | None]:
+        """(stored bytes, the record served): what a write replaces (``resolver.overlay``)."""
+        stored = self.store.get(key)
+        found = overlay.synthetic(self.population, key, stored)
+        return stored, stored if stored else (None if found is None else found.data())
+
+    def strict_check(self, handle: Handle, values: list[Value], seen: dict | None = None) -> None:
+        """Strict mode: a prefix whose ``0.NA`` record names a template (``IDSIM_TEMPLATE``)
+        refuses a record missing or mistyping one of its fields (400 naming the field)."""
+        if handle.is_prefix_handle:
+            return
+        seen = {} if seen is None else seen
+        if handle.prefix not in seen:
+            na = self.values_of(f"{identifiers.NA_PREFIX}/{handle.prefix}") or ()
+            names = [v.value for v in na if v.type == industry_templates.STRICT_TYPE]
+            seen[handle.prefix] = names[0] if names and isinstance(names[0], str) else None
+        if (name := seen[handle.prefix]) is not None:
+            template = self.templates.get(name) or industry_templates.CATALOGUE.get(name)
+            if template is None:
+                raise errors.HandleError(errors.INVALID_VALUE, f"prefix {handle.prefix} names "
+                                         f"no known template {name!r}", handle=handle.text)
+            industry_templates.check(template, values, handle.text)
 
     def values_of(self, text: str) -> list[Value] | None:
         data = self.store.get(self.key(text))
-        return None if data is None else records.decode(data)[1]
+        return None if not data else records.decode(data)[1]  # b"": a tombstone
 
     async def _store(self, puts: list[tuple[bytes, bytes]], delete: bytes | None = None) -> None:
         """The one way this node writes its store: durable on return, authority memos kept true."""
@@ -141,19 +174,10 @@ class SecondaryNode:
         self.authority.forget(keys)  # read again while the commit ran
 
     def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
-        """One page of the handles registered under ``prefix``, in key order."""
-        group = self.key(prefix)
-        total = self.store.count(group)
-        rows, after = [], None
-        skip = page * page_size
-        while len(rows) < skip + page_size:
-            chunk = self.store.scan(group + b"/", after=after,
-                                    limit=min(SCAN_CHUNK, skip + page_size))
-            if not chunk:
-                break
-            rows.extend(chunk)
-            after = chunk[-1][0]
-        return total, [records.decode_rows(v)[0] for _, v in rows[skip:skip + page_size]]
+        """One page of the handles registered under ``prefix``: the population's first, then
+        the stored ones in key order (``overlay.page``)."""
+        return overlay.page(self.store, self.population, self.key(prefix), page * page_size,
+                            page_size, lambda v: records.decode_rows(v)[0])
 
     # ---------------------------------------------------------------- authority
     # The rules are resolver.authority's (self.authority); the HTTP layer asks through these.
@@ -201,7 +225,7 @@ class SecondaryNode:
         """
         self.check_homed(handle)
         async with self.locks.hold([handle.key]):
-            data = self.store.get(handle.key)
+            stored, data = self.read(handle.key)
             text, current = records.decode(data) if data is not None else (handle.text, None)
             self.authority.check_may_write(identity, handle, current)
             if indexes:
@@ -219,7 +243,9 @@ class SecondaryNode:
                 raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
                                          handle=handle.text)
             values = self._prepare(handle, values, identity)
-            await self._store([(handle.key, self._encode(text, values))])
+            self.strict_check(handle, values)
+            extra, tomb = overlay.on_write(self.population, handle.key, stored)
+            await self._store([(handle.key, self._encode(text, values)), *extra], delete=tomb)
         self.stats["registrations"] += current is None
         return current is None
 
@@ -227,7 +253,7 @@ class SecondaryNode:
                      indexes: set[int] | None = None) -> None:
         self.check_homed(handle)
         async with self.locks.hold([handle.key]):
-            data = self.store.get(handle.key)
+            stored, data = self.read(handle.key)
             if data is None:
                 raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
                                          handle=handle.text)
@@ -239,9 +265,11 @@ class SecondaryNode:
                     raise errors.HandleError(errors.VALUES_NOT_FOUND, "Values not found",
                                              handle=handle.text, status=400)
                 if kept:
-                    await self._store([(handle.key, records.encode(text, kept))])
+                    extra, tomb = overlay.on_write(self.population, handle.key, stored)
+                    await self._store([(handle.key, records.encode(text, kept)), *extra],
+                                      delete=tomb)
                     return
-            await self._store([], delete=handle.key)
+            await self._store(*overlay.on_delete(self.population, handle.key, stored))
 
     async def register_many(self, items: list[tuple[str, object]], *,
                             identity: auth.Identity | None, overwrite: bool = False) -> list[dict]:
@@ -270,22 +298,28 @@ class SecondaryNode:
                 results.append({"responseCode": errors.SUCCESS, "handle": handle.text})
             except errors.HandleError as exc:
                 results.append(exc.with_handle(str(text)).body())
-        writes = []
+        writes, strict, tombs = [], {}, []
         async with self.locks.hold(todo):
             for key, (pos, handle, values) in todo.items():
                 try:
-                    data = self.store.get(key)
+                    stored, data = self.read(key)
                     if data is not None and not overwrite:
                         raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
                                                  "Handle already exists", handle=handle.text)
                     current = records.decode(data)[1] if data is not None else None
                     self.authority.check_may_write(identity, handle, current)  # memoised
                     values = self._prepare(handle, values, identity)
+                    self.strict_check(handle, values, strict)
                     writes.append((key, self._encode(handle.text, values)))
+                    extra, tomb = overlay.on_write(self.population, key, stored)
+                    writes += extra
+                    tombs += [tomb] if tomb else []
                 except errors.HandleError as exc:
                     results[pos] = exc.with_handle(handle.text).body()
             await self._store(writes)
-        self.stats["registrations"] += len(writes)
+            for tomb in tombs:  # identifiers registered again after a delete (rare)
+                await self._store([], delete=tomb)
+        self.stats["registrations"] += sum(1 for r in results if r["responseCode"] == 1)
         return results
 
     async def create_prefix(self, prefix: str, *, identity: auth.Identity | None,
@@ -335,19 +369,19 @@ class SecondaryNode:
         groups = dict(self.store.groups())
         return {"role": self.role,
                 "enterprises": max(0, groups.get(na, 0) - len(self.homed)),
-                "identifiers": sum(n for g, n in groups.items() if g != na),
+                "identifiers": overlay.identifiers(self.population, groups),
                 "resolutions": self.stats["resolutions"],
                 "registrations": self.stats["registrations"], "since": self.since}
 
     def rpc_handlers(self) -> dict:
         """RPC methods and who may call them (``resolver.rpc_auth``). ``resolve`` answers
-        what an anonymous HTTP GET here shows (``public_record``): hidden values are read
+        what an anonymous HTTP GET here shows (``records.public_record``): hidden values are read
         with credentials at this node's own HTTP port, never through another node."""
         def resolve(caller, text) -> bytes:
-            return public_record(self.lookup(self.parse(text_param(text, "handle"))))
+            return records.public_record(self.lookup(self.parse(text_param(text, "handle"))))
 
         async def resolve_remote(caller, text) -> bytes:  # a network store: awaited
-            return public_record((await self.resolve(self.parse(text_param(text, "handle")))).data)
+            return records.public_record((await self.resolve(self.parse(text_param(text, "handle")))).data)
         return {"resolve": Method(resolve if self._get_async is None else resolve_remote,
                                   [Role.RECURSIVE, Role.TOP]),
                 "stats": Method(lambda caller: self.report_stats(), [Role.TOP])}

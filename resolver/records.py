@@ -116,7 +116,10 @@ class Answer:
 
     def __init__(self, data: bytes) -> None:
         self.data = data
-        rows = decode_rows(data)[1]
+        self.render(decode_rows(data)[1])
+
+    def render(self, rows: list[list]) -> None:
+        """``public_json`` and ``ttls`` from the rows ``data`` decodes to."""
         # a right-sized copy: orjson's bytes keep ~4 KiB of spare capacity (measured: 4,098 B
         # held for 403 B of JSON), ten times the answer, for as long as the cache keeps it
         self.public_json = bytes(memoryview(orjson.dumps(rest_values(rows))))
@@ -325,3 +328,13 @@ def admins(values: Iterable[Value]) -> list[tuple[int, str]]:
 __all__ = ["Answer", "Value", "admin_value", "encode", "decode", "decode_rows", "rest_values",
            "values_from_json", "value_from_json", "merge", "admins", "iso_timestamp",
            "data_size", "too_large"]
+
+
+def public_record(data: bytes) -> bytes:
+    """Stored record bytes with only what an anonymous reader may see: values with public
+    read, and never an HS_SECKEY (or other secret type) whatever its permissions. The same
+    bytes when nothing is dropped (the usual case)."""
+    text, rows = decode_rows(data)
+    kept = [r for r in rows if r[6] & PUBLIC_READ
+            and not (isinstance(r[1], str) and r[1].upper() in HIDDEN_TYPES)]
+    return data if len(kept) == len(rows) else msgpack.packb([text, kept], use_bin_type=True)

@@ -9,7 +9,7 @@ With ``links`` (the WAN model, ``resolver.link``) every RPC call and every write
 pays the modelled delays of the link to that node; without, nothing is added.
 
 What it gets over RPC is what an anonymous GET at the serving node shows (no hidden value, no
-HS_SECKEY: ``nodes.public_record``), so that is all it caches and serves; it checks no
+HS_SECKEY: ``records.public_record``), so that is all it caches and serves; it checks no
 credentials (hidden values are read at the serving node's own HTTP port).
 
 Invariants:
@@ -229,7 +229,7 @@ class RecursiveNode:
 
     def rpc_handlers(self) -> dict:
         """RPC methods and who may call them. What this node holds came through RPC, so it
-        is public already (``nodes.public_record``): any node of the cluster may resolve."""
+        is public already (``records.public_record``): any node of the cluster may resolve."""
         async def resolve(caller, text) -> bytes:
             return (await self.resolve(self.parse(text_param(text, "handle")))).data
         return {"resolve": Method(resolve, list(Role)),

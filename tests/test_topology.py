@@ -108,7 +108,7 @@ def test_guangzhou_pinned(gz_toml: str) -> None:
     # The preset's exact contents and their TOML text, byte for byte: a change to either
     # changes every simulated network built from it.
     digest = hashlib.sha256(gz_toml.encode()).hexdigest()
-    assert digest == "129cb9f3b03b011aa646387db5fd604fc185da79eb330d89c2c4be869030c36f"
+    assert digest == "e2ff74cfd79afe84ff67a2e90452065b03eccae3fd29a5f33e48490fec356c27"
 
 
 def test_guangzhou_deterministic() -> None:

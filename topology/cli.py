@@ -149,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--on-exit", default=OnExit.RESTART, choices=[o.value for o in OnExit],
                     help="when a host process exits: restart it with back-off (default), keep "
                          "the others serving without it, or stop the whole network")
+    up.add_argument("--population", choices=["full", "demo", "none"],  # s1 (issue 12)
+                    help="what the secondary nodes serve: demo seeded demo records (--demo "
+                         "per enterprise); full the preset's synthetic population (6.99 "
+                         "billion for guangzhou-2021), computed on demand; none neither "
+                         "(default: the topology file's [network] population, else demo)")
     add_access_log_args(up)
     add_wan_arg(up)
     add_config_args(up)
@@ -225,6 +230,8 @@ def cmd_up(args) -> int:
         topo = topo.with_scheme("https")
     if args.demo is not None:
         topo = replace(topo, identifiers_per_enterprise=args.demo)
+    if args.population is not None:  # s1: full | demo | none
+        topo = replace(topo, population=args.population)
     flags = {} if args.answer_cache is None else {
         "--answer-cache": {"cache": {"answer_entries": args.answer_cache}}}
     flags.update(access_log_flags(args))
@@ -239,7 +246,7 @@ def cmd_up(args) -> int:
                       on_exit=OnExit(args.on_exit), access_log=args.access_log,
                       say=lambda msg: console.print(msg, style="yellow", markup=False,
                                                     highlight=False, soft_wrap=True))
-    total = len(topo.enterprises) * topo.identifiers_per_enterprise
+    total = len(topo.enterprises) * topo.identifiers_per_enterprise * (topo.population == "demo")
     t0 = time.perf_counter()
     processes = len(plan_workers(topo, args.workers, args.recursive_processes))
     console.print(f"starting [bold]{topo.name}[/]: {len(topo.node_names())} nodes in "

@@ -92,9 +92,9 @@ def examples(topo: Topology, n: int = 5) -> list[str]:
     """A few identifiers that the demo data holds, from different nodes."""
     out, seen = [], set()
     for ent in topo.enterprises:
-        if ent.node not in seen and topo.identifiers_per_enterprise:
+        if ent.node not in seen and (ex := demo.example(topo, ent)):  # s1: by population mode
             seen.add(ent.node)
-            out.append(f"{ent.prefix}/{demo.suffix(0)}")
+            out.append(ex)
         if len(out) == n:
             break
     return out

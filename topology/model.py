@@ -152,6 +152,7 @@ class Enterprise:
     name: str
     node: str  # SecondarySpec.code
     industry: str  # Industry.code
+    identifiers: int = 0  # registered identifiers of its synthetic population (s1, issue 12)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,11 +170,16 @@ class Topology:
     top_place: Place = Place("Guangzhou")
     recursive_place: Place = Place("Guangzhou")
     more_recursive: tuple[RecursiveSpec, ...] = ()
+    # industry data templates (resolver.templates.Template, by industry code)
+    # and what the secondary nodes serve: "full" the synthetic population of each
+    # enterprise's ``identifiers``, "demo" seeded demo records, "none" neither
+    templates: tuple = ()
+    population: str = "demo"
 
     def __post_init__(self) -> None:
         # Accept lists from callers but always store tuples, so topologies stay hashable and
         # compare equal however they were built.
-        for field in ("industries", "secondaries", "enterprises", "more_recursive"):
+        for field in ("industries", "secondaries", "enterprises", "more_recursive", "templates"):
             value = getattr(self, field)
             if not isinstance(value, tuple):
                 object.__setattr__(self, field, tuple(value))
@@ -377,3 +383,14 @@ class Topology:
             out.append((f"{label} http", addr.host, addr.http_port))
             out.append((f"{label} rpc", addr.host, addr.rpc_port))
         return out
+
+    # -- synthetic population and templates (s1, issue 12) ---------------------------------
+
+    def population_total(self) -> int:
+        """Identifiers the enterprises' synthetic populations hold (served in "full" mode)."""
+        return sum(e.identifiers for e in self.enterprises)
+
+    def templates_by_industry(self) -> dict:
+        """The topology's templates by industry code (``resolver.templates.template_of`` falls
+        back to the built-in catalogue for an industry without one)."""
+        return {t.industry: t for t in self.templates}

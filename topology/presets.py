@@ -13,8 +13,12 @@ topology and the same TOML, byte for byte) and passes `topology.validation.valid
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
+
+from resolver import population
+from resolver.templates import CATALOGUE
 
 from .model import Enterprise, Industry, NodeAddress, SecondarySpec, Topology, TopologyError
 
@@ -222,12 +226,12 @@ def guangzhou_2021(
     rng = random.Random(seed)
     counts = _spread(rng, GUANGZHOU_2021_ENTERPRISES, len(_GUANGZHOU_NODES),
                      GUANGZHOU_2021_MIN_PER_NODE, sigma=1.2)
-    return _build(
+    return _with_population(_build(
         "guangzhou-2021", seed, _GUANGZHOU_NODES, counts,
         lambda node, k: list(range(1, k + 1)), rng,
         base_port=base_port, host=host, identifiers_per_enterprise=identifiers_per_enterprise,
         recursive_cities=recursive_cities,
-    )
+    ), population.GUANGZHOU_2021_IDENTIFIERS)
 
 
 _MINI_NODES: tuple[tuple[str, str, str], ...] = (
@@ -259,11 +263,30 @@ def mini(
             picked[0] = 8
         return sorted(picked)
 
-    return _build(
+    return _with_population(_build(
         "mini", seed, _MINI_NODES, counts, numbers, rng,
         base_port=base_port, host=host, identifiers_per_enterprise=identifiers_per_enterprise,
         recursive_cities=recursive_cities,
-    )
+    ), MINI_IDENTIFIERS)
+
+
+# each enterprise's count of registered identifiers and the industry templates.
+MINI_IDENTIFIERS = 1_200_000  # mini's population, all 12 enterprises
+
+
+def _with_population(topo: Topology, total: int) -> Topology:
+    """*topo* with its industries' templates and *total* identifiers spread over its
+    enterprises (``resolver.population.spread``: at least ``MINIMUM`` each, the rest by
+    lognormal weights of sigma ``SIGMA``, from an RNG of its own seeded by the topology's
+    seed, so names and node spreads stay what they were)."""
+    rng = random.Random(f"{topo.seed}:population")
+    counts = population.spread(rng, total, len(topo.enterprises), population.MINIMUM,
+                               population.SIGMA)
+    return dataclasses.replace(
+        topo,
+        enterprises=tuple(dataclasses.replace(e, identifiers=n)
+                          for e, n in zip(topo.enterprises, counts)),
+        templates=tuple(CATALOGUE[i.code] for i in topo.industries))
 
 
 PRESETS: dict[str, Callable[..., Topology]] = {

@@ -12,6 +12,7 @@ from typing import Callable
 
 from resolver import auth
 from resolver.nodes import SecondaryNode
+from resolver.templates import Template, template_of
 from topology import demo
 from topology.model import Topology
 
@@ -28,12 +29,17 @@ async def seed_node(node: SecondaryNode, topo: Topology, logins: dict, per_enter
         if node.values_of(f"0.NA/{ent.prefix}") is None:
             await node.create_prefix(ent.prefix, identity=admin,
                                      secret=logins["enterprises"][ent.prefix]["secret"], token=True)
-    return await seed(node, {ent.prefix: per_enterprise for ent in enterprises}, progress)
+    by_industry = topo.templates_by_industry()
+    return await seed(node, {ent.prefix: per_enterprise for ent in enterprises}, progress,
+                      templates={e.prefix: template_of(by_industry, e.industry)
+                                 for e in enterprises})
 
 
 async def seed(node: SecondaryNode, wanted: dict[str, int],
-               progress: Callable[[str, int], None] | None = None, batch_size: int = BATCH) -> int:
-    """Demo identifiers up to the wanted count under each prefix; returns how many were added."""
+               progress: Callable[[str, int], None] | None = None, batch_size: int = BATCH,
+               templates: dict[str, Template] | None = None) -> int:
+    """Demo identifiers up to the wanted count under each prefix, their values after the
+    prefix's template in ``templates`` (none: URL and checksum only); returns how many."""
     admin = auth.Identity(auth.SECRET_INDEX, f"0.NA/{node.homed[0]}")
     batch_size = min(batch_size, node.config.batch.max_register)  # what one batch may hold
     pending: list[tuple[str, dict]] = []
@@ -48,7 +54,7 @@ async def seed(node: SecondaryNode, wanted: dict[str, int],
         start = node.store.count(node.key(prefix))
         while start < count:
             n = min(batch_size - len(pending), count - start)
-            pending.extend(demo.demo_batch(prefix, start, n))
+            pending.extend(demo.demo_batch(prefix, start, n, (templates or {}).get(prefix)))
             start += n
             if len(pending) >= batch_size:
                 await flush(pending)

@@ -3,10 +3,13 @@
 Layout, in this order: ``[network]`` (name, seed, identifiers_per_enterprise), ``[top]`` and
 ``[recursive]`` (host, http_port, rpc_port, city, optional lat/lon), then one
 ``[[industries]]``, ``[[secondaries]]`` (address and place fields inline), ``[[enterprises]]``
-or ``[[more_recursive]]`` (further recursive nodes: name, place, address) table per entry.
-Every node's ``city`` is written; ``lat``/``lon`` only when the node overrides its city's
-coordinates (`topology.places`). A ``[top]``/``[recursive]`` without a city (files from
-before places) is in Guangzhou. A file may also hold node
+(an enterprise's ``identifiers``: its synthetic population, written when not 0) or
+``[[more_recursive]]`` (further recursive nodes: name, place, address) table per entry, and
+the industry templates as ``[templates.<industry>]`` (``name``) with
+``[templates.<industry>.fields]`` (field = "type"; ``[network] population`` full|demo|none
+written when not demo). Every node's ``city`` is written; ``lat``/``lon`` only when the node
+overrides its city's coordinates (`topology.places`). A ``[top]``/``[recursive]`` without a
+city (files from before places) is in Guangzhou. A file may also hold node
 configuration sections (``[cache]``, ``[rpc]``, ... — `resolver.config.SECTIONS`);
 `load_with_config` returns them as a config layer, the other readers ignore them.
 
@@ -25,6 +28,7 @@ from typing import Any
 
 import tomli_w
 
+from resolver import templates as industry_templates
 from resolver.config import SECTIONS, config_sections
 
 from .model import (Enterprise, Industry, NodeAddress, Place, RecursiveSpec, SecondarySpec,
@@ -32,15 +36,15 @@ from .model import (Enterprise, Industry, NodeAddress, Place, RecursiveSpec, Sec
 
 __all__ = ["from_toml", "load", "load_with_config", "save", "to_toml"]
 
-_NETWORK_KEYS = ("name", "seed", "identifiers_per_enterprise")
+_NETWORK_KEYS = ("name", "seed", "identifiers_per_enterprise", "population")
 _ADDRESS_KEYS = ("host", "http_port", "rpc_port", "scheme")  # scheme: optional, "http"
 _INDUSTRY_KEYS = ("code", "name")
 _PLACE_KEYS = ("city", "lat", "lon")  # lat, lon: optional, override the city's coordinates
 _SECONDARY_KEYS = ("code", "name", "city", "industry", *_ADDRESS_KEYS, "lat", "lon")
-_ENTERPRISE_KEYS = ("prefix", "name", "node", "industry")
+_ENTERPRISE_KEYS = ("prefix", "name", "node", "industry", "identifiers")
 _RECURSIVE_KEYS = ("name", *_PLACE_KEYS, *_ADDRESS_KEYS)
 _TOPOLOGY_KEYS = ("network", "top", "recursive", "industries", "secondaries", "enterprises",
-                  "more_recursive")
+                  "more_recursive", "templates")
 _DOCUMENT_KEYS = (*_TOPOLOGY_KEYS, *SECTIONS)
 
 # tomli_w writes an array of tables inline (``industries = [{...}, ...]``) when every entry,
@@ -66,23 +70,27 @@ def _document(t: Topology) -> dict[str, Any]:
             "name": t.name,
             "seed": t.seed,
             "identifiers_per_enterprise": t.identifiers_per_enterprise,
+            **({} if t.population == "demo" else {"population": t.population}),  # s1
         },
         "top": {**_address_dict(t.top), **_place_dict(*_fields(t.top_place))},
         "recursive": {**_address_dict(t.recursive), **_place_dict(*_fields(t.recursive_place))},
         "industries": [{"code": i.code, "name": i.name} for i in t.industries],
+        # s1 (issue 12): [templates.<industry>] name and a fields table, field = "type"
+        "templates": {tp.industry: industry_templates.to_spec(tp) for tp in t.templates},
         "secondaries": [
             {"code": n.code, "name": n.name, "city": n.city, "industry": n.industry,
              **_address_dict(n.address), **_place_dict(n.city, n.lat, n.lon)}
             for n in t.secondaries
         ],
         "enterprises": [
-            {"prefix": e.prefix, "name": e.name, "node": e.node, "industry": e.industry}
+            {"prefix": e.prefix, "name": e.name, "node": e.node, "industry": e.industry,
+             **({"identifiers": e.identifiers} if e.identifiers else {})}  # s1: population
             for e in t.enterprises
         ],
         "more_recursive": [{"name": r.name, **_place_dict(*_fields(r.place)),
                             **_address_dict(r.address)} for r in t.more_recursive],
     }
-    return {key: value for key, value in doc.items() if value != []}
+    return {key: value for key, value in doc.items() if value not in ([], {})}
 
 
 def _fields(p: Place) -> tuple[str, float | None, float | None]:
@@ -222,13 +230,14 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
     r.unknown(doc, _DOCUMENT_KEYS, "document")
 
     name = seed = None
-    ipe = 10
+    ipe, population = 10, "demo"
     network = r.table(doc, "network")
     if network is not None:
         r.unknown(network, _NETWORK_KEYS, "[network]")
         name = r.field(network, "name", str, "[network]")
         seed = r.field(network, "seed", int, "[network]")
         ipe = r.field(network, "identifiers_per_enterprise", int, "[network]", default=10)
+        population = r.field(network, "population", str, "[network]", default="demo")
 
     addresses, where_at = {}, {}
     for key in ("top", "recursive"):
@@ -268,6 +277,7 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
             name=r.field(tbl, "name", str, where),
             node=r.field(tbl, "node", str, where),
             industry=r.field(tbl, "industry", str, where),
+            identifiers=r.field(tbl, "identifiers", int, where, default=0),
         ))
 
     more = []
@@ -277,6 +287,13 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
         r.unknown(tbl, _RECURSIVE_KEYS, where)
         more.append(RecursiveSpec(r.field(tbl, "name", str, where), r.place(tbl, where),
                                   r.address(tbl, where)))
+
+    templates = []
+    for code, spec in (r.table(doc, "templates", required=False) or {}).items():
+        try:
+            templates.append(industry_templates.from_spec(code, spec))
+        except ValueError as exc:
+            r.problems.append(str(exc))
 
     if r.problems:
         raise TopologyError("invalid topology TOML", r.problems)
@@ -292,6 +309,8 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
         top_place=where_at["top"],
         recursive_place=where_at["recursive"],
         more_recursive=tuple(more),
+        templates=tuple(templates),
+        population=population,
     )
     return topology, config_sections(doc)
 

@@ -141,5 +141,26 @@ def validate(topology: Topology) -> None:
         if addr.scheme not in ("http", "https"):
             add(f"{addr.host}:{addr.http_port}: scheme must be http or https, got {addr.scheme!r}")
 
+    problems += population_problems(t)  # s1 (issue 12)
+
     if problems:
         raise TopologyError(f"invalid topology {t.name!r}", problems)
+
+
+def population_problems(t: Topology) -> list[str]:
+    """s1 (issue 12): the population mode, enterprise counts and templates."""
+    from resolver.population import CAPACITY
+    out = []
+    if t.population not in ("full", "demo", "none"):
+        out.append(f"[network] population must be full, demo or none, got {t.population!r}")
+    for e in t.enterprises:
+        if isinstance(e.identifiers, bool) or not isinstance(e.identifiers, int) \
+                or not 0 <= e.identifiers <= CAPACITY:
+            out.append(f"enterprise {e.prefix}: identifiers must be 0..{CAPACITY}, "
+                       f"got {e.identifiers!r}")
+    industries = {i.code for i in t.industries}
+    for tp in t.templates:
+        out += tp.problems()
+        if tp.industry not in industries:
+            out.append(f"template {tp.industry}: no such industry")
+    return out

@@ -31,6 +31,8 @@ from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.net import split_address
 from resolver.nodes import SecondaryNode
+from resolver.population import Member, Population
+from resolver.templates import template_of
 from resolver.recursive import RecursiveNode
 from resolver.resolution import Site
 from resolver.roles import Role
@@ -114,10 +116,22 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store), [spec.code], config, clock=clock,
-                         case_sensitive=case_sensitive)
+                         case_sensitive=case_sensitive,
+                         **population_of(topo, spec.code, case_sensitive))  # s1
     await node.bootstrap(logins["nodes"][spec.code]["secret"])
-    await seed_node(node, topo, logins, topo.identifiers_per_enterprise, progress)
+    await seed_node(node, topo, logins,  # demo records only in "demo" mode (s1)
+                    topo.identifiers_per_enterprise if topo.population == "demo" else 0,
+                    progress)
     return node, spec.address
+
+
+def population_of(topo: Topology, code: str, case_sensitive: bool) -> dict:
+    """s1 (issue 12): a secondary node's synthetic population ("full" mode) and templates."""
+    templates = topo.templates_by_industry()
+    members = [Member(e.prefix, e.identifiers, template_of(templates, e.industry))
+               for e in topo.enterprises_of(code)] if topo.population == "full" else []
+    return {"population": Population(members, topo.seed, case_sensitive=case_sensitive) or None,
+            "templates": templates}
 
 
 async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_dir: Path,
