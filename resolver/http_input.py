@@ -153,3 +153,16 @@ async def read_body(request: web.BaseRequest, limits: HttpConfig) -> bytes:
         raise errors.HandleError(errors.PROTOCOL_ERROR, f"request body not received within "
                                  f"{timeout:g} s", status=408) from None
     return bytes(body)
+
+
+def parse_lookup(node, text: str):
+    """The handle a lookup (GET or batch resolve) asks for. A text with no '/' is answered
+    as Handle.Net 9.3.1 answers it (``shared/reference``): 400 / 301 "That prefix doesn't
+    live here" (it names no handle, only something like a prefix), in both alike."""
+    try:
+        return node.parse(text)
+    except errors.HandleError as exc:
+        if "/" not in text and exc.code == errors.INVALID_HANDLE and text:
+            raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
+                                     handle=text) from None
+        raise

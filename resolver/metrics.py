@@ -60,7 +60,7 @@ BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
            2.0, 4.0, 8.0)
 _LE = tuple(repr(b) for b in BUCKETS) + ("+Inf",)
 MAX_CODE = 1000  # Handle responseCodes are below this; anything else counts as ERROR (2)
-# An answer's responseCode when it is not 1, kept on the response (set by resolver.web).
+# An answer's responseCode when it is not 1, kept on the response (set by resolver.http_output).
 CODE = web.ResponseKey("code", int)
 # The op of each fixed path of the API (``resolver.web``); handles by method, others "other".
 PATH_OPS = {"/api/handles": "list", "/api/handles/": "resolve",

@@ -275,7 +275,7 @@ def _serving_ops() -> dict:
 
 def _recursive_ops() -> dict:
     """At a recursive node the node-administration operations and batch registration are
-    refused with 400 / responseCode 301 naming the node to ask (see ``web.ask_serving_node``)."""
+    refused with 400 / responseCode 301 naming the node to ask (see ``web_admin.ask_serving_node``)."""
     no = {"400": ELSEWHERE}
     return {
         "/api/handles": {"get": op("refused: list at the node serving the prefix", no,

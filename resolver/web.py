@@ -1,5 +1,6 @@
 """The Handle REST API over aiohttp: ``NodeAPI(node)``, a low-level request handler
-with its router, and one handler per endpoint; no globals.
+with its router, and the handlers of one handle (``/api/handles/{handle}``, ``/{handle}``);
+the other endpoints' handlers are ``resolver.web_admin``, the answers ``resolver.http_output``.
 
 Shapes, statuses and codes follow Handle.Net 9.3.1 as recorded in ``shared/reference``.
 Every answer that is not a success is Handle-shaped JSON (responseCode, message, handle);
@@ -20,21 +21,19 @@ import re
 from time import perf_counter
 from urllib.parse import quote, unquote
 
-import msgpack
-import orjson
 from aiohttp import web
 
-from resolver import dashboard, errors, health, identifiers, metrics, openapi, records
-from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_param,
-                                 int_params, json_body, read_body)
-from resolver.nodes import STATS_NOTES  # /api/stats says what its counters count
+from resolver import dashboard, errors, health, metrics, openapi, records
+from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_params,
+                                 json_body, parse_lookup, read_body)
+from resolver.http_output import answer, error_answer, record_json
 from resolver.roles import Role
+from resolver.web_admin import (ask_serving_node, batch_register, batch_resolve, create_prefix,
+                                list_handles, list_prefixes, not_allocated, stats,
+                                write_elsewhere)
 
 log = logging.getLogger("idsim.web")
 
-JSON = "application/json;charset=utf-8"
-JSON_HEADERS = {"Content-Type": JSON}
-MAX_SECRET = 1024  # characters of a secret chosen at prefix allocation (protocol data, not tuning)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _URL_SAFE = "%:/?#[]@!$&'()*+,;=-._~"  # RFC 3986 reserved + unreserved (with letters, digits)
@@ -42,50 +41,7 @@ _URL_SAFE = "%:/?#[]@!$&'()*+,;=-._~"  # RFC 3986 reserved + unreserved (with le
 
 # ------------------------------------------------------------------ answers
 
-def answer(request: web.BaseRequest, doc: dict, status: int = 200) -> web.Response:
-    if MSGPACK in request.headers.get("Accept", ""):
-        resp = web.Response(body=msgpack.packb(doc, use_bin_type=True), status=status,
-                            headers={"Content-Type": MSGPACK})
-    else:
-        pretty = request.query.get("pretty")  # lenient: error answers go through here too
-        opts = orjson.OPT_INDENT_2 if pretty is not None and pretty.lower() not in (
-            "false", "0", "no") else 0
-        resp = web.Response(body=orjson.dumps(doc, option=opts), status=status,
-                            headers={"Content-Type": JSON})
-    if (code := doc.get("responseCode")) != errors.SUCCESS:
-        resp[metrics.CODE] = code  # for the metrics (NodeAPI.__call__); success: untagged
-    return resp
-
-
-def error_answer(request: web.BaseRequest, exc: errors.HandleError) -> web.Response:
-    resp = answer(request, exc.body(), exc.status)
-    if exc.status == 401:
-        resp.headers["WWW-Authenticate"] = 'Basic realm="handle"'
-    elif exc.status == 429:  # too many failed logins (resolver.ratelimit.RateLimited)
-        resp.headers["Retry-After"] = str(getattr(exc, "retry_after", 1))
-    return resp
-
-
 # ------------------------------------------------------------------ handlers
-
-def record_json(text: str, ans: records.Answer) -> web.Response:
-    """The anonymous, unfiltered answer: bytes joined around the values rendered once."""
-    return web.Response(body=b'{"responseCode":1,"handle":' + orjson.dumps(text) +
-                        b',"values":' + ans.public_json + b'}', headers=JSON_HEADERS)
-
-
-def parse_lookup(node, text: str):
-    """The handle a lookup (GET or batch resolve) asks for. A text with no '/' is answered
-    as Handle.Net 9.3.1 answers it (``shared/reference``): 400 / 301 "That prefix doesn't
-    live here" (it names no handle, only something like a prefix), in both alike."""
-    try:
-        return node.parse(text)
-    except errors.HandleError as exc:
-        if "/" not in text and exc.code == errors.INVALID_HANDLE and text:
-            raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
-                                     handle=text) from None
-        raise
-
 
 async def get_handle(node, request: web.BaseRequest) -> web.Response:
     text = handle_text(request)
@@ -141,115 +97,6 @@ async def delete_handle(node, request: web.BaseRequest) -> web.Response:
     return answer(request, {"responseCode": errors.SUCCESS, "handle": handle.text})
 
 
-async def list_handles(node, request: web.BaseRequest) -> web.Response:
-    prefix = request.query.get("prefix", "")
-    if not prefix:
-        raise errors.HandleError(errors.PROTOCOL_ERROR, "prefix is required: ?prefix=88.118.8")
-    identity = identity_of(node, request)
-    if identity is None:
-        raise errors.HandleError(errors.AUTHENTICATION_NEEDED, "Authentication needed",
-                                 handle=prefix)
-    if not node.homes(prefix):
-        raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
-                                 handle=prefix)
-    if not node.administers(identity, prefix):
-        raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
-                                 f"{identity} may not list {prefix}", handle=prefix)
-    http = node.config.http
-    page = max(0, min(int_param(request, "page", 0), http.max_page))
-    size = max(1, min(int_param(request, "pageSize", http.page_size), http.max_page_size))
-    total, handles = node.list_handles(prefix, page, size)
-    return answer(request, {"responseCode": errors.SUCCESS, "prefix": prefix,
-                            "totalCount": str(total), "page": page, "pageSize": size,
-                            "handles": handles})
-
-
-async def list_prefixes(node, request: web.BaseRequest) -> web.Response:
-    identity = identity_of(node, request)
-    if identity is None:
-        raise errors.HandleError(errors.AUTHENTICATION_NEEDED, "Authentication needed")
-    prefixes = [g.decode() for g, _ in node.store.groups()
-                if g.upper() != b"0.NA" and node.administers(identity, g.decode())]
-    return answer(request, {"responseCode": errors.SUCCESS, "prefixes": sorted(prefixes)})
-
-
-async def create_prefix(node, request: web.BaseRequest) -> web.Response:
-    """Admin API: allocate an enterprise prefix and its owner login.
-
-    Body ``{"prefix": "88.118.9", "secret": optional}``; the caller must administer a
-    prefix above it (the node admin, ``300:0.NA/88.118``). The secret is shown once.
-    """
-    identity = identity_of(node, request)
-    doc = await json_body(request, node.config.http)
-    if not isinstance(doc, dict) or not isinstance(doc.get("prefix"), str):
-        raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"prefix": "88.118.9"}')
-    secret = doc.get("secret")
-    if secret is not None and (not isinstance(secret, str) or not 8 <= len(secret) <= MAX_SECRET):
-        raise errors.HandleError(errors.INVALID_VALUE,
-                                 f"secret must be a string of 8 to {MAX_SECRET} characters")
-    creds = await node.create_prefix(doc["prefix"], identity=identity, secret=secret)
-    return answer(request, {"responseCode": errors.SUCCESS, "prefix": creds.prefix,
-                            "handle": f"0.NA/{creds.prefix}", "username": creds.username,
-                            "secret": creds.secret}, 201)
-
-
-async def batch_register(node, request: web.BaseRequest) -> web.Response:
-    """``{"overwrite": false, "handles": [{"handle": h, "values": [...]}, ...]}``."""
-    identity = identity_of(node, request)
-    doc = await json_body(request, node.config.http)
-    items = doc.get("handles") if isinstance(doc, dict) else None
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise errors.HandleError(errors.INVALID_VALUE,
-                                 'body must be {"handles": [{"handle": ..., "values": [...]}]}')
-    overwrite = doc.get("overwrite", False) is True
-    prefixes = {n for n, i in enumerate(items) if is_prefix_text(node, i.get("handle"))}
-    done = iter(await node.register_many(
-        [(i.get("handle"), {"values": i.get("values")}) for n, i in enumerate(items)
-         if n not in prefixes], identity=identity, overwrite=overwrite))
-    results = [not_allocated(str(i.get("handle"))).body() if n in prefixes else next(done)
-               for n, i in enumerate(items)]
-    ok = sum(r["responseCode"] == errors.SUCCESS for r in results)
-    return answer(request, {"responseCode": errors.SUCCESS, "registered": ok,
-                            "failed": len(results) - ok, "results": results})
-
-
-def not_allocated(text: str) -> errors.HandleError:
-    """A prefix record (``0.NA/<prefix>``) is created by the admin API only, which also tells
-    the top-level node where the prefix lives; writes may replace an existing one."""
-    return errors.HandleError(errors.INVALID_VALUE, "a prefix is allocated with POST "
-                              "/api/admin/prefixes, not written as a handle", handle=text)
-
-
-def is_prefix_text(node, text) -> bool:
-    """Whether a batch item names a prefix record (``0.NA/...``); unparsable text is not."""
-    try:
-        return isinstance(text, str) and node.parse(text).is_prefix_handle
-    except errors.HandleError:
-        return False
-
-
-async def batch_resolve(node, request: web.BaseRequest) -> web.Response:
-    """``{"handles": [h, ...]}`` → one resolve answer per handle, in order."""
-    doc = await json_body(request, node.config.http)
-    items = doc.get("handles") if isinstance(doc, dict) else doc
-    if not isinstance(items, list):
-        raise errors.HandleError(errors.INVALID_VALUE, 'body must be {"handles": [...]}')
-    if len(items) > (limit := node.config.batch.max_resolve):
-        raise errors.HandleError(errors.INVALID_VALUE, f"a batch resolves at most "
-                                 f"{limit} identifiers; got {len(items)}", status=413)
-    results = []
-    for text in items:
-        try:
-            if not isinstance(text, str):
-                raise errors.HandleError(errors.INVALID_HANDLE, "handle must be a string")
-            ans = await node.resolve(parse_lookup(node, text), fresh=False)
-            results.append({"responseCode": errors.SUCCESS, "handle": text,
-                            "values": records.rest_values(ans.rows)})
-        except errors.HandleError as exc:
-            results.append(exc.with_handle(str(text)).body())
-    return answer(request, {"responseCode": errors.SUCCESS, "results": results})
-
-
 async def redirect(node, request: web.BaseRequest) -> web.Response:
     """``GET /88.118.8/SN-1`` (no /api): 302 to the record's first URL, as Handle proxies do."""
     text = unquote(request.raw_path.split("?", 1)[0][1:])
@@ -278,14 +125,6 @@ async def empty_handle(node, request: web.BaseRequest) -> web.Response:
     raise errors.HandleError(errors.INVALID_HANDLE, "Empty handle invalid")
 
 
-async def stats(node, request: web.BaseRequest) -> web.Response:
-    """The top-level node's network totals and per-node rows; any other node's own counters."""
-    if node.role == Role.TOP:
-        return answer(request, node.statistics())
-    return answer(request, {"responseCode": errors.SUCCESS, "node": node.name,
-                            **node.report_stats(), "notes": STATS_NOTES})
-
-
 async def forward_write(node, request: web.BaseRequest) -> web.Response:
     """PUT or DELETE of a handle at a recursive node: passed to the node that serves it."""
     text = handle_text(request)
@@ -299,33 +138,6 @@ async def forward_write(node, request: web.BaseRequest) -> web.Response:
     if status >= 300:
         resp[metrics.CODE] = metrics.response_code(payload)  # for the metrics
     return resp
-
-
-async def write_elsewhere(node, request: web.BaseRequest) -> web.Response:
-    """A batch registration sent to a recursive node: its identifiers may live at several
-    nodes, so it is refused with the way to do it."""
-    raise errors.HandleError(errors.SERVER_NOT_RESP,
-                             "a recursive node does not take batch registrations: post them to "
-                             "the node serving their prefix (its URL: GET /api/handles/0.NA/"
-                             "<prefix> at the top-level node, or idsim status)")
-
-
-async def ask_serving_node(node, request: web.BaseRequest) -> web.Response:
-    """Listing a prefix, allocating one or listing one's own, sent to a recursive node: 400 /
-    301 naming the node to ask. Not passed on: each is the administration of one node, done
-    with that node's own login (the client needs that node anyway), and a new prefix cannot
-    be located before it exists. With ``?prefix=`` the serving node is looked up and named."""
-    prefix = request.query.get("prefix", "")
-    where = ("the node serving the prefix (its URL: GET /api/handles/0.NA/<prefix> at the "
-             "top-level node, or idsim status)")
-    if prefix:
-        try:
-            identifiers.check_prefix(prefix)
-            where = f"{(await node.locate(prefix)).http_url}, the node serving {prefix}"
-        except errors.HandleError:
-            pass
-    raise errors.HandleError(errors.SERVER_NOT_RESP, "a recursive node does not administer "
-                             f"prefixes: ask {where}", handle=prefix or None)
 
 
 class NodeAPI:
