@@ -9,8 +9,9 @@ first, discarded resolve), i.e. a delegation call to the top-level node and a re
 the serving node. It prints, per node, the modelled p50/p99 of those two round trips (drawn
 from the model as ``benchmarks.wan_table`` does), the measured p50/p99 with the WAN and the
 measured p50 without, and the ratio measured-with / (modelled + measured-without).
+``--from Guangzhou,Beijing`` measures from a recursive node in each of those cities.
 
-    python -m benchmarks.wan_measure [--preset guangzhou-2021] [--prefixes 20]
+    python -m benchmarks.wan_measure [--preset guangzhou-2021] [--prefixes 20] [--from CITIES]
 """
 from __future__ import annotations
 
@@ -34,26 +35,32 @@ def p(xs: list[float], q: float) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-def measure(topo, config: Config, data: Path, nodes, prefixes: int) -> dict[str, list[float]]:
-    """Per node: ms of each cold resolve (the first per node, which opens connections, left out)."""
+def measure(topo, config: Config, data: Path, nodes, prefixes: int
+            ) -> dict[tuple[str, str], list[float]]:
+    """Per (recursive node, secondary node): ms of each cold resolve (the first per pair,
+    which opens connections, is left out)."""
     data.mkdir(parents=True)
     write_toml(config, data / "config.toml")
     net = Network(topo, data)
-    names = ["top", "recursive", *(s.code for s in topo.secondaries)]
+    recursives = [r.name for r in topo.recursives()]
+    flags = ("--store", "memory", "--config", str(data / "config.toml"))
     try:
-        net.start("all", names, "--store", "memory", "--config", str(data / "config.toml"))
-        url = topo.recursive.http_url
+        net.start("all", ["top", *(s.code for s in topo.secondaries)], *flags)
+        for name in recursives:
+            net.start(name, [name], *flags)
         out = {}
-        for code in nodes:
-            times = []
-            for k, ent in enumerate(topo.enterprises_of(code)[:prefixes + 1]):
-                t0 = time.perf_counter()
-                with urllib.request.urlopen(f"{url}/api/handles/{ent.prefix}/"
-                                            f"{demo.suffix(0)}", timeout=30) as resp:
-                    resp.read()
-                if k:
-                    times.append((time.perf_counter() - t0) * 1000)
-            out[code] = times
+        for name in recursives:
+            url = topo.address_of(name).http_url
+            for code in nodes:
+                times = []
+                for k, ent in enumerate(topo.enterprises_of(code)[:prefixes + 1]):
+                    t0 = time.perf_counter()
+                    with urllib.request.urlopen(f"{url}/api/handles/{ent.prefix}/"
+                                                f"{demo.suffix(0)}", timeout=30) as resp:
+                        resp.read()
+                    if k:
+                        times.append((time.perf_counter() - t0) * 1000)
+                out[name, code] = times
         return out
     finally:
         net.stop()
@@ -64,28 +71,33 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preset", default="guangzhou-2021")
     ap.add_argument("--prefixes", type=int, default=20, help="cold resolves per node")
     ap.add_argument("--demo", type=int, default=1, help="identifiers per enterprise")
+    ap.add_argument("--from", dest="cities", default="Guangzhou",
+                    help="cities of the recursive nodes to resolve from, e.g. Guangzhou,Beijing")
     args = ap.parse_args(argv)
-    topo = free_preset(args.preset, identifiers_per_enterprise=args.demo)
+    topo = free_preset(args.preset, identifiers_per_enterprise=args.demo,
+                       recursive_cities=tuple(args.cities.split(",")))
     nodes = [c for c in NODES if any(s.code == c for s in topo.secondaries)]
     wan = Config().with_values("--wan china", wan_layer("china"))
     with tempfile.TemporaryDirectory(prefix="idsim-wan-") as tmp:
         off = measure(topo, Config(), Path(tmp) / "off", nodes, args.prefixes)
         on = measure(topo, wan, Path(tmp) / "china", nodes, args.prefixes)
     model = WanModel(wan.wan, places(topo))
-    print(f"{args.preset}: cold resolves through the recursive node (Guangzhou), "
+    print(f"{args.preset}: cold resolves through recursive nodes in {args.cities}, "
           f"{args.prefixes} per node, ms")
-    print("| node | city | modelled p50 | modelled p99 | measured p50 | measured p99 "
+    print("| from | node | city | modelled p50 | modelled p99 | measured p50 | measured p99 "
           "| WAN off p50 | measured / (modelled + off), p50 |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for code in nodes:
-        links = [model.link(a, b) for a, b in (("recursive", "top"), ("top", "recursive"),
-                                               ("recursive", code), (code, "recursive"))]
-        modelled = [links[0].draw(100).ms + links[1].draw(1000).ms + links[2].draw(100).ms
-                    + links[3].draw(1000).ms for _ in range(20_000)]
-        m50, base = statistics.median(modelled), statistics.median(off[code])
-        print(f"| {code} | {model.place(code).city} | {m50:.1f} | {p(modelled, 0.99):.1f} "
-              f"| {statistics.median(on[code]):.1f} | {p(on[code], 0.99):.1f} | {base:.1f} "
-              f"| {statistics.median(on[code]) / (m50 + base):.2f} |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in topo.recursives():
+        for code in nodes:
+            links = [model.link(a, b) for a, b in ((r.name, "top"), ("top", r.name),
+                                                   (r.name, code), (code, r.name))]
+            modelled = [links[0].draw(100).ms + links[1].draw(1000).ms + links[2].draw(100).ms
+                        + links[3].draw(1000).ms for _ in range(20_000)]
+            got, base = on[r.name, code], statistics.median(off[r.name, code])
+            m50 = statistics.median(modelled)
+            print(f"| {model.place(r.name).city} | {code} | {model.place(code).city} "
+                  f"| {m50:.1f} | {p(modelled, 0.99):.1f} | {statistics.median(got):.1f} "
+                  f"| {p(got, 0.99):.1f} | {base:.1f} | {statistics.median(got) / (m50 + base):.2f} |")
 
 
 if __name__ == "__main__":
