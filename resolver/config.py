@@ -156,10 +156,21 @@ class MetricsConfig:
     scrape_interval: float = 5.0          # s, in the prometheus.yml that idsim up writes
 
 
+@dataclass(frozen=True, slots=True)
+class FaultsConfig:
+    """Faults set while the network runs (``resolver.faults``, ``topology.control``)."""
+    control_host: str = "127.0.0.1"       # each host process's control API (loopback only)
+    control_port: int = 0                 # its port (0: any free one, in <data>/control/)
+    control_timeout: float = 5.0          # s for one request of idsim fault to a control API
+    seed: int = 0                         # seed of the RNG choosing which requests fail (errors)
+    restart_wait: float = 60.0            # s idsim fault restart waits for the host to be back
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
                              "observe": ObserveConfig, "auth": AuthConfig,
-                             "metrics": MetricsConfig}
+                             "metrics": MetricsConfig,
+                             "faults": FaultsConfig}  # w3: faults set while running
 DEFAULT_SOURCE = "default"
 
 
@@ -184,6 +195,7 @@ class Config:
     observe: ObserveConfig = field(default_factory=ObserveConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)  # w3
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

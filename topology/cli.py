@@ -27,6 +27,7 @@ from resolver import config as configuration
 from resolver import server
 from topology.cli_client import DEFAULT_DATA, UserError, add_client_commands
 from topology.cli_config import add_config_args, add_config_command, effective_config
+from topology.cli_fault import add_fault_command
 from topology.cli_load import DEFAULT_PORT, add_load_command
 from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
                               stop_recorded)
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     add_load_command(sub)
     add_config_command(sub)
+    add_fault_command(sub)  # w3: idsim fault …
     return p
 
 
