@@ -159,8 +159,8 @@ class MetricsConfig:
 @dataclass(frozen=True, slots=True)
 class FaultsConfig:
     """Faults set while the network runs (``resolver.faults``, ``topology.control``)."""
-    control_host: str = "127.0.0.1"       # each host process's control API (loopback only)
-    control_port: int = 0                 # its port (0: any free one, in <data>/control/)
+    control_port: int = 0                 # each host's control API port on 127.0.0.1 (0: any
+                                          # free one, recorded in <data>/control/<pid>.json)
     control_timeout: float = 5.0          # s for one request of idsim fault to a control API
     seed: int = 0                         # seed of the RNG choosing which requests fail (errors)
     restart_wait: float = 60.0            # s idsim fault restart waits for the host to be back

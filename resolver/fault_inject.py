@@ -63,7 +63,7 @@ class Injector:
 
     def attach(self, name: str, node, api, runner: web.BaseRunner, rpc=None) -> None:
         """Register a started node: its ``NodeAPI``, HTTP runner and RPC server (or None)."""
-        site = runner.sites[0]
+        site = next(iter(runner.sites))
         http = (site._host, runner.addresses[0][1], site._ssl_context, site._reuse_port)
         rpc_where = () if rpc is None else (rpc._server.sockets[0].getsockname()[0], rpc.port)
         target = Target(name, api, runner, rpc, http, rpc_where,

@@ -104,7 +104,7 @@ def spec_of(args) -> dict:
 def describe(f: dict) -> str:
     extra = {"slow": f"+{f.get('delay', 0) * 1000:.0f} ms"
                      + (f" ±{f['jitter'] * 1000:.0f} ms" if f.get("jitter") else ""),
-             "errors": f"rate {f.get('rate', 0):g}", "partition": f"from {f.get('peer')}"}
+             "errors": f"rate {f.get('rate', 0):g}", "partition": f"with {f.get('peer')}"}
     text = f"{f['node']}: {f['kind']}"
     if f["kind"] in extra:
         text += f" ({extra[f['kind']]})"

@@ -1,7 +1,7 @@
 """The control API of one host process: set, clear and list the faults of the nodes it runs.
 
-A small aiohttp application on a loopback address only (``[faults] control_host``; any other
-address is refused at start), every request authenticated with the cluster's control token
+A small aiohttp application on a loopback address only (``CONTROL_HOST``; ``start`` refuses
+any other address), every request authenticated with the cluster's control token
 (``Authorization: Bearer <token>``, compared in constant time). The token lives in
 ``<data>/control/token`` (mode 0600, created once per data directory by the first host process
 that needs it, atomically); each host process records where its API listens in
@@ -29,6 +29,7 @@ from resolver.fault_inject import Injector
 from resolver.faults import FaultError, fault_from
 
 TOKEN_FILE = "token"
+CONTROL_HOST = "127.0.0.1"  # an invariant, not a setting: the API never leaves the machine
 
 
 def control_dir(data_dir: Path) -> Path:
@@ -114,15 +115,16 @@ class ControlAPI:
         return _json({"cleared": [f.to_json() for f in gone]})
 
 
-async def start(injector: Injector, data_dir: Path, config: FaultsConfig) -> web.AppRunner:
+async def start(injector: Injector, data_dir: Path, config: FaultsConfig,
+                host: str = CONTROL_HOST) -> tuple[web.AppRunner, str]:
     """Serve the control API of this process and record it in ``<data>/control/<pid>.json``;
-    ``ValueError`` for a host that is not loopback. ``stop`` undoes both."""
-    if not is_loopback(config.control_host):
-        raise ValueError(f"the control API binds loopback addresses only, not "
-                         f"{config.control_host!r} ([faults] control_host)")
+    ``ValueError`` for a host that is not loopback. Returns the runner and the API's URL;
+    ``stop`` undoes both."""
+    if not is_loopback(host):
+        raise ValueError(f"the control API binds loopback addresses only, not {host!r}")
     runner = web.AppRunner(ControlAPI(injector, token(data_dir)).app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, config.control_host, config.control_port)
+    site = web.TCPSite(runner, host, config.control_port)
     await site.start()
     host, port = runner.addresses[0][:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -131,8 +133,7 @@ async def start(injector: Injector, data_dir: Path, config: FaultsConfig) -> web
     with os.fdopen(fd, "w") as f:
         json.dump({"pid": os.getpid(), "url": url, "nodes": sorted(injector.targets)}, f)
     os.replace(path.with_suffix(".tmp"), path)
-    runner.control_url = url
-    return runner
+    return runner, url
 
 
 async def stop(runner: web.AppRunner, data_dir: Path) -> None:

@@ -72,14 +72,14 @@ async def worker_main(args, config: configuration.Config) -> None:
                                 access_log=args.access_log and access_logs(args.access_log,
                                                                            config.http),
                                 faults=injector)
-    controls = await control.start(injector, data_dir, config.faults)  # idsim fault
+    controls, control_url = await control.start(injector, data_dir, config.faults)  # idsim fault
     for name, node in running.nodes.items():
         if node.role == Role.SECONDARY:
             node.allocated = logins_file.recorder(data_dir, name,
                                                   topo.secondary(name).address.http_url)
     for name, runner in zip(running.nodes, running.runners):
         log.info("ready: serving http://%s:%d", *runner.addresses[0][:2], extra={"node": name})
-    emit("ready", nodes=args.nodes, control=controls.control_url)
+    emit("ready", nodes=args.nodes, control=control_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
