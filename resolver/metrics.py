@@ -225,6 +225,7 @@ class NodeCollector:
         if store is not None:
             records.add_metric([node], store.count())
         yield records
+        yield fault_family(m.node)  # w3: faults set while running
         build = GaugeMetricFamily("idsim_build_info", "idsim version; always 1",
                                   labels=["version"])
         build.add_metric([m.version], 1)
@@ -257,6 +258,20 @@ class NodeCollector:
                 _histogram(dur, [node, peer, method, process], buckets, total)
                 fail.add_metric([node, peer, method, process], failures)
         return [dur, fail]
+
+
+def fault_family(node) -> GaugeMetricFamily:
+    """``idsim_fault_active{node,kind}``: 1 while a fault of that kind is set on the node
+    (``resolver.fault_inject``; every kind is listed, 0 when inactive)."""
+    from resolver.faults import KINDS
+    family = GaugeMetricFamily("idsim_fault_active", "1 while a fault of this kind is set on "
+                               "the node (idsim fault)", labels=["node", "kind"])
+    faults = getattr(node, "faults", None)
+    if faults is not None:
+        active = faults.faults_of(node.name)
+        for kind in KINDS:
+            family.add_metric([node.name, kind], 1 if kind in active else 0)
+    return family
 
 
 class NodeMetrics:
