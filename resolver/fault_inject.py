@@ -60,6 +60,8 @@ class Injector:
         self.targets: dict[str, Target] = {}
         self._timer = None  # the clock's timer of the next expiry
         self._lock = asyncio.Lock()
+        self.held = 0                     # requests waiting in a down or slow fault now
+        self.holding = asyncio.Event()    # set when one starts waiting (tests wait on it)
 
     def attach(self, name: str, node, api, runner: web.BaseRunner, rpc=None) -> None:
         """Register a started node: its ``NodeAPI``, HTTP runner and RPC server (or None)."""
@@ -139,14 +141,27 @@ class Injector:
         log.warning("fault: %s accepts connections again", target.name)
 
     # ------------------------------------------------------------------ wrappers
+    async def _obstruct(self, target: Target) -> None:
+        """Wait while the node is down, then its slow delay (if any)."""
+        if not target.up.is_set():
+            await self._hold(target.up.wait())
+        wait = self.state.delay(target.name)
+        if wait > 0:
+            await self._hold(self.clock.sleep(wait))
+
+    async def _hold(self, waiting) -> None:
+        self.held += 1
+        self.holding.set()
+        try:
+            await waiting
+        finally:
+            self.held -= 1
+
     def _http(self, target: Target, dispatch):
-        state, clock, name = self.state, self.clock, target.name
+        state, name = self.state, target.name
 
         async def faulty(request: web.BaseRequest) -> web.StreamResponse:
-            await target.up.wait()
-            wait = state.delay(name)
-            if wait > 0:
-                await clock.sleep(wait)
+            await self._obstruct(target)
             if state.fails(name):
                 from resolver.web import error_answer  # web imports metrics; lazily here
                 return error_answer(request, errors.HandleError(
@@ -156,16 +171,13 @@ class Injector:
         return faulty
 
     def _rpc(self, target: Target, method: Method) -> Method:
-        state, clock, name, fn = self.state, self.clock, target.name, method.fn
+        state, name, fn = self.state, target.name, method.fn
 
         async def faulty(caller, *params):
-            await target.up.wait()
+            await self._obstruct(target)
             if state.blocked(caller.name, name):
                 raise errors.PeerUnavailable(f"injected fault: {caller.name} and {name} "
                                              "are partitioned")
-            wait = state.delay(name)
-            if wait > 0:
-                await clock.sleep(wait)
             if state.fails(name):
                 raise errors.PeerUnavailable(f"injected fault: {name} answers errors")
             result = fn(caller, *params)

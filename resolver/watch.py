@@ -33,14 +33,17 @@ from resolver.net import client_session
 from resolver.roles import Role
 
 
-_FAULT = re.compile(r'^idsim_fault_active\{node="([^"]*)",kind="([^"]*)"\} 1(?:\.0)?$', re.M)
+_FAULT = re.compile(r'^idsim_fault_active\{([^}]*)\} 1(?:\.0)?$', re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def faults_in(text: str) -> dict[str, list[str]]:
     """Node -> the kinds of its active faults, from a /metrics exposition (w3)."""
     out: dict[str, list[str]] = {}
-    for node, kind in _FAULT.findall(text):
-        out.setdefault(node, []).append(kind)
+    for labels in _FAULT.findall(text):
+        found = dict(_LABEL.findall(labels))
+        if "node" in found and "kind" in found:
+            out.setdefault(found["node"], []).append(found["kind"])
     return out
 
 
