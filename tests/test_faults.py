@@ -179,8 +179,11 @@ async def test_down_hangs_clients_and_the_recursive_node_answers_503_at_its_rpc_
 
 async def test_refuse_closes_the_ports_and_clear_opens_them_again(fnet: FaultNet) -> None:
     node = node_of(fnet, 1)
+    assert (await fnet.get(fnet.direct(node, 1)))[0] == 200  # a kept-alive connection too
     await fnet.set(kind="refuse", node=node)
-    with pytest.raises(aiohttp.ClientConnectorError):
+    with pytest.raises(aiohttp.ClientError):  # the kept-alive connection was closed
+        await fnet.get(fnet.direct(node, 1))
+    with pytest.raises(aiohttp.ClientConnectorError):  # and a new one is refused
         await fnet.get(fnet.direct(node, 1))
     status, body = await fnet.get(fnet.via(node, 1))
     assert status == 503 and body["responseCode"] == 3

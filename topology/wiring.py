@@ -153,7 +153,8 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                                 trust=Trust(node.name, keyring))
                 running.rpc_servers.append(await rpc.start(addr.host, addr.rpc_port))
             if faults is not None:  # w3: faults set while running (resolver.fault_inject)
-                faults.attach(name, node, api, running.runners[-1], None if shared or standalone else running.rpc_servers[-1])  # noqa: E501
+                faults.attach(name, node, api, running.runners[-1],
+                              None if shared or standalone else running.rpc_servers[-1])
         if not standalone:
             await _join_network(running, topo, config, keyring, clock)
         readiness.attach(running, topo, config, clock, standalone=standalone,  # /readyz
