@@ -59,6 +59,7 @@ class Injector:
         self.clock = clock
         self.targets: dict[str, Target] = {}
         self._timer = None  # the clock's timer of the next expiry
+        self.expiry: asyncio.Future | None = None  # the update an expiry started (last one)
         self._lock = asyncio.Lock()
         self.held = 0                     # requests waiting in a down or slow fault now
         self.holding = asyncio.Event()    # set when one starts waiting (tests wait on it)
@@ -99,8 +100,10 @@ class Injector:
             self._timer = None
         ends = self.state.next_expiry()
         if ends is not None:
-            self._timer = self.clock.call_later(max(0.0, ends - self.clock()),
-                                                lambda: asyncio.ensure_future(self.update()))
+            self._timer = self.clock.call_later(max(0.0, ends - self.clock()), self._expired)
+
+    def _expired(self) -> None:
+        self.expiry = asyncio.ensure_future(self.update())
 
     def _wrap(self, target: Target, on: bool) -> None:
         if on == target.wrapped:

@@ -243,6 +243,18 @@ async def test_without_a_fault_nothing_is_in_the_path(fnet: FaultNet) -> None:
     assert target.rpc._handlers == originals
 
 
+async def test_a_timed_fault_ends_by_itself_and_its_wrappers_go(fnet: FaultNet) -> None:
+    node = node_of(fnet, 0)
+    target = fnet.injector.targets[node]
+    await fnet.set(kind="down", node=node, duration="30s")
+    req = fnet.start(fnet.direct(node, 1))
+    await fnet.held()
+    fnet.clock.advance(30)  # the expiry: the waiting request goes on, the wrappers go
+    assert (await asyncio.wait_for(req, 10))[0] == 200
+    await asyncio.wait_for(fnet.injector.expiry, 10)
+    assert "dispatch" not in vars(target.api) and fnet.injector.state.active() == []
+
+
 async def test_metrics_show_the_active_fault(fnet: FaultNet) -> None:
     node = node_of(fnet, 0)
     await fnet.set(kind="errors", node=node, rate=0.01)
