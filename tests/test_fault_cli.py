@@ -81,6 +81,7 @@ def test_fault_commands_on_a_running_cluster(tmp_path: Path, base_port: int) -> 
             assert time.monotonic() < deadline, f"88.118 not restarted:\n{up.output()}"
             time.sleep(0.2)
         up.host_pids.add(back["pid"])
+        assert not (data / "control" / f"{victim['pid']}.json").exists()  # pruned at start
 
         # restart: stop it and wait until the launcher has it serving again
         run = fault(data, "restart", "88.118")

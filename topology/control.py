@@ -6,7 +6,8 @@ any other address), every request authenticated with the cluster's control token
 ``<data>/control/token`` (mode 0600, created once per data directory by the first host process
 that needs it, atomically); each host process records where its API listens in
 ``<data>/control/<pid>.json`` (``{"pid", "url", "nodes"}``, mode 0600, removed at its stop),
-where ``topology.fault_control`` finds it through the pids of ``cluster.json``.
+where ``topology.fault_control`` finds it through the pids of ``cluster.json`` (a killed
+process leaves its record; the next host process to start removes records of dead pids).
 
 Endpoints (JSON): ``GET /faults`` -> ``{"faults": [...]}``; ``POST /faults`` with a fault spec
 (``resolver.faults.fault_from``) -> the fault set; ``DELETE /faults[?node=N]`` -> the faults
@@ -126,6 +127,7 @@ async def start(injector: Injector, data_dir: Path, config: FaultsConfig,
     await runner.setup()
     site = web.TCPSite(runner, host, config.control_port)
     await site.start()
+    prune(data_dir)
     host, port = runner.addresses[0][:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     path = control_dir(data_dir) / f"{os.getpid()}.json"
@@ -134,6 +136,17 @@ async def start(injector: Injector, data_dir: Path, config: FaultsConfig,
         json.dump({"pid": os.getpid(), "url": url, "nodes": sorted(injector.targets)}, f)
     os.replace(path.with_suffix(".tmp"), path)
     return runner, url
+
+
+def prune(data_dir: Path) -> None:
+    """Remove the records of host processes that are gone (killed ones leave theirs)."""
+    for path in control_dir(data_dir).glob("*.json"):
+        try:
+            os.kill(int(path.stem), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except (ValueError, PermissionError):
+            continue
 
 
 async def stop(runner: web.AppRunner, data_dir: Path) -> None:
