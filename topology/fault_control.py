@@ -5,7 +5,11 @@ control API (``topology.control``) of each host process recorded in ``cluster.js
 the token in ``<data>/control/token``. A spec is a ``resolver.faults.fault_from`` object,
 or ``{"kind": "kill"|"restart", "node": N}``:
 
-- ``kill``: SIGKILL to the host process running N (every node of that process goes with it).
+A fault is set in every host process running N (``--recursive-processes`` runs the recursive
+node in several); a partition also in those running its peer.
+
+- ``kill``: SIGKILL to the host process running N (every node of that process goes with it;
+  of several, the first).
   ``idsim up``'s supervisor then follows its ``--on-exit``: ``restart`` starts it again after
   its back-off, ``keep`` leaves it down, ``stop`` stops the whole network.
 - ``restart``: SIGTERM to that process (a clean stop) and wait (``[faults] restart_wait``) until
@@ -57,10 +61,11 @@ def hosts(data_dir: Path) -> list[dict]:
     return out
 
 
-def _host_of(data_dir: Path, node: str) -> dict:
-    for host in hosts(data_dir):
-        if node in host["nodes"]:
-            return host
+def _hosts_of(data_dir: Path, node: str) -> list[dict]:
+    """Every host process running ``node`` (several: ``--recursive-processes``)."""
+    found = [host for host in hosts(data_dir) if node in host["nodes"]]
+    if found:
+        return found
     names = sorted(n for h in hosts(data_dir) for n in h["nodes"])
     raise FaultControlError(f"no node {node!r} in the cluster from {data_dir}: nodes are "
                             f"{', '.join(names)}")
@@ -100,13 +105,11 @@ def apply(data_dir: Path, spec: dict, config: Config | None = None) -> dict:
         fault_from(spec, 0.0)  # the user's mistakes before any process is asked
     except FaultError as exc:
         raise FaultControlError(str(exc)) from None
-    targets = [_host_of(data_dir, node)]
-    if kind == "partition":
-        other = _host_of(data_dir, spec["peer"])
-        if other["pid"] != targets[0]["pid"]:
-            targets.append(other)  # each side refuses the other's calls
+    targets = {h["pid"]: h for h in _hosts_of(data_dir, node)}
+    if kind == "partition":  # each side refuses the other's calls
+        targets.update({h["pid"]: h for h in _hosts_of(data_dir, spec["peer"])})
     result = {}
-    for host in targets:
+    for host in targets.values():
         result = _call(data_dir, host, "POST", "/faults", spec, config)
     return result
 
@@ -115,7 +118,7 @@ def clear(data_dir: Path, node: str | None = None, config: Config | None = None)
     """Clear every fault (of ``node`` and partitions touching it) in every host process."""
     data_dir = Path(data_dir)
     if node is not None:
-        _host_of(data_dir, node)  # an unknown node is a mistake, not "nothing to clear"
+        _hosts_of(data_dir, node)  # an unknown node is a mistake, not "nothing to clear"
     query = "" if node is None else "?" + urllib.parse.urlencode({"node": node})
     gone: dict[tuple, dict] = {}
     for host in hosts(data_dir):
@@ -137,7 +140,7 @@ def active(data_dir: Path, config: Config | None = None) -> list[dict]:
 
 
 def _signal(data_dir: Path, kind: str, node: str, config: Config) -> dict:
-    host = _host_of(data_dir, node)
+    host = _hosts_of(data_dir, node)[0]  # of several (--recursive-processes): the first
     try:
         os.kill(host["pid"], SIGNALS[kind])
     except ProcessLookupError:
@@ -148,7 +151,7 @@ def _signal(data_dir: Path, kind: str, node: str, config: Config) -> dict:
     deadline = time.monotonic() + config.faults.restart_wait
     while time.monotonic() < deadline:  # bounded poll of other processes' files
         try:
-            new = _host_of(data_dir, node)
+            new = _hosts_of(data_dir, node)[0]
             if new["pid"] != host["pid"] and new["url"] is not None:
                 _call(data_dir, new, "GET", "/faults", None, config)
                 return {**done, "newPid": new["pid"]}
