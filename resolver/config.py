@@ -179,10 +179,21 @@ class WanConfig:
                                           # delays, replacing propagation for those pairs
 
 
+@dataclass(frozen=True, slots=True)
+class FaultsConfig:
+    """Faults set while the network runs (``resolver.faults``, ``topology.control``)."""
+    control_port: int = 0                 # each host's control API port on 127.0.0.1 (0: any
+                                          # free one, recorded in <data>/control/<pid>.json)
+    control_timeout: float = 5.0          # s for one request of idsim fault to a control API
+    seed: int = 0                         # seed of the RNG choosing which requests fail (errors)
+    restart_wait: float = 60.0            # s idsim fault restart waits for the host to be back
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
                              "observe": ObserveConfig, "auth": AuthConfig,
-                             "metrics": MetricsConfig, "wan": WanConfig}
+                             "metrics": MetricsConfig, "wan": WanConfig,
+                             "faults": FaultsConfig}
 DEFAULT_SOURCE = "default"
 
 
@@ -208,6 +219,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     wan: WanConfig = field(default_factory=WanConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

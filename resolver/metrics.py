@@ -8,7 +8,9 @@ What is counted where:
 * caches: ``resolver.cache.TTLCache``'s own integer counters, read at scrape time;
 * upstream calls: ``UpstreamStats``, fed by ``RpcClient.observer`` and the recursive node's
   forwarded HTTP writes, per (peer, method);
-* records: the store's count, computed at scrape time.
+* records: the store's count, computed at scrape time;
+* faults: ``idsim_fault_active{node,kind}``, 0/1 per kind, read at scrape time from the
+  node's ``faults`` (``resolver.fault_inject.Injector``, absent outside host processes).
 A custom collector (``NodeCollector``) turns these into metric families when Prometheus
 scrapes; the names and labels are the project's contract (see the preamble / README
 "Metrics") and must not change.
@@ -49,6 +51,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
                                     HistogramMetricFamily)
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+
+from resolver.faults import KINDS  # w3: idsim_fault_active
 
 __all__ = ["OPS", "BUCKETS", "OpStats", "RequestStats", "UpstreamStats", "NodeMetrics",
            "NodeCollector", "version"]
@@ -225,6 +229,7 @@ class NodeCollector:
         if store is not None:
             records.add_metric([node], store.count())
         yield records
+        yield fault_family(m.node)  # w3: faults set while running
         build = GaugeMetricFamily("idsim_build_info", "idsim version; always 1",
                                   labels=["version"])
         build.add_metric([m.version], 1)
@@ -257,6 +262,19 @@ class NodeCollector:
                 _histogram(dur, [node, peer, method, process], buckets, total)
                 fail.add_metric([node, peer, method, process], failures)
         return [dur, fail]
+
+
+def fault_family(node) -> GaugeMetricFamily:
+    """``idsim_fault_active{node,kind}``: 1 while a fault of that kind is set on the node
+    (``resolver.fault_inject``; every kind is listed, 0 when inactive)."""
+    family = GaugeMetricFamily("idsim_fault_active", "1 while a fault of this kind is set on "
+                               "the node (idsim fault)", labels=["node", "kind"])
+    faults = getattr(node, "faults", None)
+    if faults is not None:
+        active = faults.faults_of(node.name)
+        for kind in KINDS:
+            family.add_metric([node.name, kind], 1 if kind in active else 0)
+    return family
 
 
 class NodeMetrics:

@@ -9,7 +9,8 @@ which rates are over; None on the first), ``totals`` (``observe.totals``) and ``
 per node in the order given: name, role, city, industry, title, url, up (answered HTTP),
 ready (/readyz 200), reason (why not), metrics (whether /metrics answered), rate, p99,
 hitRatio, records, identifiers and resolutionRate (a secondary's lookups/s, RPC included:
-from the top-level node's reports).
+from the top-level node's reports), faults (kinds of its active faults, from its last
+answered /metrics: ``idsim_fault_active``).
 
 Invariants: every timeout comes from ``config.observe``; time from the injected clock; a node
 that does not answer is shown down, never an error. Several nodes in one host process share
@@ -20,6 +21,7 @@ asks every node again.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 
 import aiohttp
@@ -29,6 +31,20 @@ from resolver.clock import Clock
 from resolver.config import Config
 from resolver.net import client_session
 from resolver.roles import Role
+
+
+_FAULT = re.compile(r'^idsim_fault_active\{([^}]*)\} 1(?:\.0)?$', re.M)
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def faults_in(text: str) -> dict[str, list[str]]:
+    """Node -> the kinds of its active faults, from a /metrics exposition (w3)."""
+    out: dict[str, list[str]] = {}
+    for labels in _FAULT.findall(text):
+        found = dict(_LABEL.findall(labels))
+        if "node" in found and "kind" in found:
+            out.setdefault(found["node"], []).append(found["kind"])
+    return out
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,7 @@ class Watcher:
         self._stats_at = 0.0
         self._at: float | None = None
         self._covers: dict[str, frozenset[str]] = {}  # /metrics URL -> nodes it showed
+        self._faults: dict[str, list[str]] = {}  # node -> active fault kinds (last scrape)
 
     async def _get(self, http, url: str) -> tuple[int | None, bytes]:
         try:
@@ -101,11 +118,15 @@ class Watcher:
         status, body = await self._get(http, f"{url}/metrics")
         if status != 200:
             return None
+        text = body.decode("utf-8", "replace")
         try:
             # in a thread: the event loop keeps serving between the GIL's switches
-            found = await asyncio.to_thread(observe.parse, body.decode("utf-8", "replace"))
+            found = await asyncio.to_thread(observe.parse, text)
         except ValueError:
             return None
+        for name in found:
+            self._faults[name] = []
+        self._faults.update(faults_in(text))
         self._covers[url] = frozenset(found)
         return found
 
@@ -149,7 +170,8 @@ class Watcher:
                         "title": n.title, "url": n.url, "up": up, "ready": ready,
                         "reason": reason, "metrics": n.name in samples, **seen.doc(),
                         "identifiers": rows.get(n.name, {}).get("identifiers"),
-                        "resolutionRate": lookups.get(n.name)})
+                        "resolutionRate": lookups.get(n.name),
+                        "faults": self._faults.get(n.name, [])})  # w3: idsim fault
         totals = observe.totals(self._stats, stats, now - self._stats_at)
         doc = {"at": now, "interval": dt, "totals": totals, "nodes": out,
                "statsAnswered": stats is not None}

@@ -93,7 +93,7 @@ def test_a_plan_parses_with_every_kind():
         {"kind": "refuse", "node": "88.101"},
         {"kind": "slow", "node": "88.201", "delay": 0.2, "jitter": 0.0},
         {"kind": "errors", "node": "88.201", "rate": 0.1},
-        {"kind": "partition", "a": "88.118", "b": "top"},
+        {"kind": "partition", "node": "88.118", "peer": "top"},
         {"kind": "kill", "node": "88.101"},
         {"kind": "restart", "node": "88.118"},
     ]
@@ -235,7 +235,7 @@ async def test_clearing_one_of_two_faults_on_a_node_puts_the_other_back():
     slow = {"kind": "slow", "node": "88.201", "delay": 0.1, "jitter": 0.0}
     assert applier.calls == [
         (0, "apply", slow),
-        (10, "apply", {"kind": "partition", "a": "88.118", "b": "88.201"}),
+        (10, "apply", {"kind": "partition", "node": "88.118", "peer": "88.201"}),
         (15, "clear", "88.118"), (15, "clear", "88.201"), (15, "apply", slow),
         (20, "apply", {"kind": "kill", "node": "88.118"}),
         (25, "apply", {"kind": "restart", "node": "88.118"}),  # a kill's end restarts the node

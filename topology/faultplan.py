@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from resolver.clock import Clock
+from resolver.faults import parse_duration
 
 KINDS = ("down", "refuse", "slow", "errors", "partition", "kill", "restart")
 LASTING = ("down", "refuse", "slow", "errors", "partition")  # these need ``for``
@@ -39,7 +40,6 @@ KEYS = {"at", "for", "kind", "node", "a", "b", "delay", "jitter", "rate"}
 FIELDS = {"down": {"node"}, "refuse": {"node"}, "slow": {"node", "delay", "jitter"},
           "errors": {"node", "rate"}, "partition": {"a", "b"}, "kill": {"node"},
           "restart": {"node"}}
-UNITS = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
 
 
 class PlanError(ValueError):
@@ -52,28 +52,8 @@ class Applier(Protocol):
 
 
 def parse_seconds(value: Any) -> float:
-    """``"200ms"``, ``"30s"``, ``"2m"``, ``"1h"`` or a number of seconds (≥ 0, finite)."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        for unit, scale in UNITS:
-            if text.endswith(unit) and (unit != "s" or not text.endswith("ms")):
-                number = text[: -len(unit)]
-                break
-        else:
-            number, scale = text, 1.0
-        try:
-            seconds = float(number) * scale
-        except ValueError:
-            raise ValueError(f"not a duration: {value!r} (e.g. 30s, 200ms, 2m)") from None
-    else:
-        raise ValueError(f"not a duration: {value!r}")
-    if not 0 <= seconds < math.inf:
-        raise ValueError(f"not a duration: {value!r} (must be finite and not negative)")
-    return seconds
+    """A duration in seconds, as ``resolver.faults.parse_duration`` reads it (ValueError)."""
+    return parse_duration(value)
 
 
 @dataclass(frozen=True)
@@ -111,10 +91,11 @@ class Fault:
         return f"{self.kind} {self.node}{extra.get(self.kind, '')}"
 
     def spec(self) -> dict:
-        """What the applier is given: ``{"kind", "node"}`` plus the kind's own fields
-        (seconds for delay and jitter; partition: ``a`` and ``b``)."""
+        """What the applier is given (``topology.fault_control.apply``): ``{"kind", "node"}``
+        plus the kind's own fields (seconds for delay and jitter; partition: ``node`` is ``a``
+        and ``peer`` is ``b``)."""
         if self.kind == "partition":
-            return {"kind": "partition", "a": self.a, "b": self.b}
+            return {"kind": "partition", "node": self.a, "peer": self.b}
         spec: dict = {"kind": self.kind, "node": self.node}
         if self.kind == "slow":
             spec.update(delay=self.delay, jitter=self.jitter)

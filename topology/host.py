@@ -6,7 +6,8 @@ prints JSON event lines on stdout for its launcher (``seeded``, ``ready``, ``err
 serves until SIGINT/SIGTERM. Logs (``topology.logs``: start, ready, stop, warnings and
 errors, one timestamped line each) go to stderr, which the launcher points at
 ``<data>/logs/host-<i>.log``; with ``--access-log FILE`` every request is a JSON line there
-(``resolver.access_log``). A prefix one of its nodes allocates through the admin API gets its
+(``resolver.access_log``). Its nodes' faults (``resolver.fault_inject``) are set through its
+control API (``topology.control``, loopback, token-authenticated). A prefix one of its nodes allocates through the admin API gets its
 login added to ``<data>/logins.json`` (``topology.logins``).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -26,8 +28,12 @@ from pathlib import Path
 from resolver import config as configuration
 from resolver import server
 from resolver.access_log import access_logs
+from resolver.clock import SYSTEM
+from resolver.fault_inject import Injector
+from resolver.faults import FaultState
 from resolver.roles import Role
-from resolver.store.base import store_kind  # --store lmdb|memory|redis-cluster:// (s4)
+from resolver.store.base import store_kind  # --store lmdb|memory|redis-cluster://
+from topology import control
 from topology import logins as logins_file
 from topology import logs
 from topology.tomlio import load
@@ -56,6 +62,7 @@ async def worker_main(args, config: configuration.Config) -> None:
     logins = json.loads((data_dir / "logins.json").read_text())
     if args.recursive_port:
         topo = replace(topo, recursive=replace(topo.recursive, http_port=args.recursive_port))
+    injector = Injector(FaultState(SYSTEM, random.Random(config.faults.seed)), SYSTEM)
     log.info("starting pid %d: store %s, config %s%s", os.getpid(), args.store,
              args.config or "defaults",
              f", access log {args.access_log}" if args.access_log else "")
@@ -64,14 +71,16 @@ async def worker_main(args, config: configuration.Config) -> None:
                                 progress=lambda code, n: emit("seeded", node=code, count=n),
                                 reuse_port=args.reuse_port,
                                 access_log=args.access_log and access_logs(args.access_log,
-                                                                           config.http))
+                                                                           config.http),
+                                faults=injector)
+    controls, control_url = await control.start(injector, data_dir, config.faults)  # idsim fault
     for name, node in running.nodes.items():
         if node.role == Role.SECONDARY:
             node.allocated = logins_file.recorder(data_dir, name,
                                                   topo.secondary(name).address.http_url)
     for name, runner in zip(running.nodes, running.runners):
         log.info("ready: serving http://%s:%d", *runner.addresses[0][:2], extra={"node": name})
-    emit("ready", nodes=args.nodes)
+    emit("ready", nodes=args.nodes, control=control_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -81,6 +90,7 @@ async def worker_main(args, config: configuration.Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping, sig)
     await stop.wait()
+    await control.stop(controls, data_dir)
     await running.close()
     log.info("stopped")
 

@@ -90,6 +90,21 @@ def notes(snap: dict) -> list[str]:
     return out
 
 
+def active_faults(data: Path) -> list[dict] | None:
+    """The cluster's active faults (``idsim fault``), None when its control APIs don't say."""
+    from topology import fault_control
+    try:
+        return fault_control.active(data)
+    except fault_control.FaultControlError:
+        return None
+
+
+def fault_notes(faults: list[dict] | None) -> list[str]:
+    """One line of active faults (w3), or none."""
+    from topology.cli_fault import describe
+    return [f"  faults: {'; '.join(map(describe, faults))}"] if faults else []
+
+
 def run_status(args) -> int:
     state = read_state(args.data)
     if state is None:
@@ -101,7 +116,9 @@ def run_status(args) -> int:
     nodes = nodes_of(state)
 
     async def snap() -> dict:
-        return await watcher.snapshot(state["topUrl"], nodes)
+        doc = await watcher.snapshot(state["topUrl"], nodes)
+        doc["faultNotes"] = fault_notes(await asyncio.to_thread(active_faults, Path(args.data)))
+        return doc
 
     from rich.console import Console
     terminal = sys.stdout.isatty()
@@ -125,11 +142,12 @@ def run_status(args) -> int:
                       if k in ("up", "ready", "reason", "metrics", "rate", "p99", "hitRatio",
                                "records", "identifiers")})
         state["totals"] = snapshot["totals"]
+        state["faults"] = active_faults(Path(args.data))  # w3: idsim fault
         print(json.dumps(state, indent=2))
     else:
         console.print(headline(state, snapshot), markup=False, highlight=False)
         console.print(table(snapshot, None, console.width))
-        for line in notes(snapshot):
+        for line in notes(snapshot) + fault_notes(active_faults(Path(args.data))):
             console.print(line, markup=False, highlight=False)
         recs = state.get("recursiveUrls") or {"recursive": state["recursiveUrl"]}
         console.print(f"recursive node{'s' if len(recs) > 1 else ''} "
@@ -149,7 +167,7 @@ async def watch(snap, state: dict, console, interval: float, terminal: bool) -> 
         from rich.text import Text
         stamp = time.strftime("%H:%M:%S")
         return Group(Text(f"{headline(state, s)}  [{stamp}]"), table(s, None, console.width),
-                     *(Text(line) for line in notes(s)))
+                     *(Text(line) for line in notes(s) + s.get("faultNotes", [])))
     first = await snap()
     if terminal:
         from rich.live import Live

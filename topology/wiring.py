@@ -139,7 +139,8 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                       reuse_port: bool = False, standalone: bool = False,
                       case_sensitive: bool = False,
                       progress: Callable[[str, int], None] | None = None,
-                      access_log: Callable[[str], object] | None = None) -> Running:
+                      access_log: Callable[[str], object] | None = None,
+                      faults=None) -> Running:
     """Start the named nodes of ``topo``. ``logins`` holds every secret (``cluster.make_logins``),
     the nodes' RPC keys too: every RPC server and client of a node proves it is that node.
 
@@ -148,6 +149,7 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     register with or report to, and no RPC port (``idsim node``). ``case_sensitive``: keys
     keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
     ``access_log``: node name -> its ``resolver.access_log.AccessLog`` (None: no access log).
+    ``faults``: a ``resolver.fault_inject.Injector`` every node is attached to (None: none).
     """
     running = Running()
     tls = pki.node_tls(data_dir) if topo.uses_tls else None  # https addresses: <data>/pki
@@ -173,6 +175,9 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                 rpc = RpcServer(node.rpc_handlers(), config.rpc, clock=clock,
                                 trust=Trust(node.name, keyring))
                 running.rpc_servers.append(await rpc.start(addr.host, addr.rpc_port))
+            if faults is not None:  # w3: faults set while running (resolver.fault_inject)
+                faults.attach(name, node, api, running.runners[-1],
+                              None if shared or standalone else running.rpc_servers[-1])
         if not standalone:
             await _join_network(running, topo, config, keyring, clock)
         readiness.attach(running, topo, config, clock, standalone=standalone,  # /readyz

@@ -163,7 +163,8 @@ function render(d) {
     f("hit").textContent = fmtPct(n.hitRatio);
     f("ids").textContent = fmtInt(n.identifiers != null ? n.identifiers : n.records);
     if (f("res")) f("res").textContent = fmtRate(n.resolutionRate);
-    tl.querySelector(".why").textContent = n.ready ? "" : (n.reason || "no answer");
+    tl.querySelector(".why").textContent = ((n.faults || []).length ? `fault: ${n.faults.join(", ")} ` : "") +  // idsim fault
+      (n.ready ? "" : (n.reason || "no answer"));
   }
   for (const [city, m] of cityMarks) {
     const states = m.nodes.map(n => stateOf(nodes.find(x => x.name === n.name) || n));
