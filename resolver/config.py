@@ -102,6 +102,7 @@ class BatchConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     lmdb_map_size_gib: float = 64.0       # address space reserved per LMDB store (not disk)
+    import_transaction: int = 250_000     # identifiers per transaction of `idsim import`
 
 
 @dataclass(frozen=True, slots=True)

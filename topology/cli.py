@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_client_commands(sub)
     add_load_command(sub)
     add_config_command(sub)
+    __import__("topology.cli_import").cli_import.add_import_command(sub)  # idsim import
     return p
 
 
