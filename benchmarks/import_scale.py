@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""100 million stored identifiers on one secondary node: ``python benchmarks/import_scale.py
+[--sizes 1000000,100000000] [--seconds 10] [--rounds 3] [--build-only]``.
+
+1. Builds (or reuses) one store per size with ``idsim import``'s own code
+   (``topology.importer.import_generated``: synthetic ``88.118.8/AXLE160100000``… records,
+   sorted appends, durable transactions) under ``benchmarks/.cache/import-<N>/88.118``
+   (git-ignored; delete it to free the disk). The build's rate is the import rate (ids/s)
+   of a fresh run; a cached store reports the rate measured when it was built.
+2. Imports 200,000 records from a JSON Lines file (every record parsed and validated as the
+   HTTP API does) into a fresh store: the file import rate, against the generated rate.
+3. Starts ``idsim node`` on each store in turn and, in interleaved rounds, runs wrk picking
+   uniformly over the whole key range (``import_resolve.lua``): requests/s and the node's
+   CPU per request (``cpu_per_request``'s method), each set against the smallest store in the
+   same round; then the node's RssAnon and the store's disk bytes per identifier.
+Prints one JSON document and writes it to ``benchmarks/results/import_scale.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import hashlib
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+from benchmarks import procs, wrk  # noqa: E402
+from benchmarks.procs import log  # noqa: E402
+from resolver.config import Config  # noqa: E402
+from resolver.store.lmdb import LmdbStore  # noqa: E402
+from topology import importer  # noqa: E402
+
+CACHE = HERE / ".cache"
+NODE, PREFIX = "88.118", "88.118.8"
+LUA = str(HERE / "import_resolve.lua")
+
+
+def fingerprint(config: Config) -> str:
+    """Changes with the key or record encoding (then cached stores are rebuilt)."""
+    key, rec = importer.local_encoder(importer.Checker(NODE, config, 0), PREFIX)(0)
+    return hashlib.sha1(key + b"|" + rec).hexdigest()[:16]
+
+
+def build(size: int, config: Config) -> dict:
+    d = CACHE / f"import-{size}"
+    marker = d / "built.json"
+    checker = importer.Checker(NODE, config, int(time.time()))
+    fp = fingerprint(config)
+    if marker.exists():
+        info = json.loads(marker.read_text())
+        if info.get("fingerprint") == fp:
+            log(f"  store of {size:,}: cached in {d}")
+            return {**info, "cached": True}
+    store_dir = d / NODE
+    store = LmdbStore(str(store_dir), map_size_gib=config.store.lmdb_map_size_gib)
+    log(f"  importing {size:,} identifiers into {store_dir} (resumes a partial build)")
+    t0 = time.monotonic()
+    last = [t0]
+
+    def advance(done: int, written: int) -> None:
+        if time.monotonic() - last[0] > 30 or done == size:
+            last[0] = time.monotonic()
+            log(f"    {done:,} / {size:,} ({written / (last[0] - t0):,.0f} ids/s)")
+    try:
+        summary = importer.import_generated(store, PREFIX, size,
+                                            importer.local_encoder(checker, PREFIX),
+                                            transaction=config.store.import_transaction,
+                                            advance=advance)
+    finally:
+        asyncio.run(store.close())
+    seconds = time.monotonic() - t0
+    info = {"size": size, "fingerprint": fp, "dir": str(d), "written": summary.written,
+            "build_seconds": seconds, "ids_per_s": summary.written / seconds,
+            "resumed_at": summary.resumed_at,
+            "disk_bytes": (store_dir / "data.mdb").stat().st_blocks * 512,
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    marker.write_text(json.dumps(info))
+    log(f"  built {size:,} in {seconds:.0f} s: {info['ids_per_s']:,.0f} ids/s")
+    return {**info, "cached": False}
+
+
+def file_rate(config: Config, n: int = 200_000) -> dict:
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        path = Path(tmp) / "ids.jsonl"
+        with open(path, "w") as f:
+            for i in range(n):
+                f.write(json.dumps({"handle": f"{PREFIX}/{importer.local_suffix(i)}",
+                                    "values": importer.local_values(PREFIX, i)}) + "\n")
+        store = LmdbStore(str(Path(tmp) / NODE), map_size_gib=4)
+        checker = importer.Checker(NODE, config, int(time.time()))
+        t0 = time.monotonic()
+        s = importer.import_file(store, path, "jsonl", checker,
+                                 transaction=config.store.import_transaction)
+        took = time.monotonic() - t0
+        asyncio.run(store.close())
+    return {"records": s.written, "seconds": took, "ids_per_s": s.written / took}
+
+
+def start_node(d: Path) -> tuple[subprocess.Popen, str]:
+    port = procs.free_port()
+    node = procs.spawn([sys.executable, "-m", "topology.cli", "node", "--code", NODE,
+                        "--enterprise", PREFIX, "--demo", "0", "--port", str(port),
+                        "--data", str(d)], stdout=subprocess.DEVNULL, cwd=HERE.parent)
+    procs.wait_port(port, timeout=120, proc=node)
+    return node, f"http://127.0.0.1:{port}"
+
+
+def resolve_round(node: subprocess.Popen, url: str, size: int, seconds: float) -> dict:
+    proc = psutil.Process(node.pid)
+    before = sum(proc.cpu_times()[:2])
+    res = wrk.run(url, seconds, script=LUA, env={"IDSIM_PREFIX": PREFIX,
+                                                  "IDSIM_COUNT": str(size)},
+                  threads=1, connections=32)
+    spent = sum(proc.cpu_times()[:2]) - before
+    if res.non2xx or any(res.socket_errors.values()):
+        raise RuntimeError(f"{size}: {res.non2xx} error answers, {res.socket_errors}")
+    return {"rps": res.requests / seconds, "cpu_us": spent / max(1, res.requests) * 1e6,
+            "p99_ms": res.latency_ms.get("99", None) if hasattr(res, "latency_ms") else None}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000000,100000000")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--build-only", action="store_true")
+    args = ap.parse_args()
+    procs.install_handlers()
+    config = Config()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    CACHE.mkdir(exist_ok=True)
+    builds = {size: build(size, config) for size in sizes}
+    if args.build_only:
+        print(json.dumps(builds, indent=2))
+        return 0
+    out: dict = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "builds": builds, "file_import": file_rate(config)}
+    if wrk.binary() is None:
+        from benchmarks.tools import ensure
+        ensure("wrk", ["wrk"])
+    nodes = {}
+    try:
+        for size in sizes:
+            nodes[size] = start_node(Path(builds[size]["dir"]))
+            resolve_round(*nodes[size], size, 2)  # warm-up
+        rounds: dict[int, list[dict]] = {s: [] for s in sizes}
+        for r in range(args.rounds):
+            for size in (sizes if r % 2 == 0 else sizes[::-1]):
+                rounds[size].append(resolve_round(*nodes[size], size, args.seconds))
+                log(f"  round {r + 1}, {size:,}: {rounds[size][-1]}")
+        small = sizes[0]
+        out["resolve"] = {str(s): {
+            "rps": statistics.median(x["rps"] for x in rounds[s]),
+            "cpu_us": statistics.median(x["cpu_us"] for x in rounds[s]),
+            "rps_ratio": statistics.median(a["rps"] / b["rps"]
+                                           for a, b in zip(rounds[s], rounds[small])),
+            "cpu_ratio": statistics.median(a["cpu_us"] / b["cpu_us"]
+                                           for a, b in zip(rounds[s], rounds[small])),
+            "rss_anon_kib": procs.rss_anon_kib(nodes[s][0].pid),
+            "disk_bytes_per_id": (Path(builds[s]["dir"]) / NODE / "data.mdb").stat().st_blocks
+            * 512 / s} for s in sizes}
+    finally:
+        for node, _ in nodes.values():
+            procs.stop(node)
+    out["load_average"] = os.getloadavg()
+    print(json.dumps(out, indent=2))
+    (HERE / "results" / "import_scale.json").write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
