@@ -221,6 +221,8 @@ def via_http(args, config, node: str) -> int:
             batch.append(row)
             if len(batch) >= config.batch.max_register:
                 send()
+            if args.strict and bad:
+                return 1
         if batch:
             send()
     print(f"imported {written:,} identifiers through {args.via}; {bad:,} refused")

@@ -227,6 +227,7 @@ def import_file(store: LmdbStore, path: Path, fmt: str, checker: Checker, *,
     offset, line = state.get("offset", 0), state.get("line", 0)
     summary = Summary(resumed_at=line)
     chunk: list[tuple[bytes, bytes]] = []
+    advance(offset, 0)
 
     def commit(end: int, last: int) -> None:
         ckpt = json.dumps({"size": size, "offset": end, "line": last}).encode()
@@ -268,6 +269,7 @@ def import_generated(store: LmdbStore, prefix: str, count: int,
     saved = store.checkpoint(name)
     start = json.loads(saved)["next"] if saved else 0
     summary = Summary(resumed_at=start)
+    advance(start, 0)
     for lo in range(start, count, transaction):
         hi = min(count, lo + transaction)
         summary.new += store.bulk_write([make(i) for i in range(lo, hi)],
