@@ -278,13 +278,14 @@ def main() -> int:
     try:
         for size in sizes:
             nodes[size] = start_node(Path(builds[size]["dir"]))
-            resolve_round(*nodes[size], size, 2)  # warm-up
         if args.preload:
             from benchmarks.stores import preload
-            for size in sizes:
+            for size in reversed(sizes):  # the largest first: it must not evict the others
                 log(f"  preloaded {size:,} in "
                     f"{preload(Path(builds[size]['dir']) / NODE):.0f} s")
         out["preload"] = args.preload
+        for size in sizes:
+            resolve_round(*nodes[size], size, 2)  # warm-up
         rounds: dict[int, list[dict]] = {s: [] for s in sizes}
         for r in range(args.rounds):
             for size in (sizes if r % 2 == 0 else sizes[::-1]):
