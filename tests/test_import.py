@@ -235,3 +235,13 @@ def test_import_through_a_running_node_over_http(running, tmp_path, capsys):
         assert f"line {n}:" in out
     assert get(url, "/api/handles/88.118.8/OK2")["values"][0]["data"]["value"] == "u"
     assert get(url, "/api/stats")["identifiers"] == before + 2
+
+
+def test_a_cluster_running_from_data_refuses_a_direct_import(tmp_path, capsys):
+    import psutil
+    me = psutil.Process()
+    (tmp_path / "cluster.json").write_text(json.dumps(
+        {"launcher": me.pid, "launcherStarted": me.create_time(), "pids": []}))
+    assert main(["import", "--generate", "10", "--data", str(tmp_path)]) == 2
+    assert "a cluster is running from" in capsys.readouterr().err
+    assert not (tmp_path / "88.118").exists()
