@@ -232,9 +232,9 @@ def markdown(out: dict) -> str:
          f"{int(small):,} store: {s_['disk_bytes_per_id']:.0f} B",
          f"{l_['disk_bytes_per_id'] / s_['disk_bytes_per_id']:.2f}×", "", ""),
     ]
-    for size in sizes[1:]:
+    for at, size in enumerate(sizes[1:], start=3):
         x = out["resolve"][size]
-        rows[3:3] = [
+        rows[at:at] = [
             (f"resolve at one node, {int(size):,} identifiers",
              f"{x['rps']:,.0f} req/s (p99 {x['p99_ms']:.1f} ms), {x['cpu_us']:.0f} µs CPU/req; "
              f"page faults per request {x.get('minor_faults_per_req', 0):.2f} minor, "
@@ -255,7 +255,10 @@ def markdown(out: dict) -> str:
              "| figure | value | reference | ratio | target | result |",
              "| --- | ---: | --- | ---: | --- | --- |"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    lines += ["", "Stores are cached in `benchmarks/.cache/import-<N>/` (git-ignored; the "
+    lines += ["", "Page faults show where a resolve's time goes: a major fault reads a page of "
+              "the store from disk (not in the page cache), a minor fault maps a cached page "
+              "into the node's memory map the first time the node touches it.", "",
+              "Stores are cached in `benchmarks/.cache/import-<N>/` (git-ignored; the "
               "100M store is ~20 GB: delete it when done).", MARK_END]
     return "\n".join(lines)
 
