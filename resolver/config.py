@@ -102,9 +102,10 @@ class BatchConfig:
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
     lmdb_map_size_gib: float = 64.0       # address space reserved per LMDB store (not disk)
-    # redis-cluster:// stores (s4, issue 12 part 4)
+    # redis-cluster:// stores
     redis_connections: int = 64           # commands in flight per store (redis-py's async
                                           # cluster pool fails, not queues, past its size)
+    import_transaction: int = 250_000     # identifiers per transaction of `idsim import`
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from resolver.store.base import store_kind  # --store lmdb|memory|redis-cluster:
 from topology.cli_client import DEFAULT_DATA, UserError, add_client_commands
 from topology.cli_config import add_config_args, add_config_command, effective_config
 from topology.cli_host import add_host_command  # nodes on several hosts
+from topology.cli_import import add_import_command
 from topology.cli_fault import add_fault_command
 from topology.cli_load import DEFAULT_PORT, add_load_command
 from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_command(sub)
     add_host_command(sub)
     add_fault_command(sub)
+    add_import_command(sub)
     return p
 
 
