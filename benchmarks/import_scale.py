@@ -35,7 +35,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from benchmarks import procs, wrk  # noqa: E402
+from benchmarks import procs, readme_sections, wrk  # noqa: E402
 from benchmarks.procs import log  # noqa: E402
 from resolver.config import Config  # noqa: E402
 from resolver.store.lmdb import LmdbStore  # noqa: E402
@@ -187,7 +187,6 @@ def resolve_round(node: subprocess.Popen, url: str, size: int, seconds: float) -
             "major_faults_per_req": (major - major0) / max(1, res.requests)}
 
 
-MARK_BEGIN, MARK_END = "<!-- import_scale: begin -->", "<!-- import_scale: end -->"
 
 
 def _verdict(ok: bool) -> str:
@@ -245,7 +244,7 @@ def markdown(out: dict) -> str:
              f"{x['rps_ratio']:.2f}× req/s, {x['cpu_ratio']:.2f}× CPU/req", "≥ 0.8×",
              _verdict(x["rps_ratio"] >= 0.8))]
     share = l_.get("page_cache_share")
-    lines = [MARK_BEGIN, "## 100 million stored identifiers (`benchmarks/import_scale.py`)", "",
+    lines = ["## 100 million stored identifiers (`benchmarks/import_scale.py`)", "",
              f"{out['when']}, `python benchmarks/import_scale.py --sizes {','.join(sizes)}"
              f"{' --preload' if out.get('preload') else ''}`; load average at the end "
              f"{', '.join(f'{x:.1f}' for x in out['load_average'])} (2 shared cores: wall "
@@ -259,19 +258,8 @@ def markdown(out: dict) -> str:
               "the store from disk (not in the page cache), a minor fault maps a cached page "
               "into the node's memory map the first time the node touches it.", "",
               "Stores are cached in `benchmarks/.cache/import-<N>/` (git-ignored; the "
-              "100M store is ~20 GB: delete it when done).", MARK_END]
+              "100M store is ~20 GB: delete it when done)."]
     return "\n".join(lines)
-
-
-def write_readme(section: str, path: Path = HERE / "README.md") -> None:
-    """Replace this benchmark's section of the README (or append it)."""
-    text = path.read_text()
-    if MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + section + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text)
 
 
 def main() -> int:
@@ -341,7 +329,7 @@ def main() -> int:
     print(json.dumps(out, indent=2))
     (HERE / "results" / "import_scale.json").write_text(json.dumps(out, indent=2))
     if args.readme:
-        write_readme(markdown(out))
+        readme_sections.write("import_scale", markdown(out))
     return 0
 
 

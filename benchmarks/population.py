@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from benchmarks import procs, wrk  # noqa: E402
+from benchmarks import procs, readme_sections, wrk  # noqa: E402
 from benchmarks.cpu_per_request import REFERENCE_SERVER, cpu_us_per_request  # noqa: E402
 from resolver import records  # noqa: E402
 from resolver.auth import basic_header  # noqa: E402
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--count", type=int, default=10_000, help="stored identifiers (and the "
                    "number of distinct synthetic ones drawn)")
+    p.add_argument("--readme", action="store_true",
+                   help="write the figures into benchmarks/README.md (its marked section)")
     args = p.parse_args(argv)
     procs.install_handlers()
     tmp = Path(tempfile.mkdtemp(prefix="idsim-population-"))
@@ -134,6 +136,24 @@ def main(argv: list[str] | None = None) -> int:
         ratio = med["synthetic GET"] / med["stored GET"]
         procs.log(f"\nsynthetic / stored: {ratio:.3f}× (target ≤ 1.1×; population of "
                   f"{PREFIX}: {pop.count:,}, {args.count:,} stored)")
+        if args.readme:
+            rows = "\n".join(f"| {name} | {med[name]:.1f} | {med[name] / med['reference GET']:.2f}× |"
+                             for name in runs)
+            readme_sections.write("population", f"""\
+## Synthetic population (`benchmarks/population.py`)
+
+{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, `python benchmarks/population.py
+--seconds {args.seconds:g} --rounds {args.rounds}`: server CPU per resolve at secondary node
+{NODE} of `idsim up --preset mini --population full` (LMDB), medians of {args.rounds}
+interleaved rounds; synthetic identifiers of {PREFIX} (population {pop.count:,}) against
+{args.count:,} stored identifiers of the same records.
+
+| request | µs CPU | × bare aiohttp |
+| --- | ---: | ---: |
+{rows}
+
+**synthetic / stored: {ratio:.3f}×** (target ≤ 1.1×: {"PASS" if ratio <= 1.1 else "MISS"}).
+""")
     finally:
         procs.stop_all()
     return 0

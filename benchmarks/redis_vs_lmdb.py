@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import time
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
-from benchmarks import procs, wrk  # noqa: E402
+from benchmarks import procs, readme_sections, wrk  # noqa: E402
 from benchmarks.cpu_per_request import start_node  # noqa: E402
 from tests.redis_cluster import LocalRedisCluster  # noqa: E402
 
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=4)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--demo", type=int, default=10000, help="identifiers seeded in each node")
+    p.add_argument("--readme", action="store_true",
+                   help="write the figures into benchmarks/README.md (its marked section)")
     args = p.parse_args(argv)
     procs.install_handlers()
     tmp = Path(tempfile.mkdtemp(prefix="idsim-redis-"))
@@ -84,6 +87,24 @@ def main(argv: list[str] | None = None) -> int:
         procs.log(f"\nredis-cluster / lmdb: resolve rate {rc['rps'] / lm['rps']:.2f}×, "
                   f"node CPU per resolve {rc['node_us'] / lm['node_us']:.2f}×, "
                   f"node + redis CPU per resolve {both / lm['node_us']:.2f}×")
+        if args.readme:
+            rows = "\n".join(f"| {name} | {m['rps']:,.0f} | {m['node_us']:.1f} | {m['redis_us']:.1f} |"
+                             for name, m in med.items())
+            readme_sections.write("redis_vs_lmdb", f"""\
+## Redis Cluster store against LMDB (`benchmarks/redis_vs_lmdb.py`)
+
+{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}, `python benchmarks/redis_vs_lmdb.py
+--seconds {args.seconds:g} --rounds {args.rounds}`: one `idsim node` on each store
+({args.demo:,} identifiers), the Redis one on a local 3-master cluster (AOF, `appendfsync
+always`), wrk in interleaved rounds, medians.
+
+| store | resolves/s | node µs CPU per resolve | redis-servers µs CPU per resolve |
+| --- | ---: | ---: | ---: |
+{rows}
+
+**Redis Cluster / LMDB: resolve rate {rc['rps'] / lm['rps']:.2f}×, node CPU per resolve
+{rc['node_us'] / lm['node_us']:.2f}×, node + redis CPU {both / lm['node_us']:.2f}×.**
+""")
     finally:
         procs.stop_all()
     return 0

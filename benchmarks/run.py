@@ -43,7 +43,7 @@ if sys.path and Path(sys.path[0]).resolve() == HERE:
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import nginx, procs, report, stores, tools, wrk  # noqa: E402
+from benchmarks import nginx, procs, readme_sections, report, stores, tools, wrk  # noqa: E402
 from benchmarks.network import Network, free_preset  # noqa: E402
 from benchmarks.procs import log  # noqa: E402
 from resolver import auth  # noqa: E402
@@ -535,7 +535,7 @@ def write_outputs(res: dict, checks: list[report.Check], out: Outputs) -> None:
     report.plot_resolve(res["resolve"]["summary"], res["resolve"]["rounds"],
                         out.results / "resolve.png")
     report.plot_store(res["store_size"], out.results / "store_size.png")
-    out.readme.write_text(report.readme(res, checks))
+    out.readme.write_text(readme_sections.keep(report.readme(res, checks), out.readme))
 
 
 if __name__ == "__main__":

@@ -165,3 +165,20 @@ def test_every_target_judges_its_own_figure():
     for key, (good, bad) in cases.items():
         assert report.check(t[key], good).passed, key
         assert not report.check(t[key], bad).passed, key
+
+
+def test_a_benchmark_section_of_the_readme_survives_the_full_suite_rewriting_it(tmp_path):
+    """``run.py`` rewrites benchmarks/README.md; the sections single benchmarks wrote there
+    (``readme_sections.write``) are kept, and writing one again replaces only that one."""
+    from benchmarks import readme_sections
+    path = tmp_path / "README.md"
+    path.write_text("# Benchmarks\n\nold table\n")
+    readme_sections.write("population", "## Population\n\n1.06×", path)
+    readme_sections.write("redis_vs_lmdb", "## Redis\n\n0.64×", path)
+    readme_sections.write("population", "## Population\n\n1.02×", path)
+    text = path.read_text()
+    assert text.count("<!-- population: begin -->") == 1 and "1.02×" in text and "1.06×" not in text
+    rewritten = readme_sections.keep("# Benchmarks\n\nnew table\n", path)
+    assert rewritten.startswith("# Benchmarks\n\nnew table\n")
+    assert "old table" not in rewritten
+    assert "## Population\n\n1.02×" in rewritten and "## Redis\n\n0.64×" in rewritten
