@@ -127,22 +127,12 @@ _COMPANY_FORMS = (
 
 
 def _spread(rng: random.Random, total: int, bins: int, minimum: int, sigma: float) -> list[int]:
-    """*total* split over *bins*, each at least *minimum*, heavy-tailed (lognormal weights).
-
-    The amount above the minimum is shared in proportion to the weights, rounded by largest
-    remainder so the sum is exact.
-    """
-    if bins * minimum > total:
-        raise TopologyError(f"cannot give {bins} nodes at least {minimum} of {total} enterprises")
-    weights = [rng.lognormvariate(0.0, sigma) for _ in range(bins)]
-    extra = total - bins * minimum
-    wsum = sum(weights)
-    raw = [w / wsum * extra for w in weights]
-    counts = [int(r) for r in raw]
-    order = sorted(range(bins), key=lambda i: (counts[i] - raw[i], i))
-    for i in order[: extra - sum(counts)]:
-        counts[i] += 1
-    return [minimum + c for c in counts]
+    """*total* split over *bins*, each at least *minimum*, heavy-tailed (lognormal weights,
+    largest-remainder rounding: ``resolver.population.spread``)."""
+    try:
+        return population.spread(rng, total, bins, minimum, sigma)
+    except ValueError as exc:
+        raise TopologyError(str(exc)) from None
 
 
 def _enterprise_names(rng: random.Random, city: str, industry: str, k: int) -> list[str]:
