@@ -33,6 +33,7 @@ from topology.cli_host import add_host_command  # nodes on several hosts
 from topology.cli_import import add_import_command
 from topology.cli_fault import add_fault_command
 from topology.cli_load import DEFAULT_PORT, add_load_command
+from topology.cli_report import add_report_command  # idsim report RUN_A RUN_B (run records)
 from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
                               stop_recorded)
 from topology.presets import PRESETS, get_preset
@@ -183,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_host_command(sub)
     add_fault_command(sub)
     add_import_command(sub)
+    add_report_command(sub)
     return p
 
 

@@ -10,6 +10,11 @@ Locust run, printing each event as it happens; the summary adds each phase's req
 success rate, p50 and p99. The plan must end within ``--time``. With a plan the exit code says
 whether every fault was set and cleared (failed requests are then expected), not whether
 every request succeeded.
+
+Each run is recorded (``loadtest.records``: ``run.json`` with its inputs, ``results.json``,
+``plot.png``); ``--again RUN`` repeats one: its options and plan, against the cluster in
+``--data`` (started from the recorded topology and configuration when none runs), refused
+when the running cluster is another network than the recorded one.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from loadtest import records  # run records: run.json, results.json, --again
 from topology.cli_client import DEFAULT_DATA, UserError
 from topology.cluster import Cluster, last_port, read_state, running_pids
 
@@ -94,21 +100,38 @@ def read_faults(args):
         raise UserError(str(exc)) from None
 
 
+def replay_args(args) -> Path | None:
+    """``--again RUN``: the run's directory, its options and plan set on ``args``; None
+    without ``--again``. UserError when RUN is no run record."""
+    if not args.again:
+        return None
+    try:
+        run = records.find_run(args.again, args.data)
+        records.replay(args, run)
+    except records.RecordError as exc:
+        raise UserError(str(exc)) from None
+    return run
+
+
 def cmd_load(args) -> int:
     """Run a Locust scenario against the cluster in --data, starting one if none runs."""
     from loadtest import runner
     from topology.presets import get_preset
 
+    again = replay_args(args)  # --again RUN: the recorded options and plan (run records)
     plan, applier = read_faults(args)
     cluster = None
     if not running_pids(Path(args.data), print):
         port = args.port if args.port is not None else last_port(args.data) or DEFAULT_PORT
-        topo = get_preset(args.preset).with_ports(port)
+        topo = ((again and records.recorded_topology(again)) or get_preset(args.preset)
+                ).with_ports(port)
         if args.demo is not None:
             topo = replace(topo, identifiers_per_enterprise=args.demo)
         print(f"starting {topo.name} in {args.data} on port {port} for the load run…",
               flush=True)
         cluster = Cluster(topo, Path(args.data), store="lmdb")
+        if again and (conf := records.recorded_config(again)) is not None:
+            cluster.config = conf
         try:
             cluster.start()
         except RuntimeError as exc:
@@ -116,7 +139,16 @@ def cmd_load(args) -> int:
             raise UserError(f"could not start a cluster: {exc}") from None
     try:
         host = args.host or read_state(args.data)["recursiveUrl"]
+        if again:
+            try:
+                for warning in records.check_same_network(records.read_inputs(again), args.data):
+                    print(f"warning: {warning}", flush=True)
+            except records.RecordError as exc:
+                raise UserError(str(exc)) from None
+            print(f"replaying {again}", flush=True)
         out = runner.run_dir(args.data)
+        records.write_inputs(out, args.data, kind="load", options=records.options_of(args),
+                             faults=args.faults, host=host)
         print(f"running scenario {args.scenario!r} against {host} for {args.time:.0f} s "
               f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         kw = dict(seconds=args.time, users=args.users, spawn_rate=args.spawn_rate,
@@ -137,8 +169,11 @@ def cmd_load(args) -> int:
                 result = runner.run(args.scenario, host, args.data, on_progress=live, **kw)
         else:
             result = runner.run(args.scenario, host, args.data, **kw)
+        records.record_result(out, result)
         print(runner.table(result))
         print(f"Locust's CSV files and HTML report: {out} (report.html)")
+        print(f"run record: {out} (run.json, results.json, plot.png; "
+              f"idsim load --again {out}, idsim report)")
         if plan is not None:
             return 0 if all(d.error is None for d in result.faults) else 1
         return 0 if result.total.failures == 0 else 1
@@ -173,4 +208,7 @@ def add_load_command(sub) -> None:
     load.add_argument("--faults", metavar="PLAN",
                       help="a fault plan (TOML, e.g. plans/secondary-down.toml) to run alongside; "
                            "the summary gives each phase's success rate, p50 and p99")
+    load.add_argument("--again", metavar="RUN",
+                      help="repeat a recorded run (runs/<time>, in --data): its scenario, "
+                           "users, time, seed and fault plan, against the cluster in --data")
     load.set_defaults(func=cmd_load)
