@@ -7,8 +7,8 @@ keeps, in ``<data>/runs/<time>/`` next to Locust's CSV files and HTML report:
   options: scenario, time, users, spawn rate, processes, and whichever of seed, rate,
   rate shape and compress the command has), the topology (a copy, ``topology.toml``, and
   ``topology.digest``: a digest of the network without its addresses), the configuration
-  (a copy, ``config.toml``, and a digest of its values), the fault plan (a copy, ``faults.toml``), the
-  versions of idsim, Python and the libraries that shape the load, the git commit of the
+  (a copy, ``config.toml``, and a digest of its values), the fault plan (a copy,
+  ``faults.toml``), the versions of idsim, Python and the libraries that shape the load, the git commit of the
   source when it is a checkout (None otherwise), the command line and the start time;
 - ``results.json``: the summary table's rows and totals, Locust's failures, the per-phase
   rows and the fault events when a plan ran, the load generator's CPU;

@@ -33,6 +33,8 @@ def _options(parser) -> None:
     g.add_argument("--unknown-share", type=float, default=0.05,
                    help="share of resolves for identifiers that do not exist")
     g.add_argument("--batch-size", type=int, default=100, help="identifiers per batch registration")
+    g.add_argument("--idsim-seed", type=int, default=None,
+                   help="seed of the users' draws (run records replay it); default: unseeded")
     # the web UI serves this machine only unless told otherwise (--web-host, LOCUST_WEB_HOST)
     parser.set_defaults(web_host="127.0.0.1")
 
@@ -52,6 +54,22 @@ def options(user) -> object:
     return user.environment.parsed_options
 
 
+_started: dict[str, int] = {}  # users started so far in this process, by class
+
+
+def user_rng(user) -> random.Random:
+    """The random source of one user: with ``--idsim-seed``, seeded by the seed, the user's
+    class, its start order in this process and the Locust worker's index, so a replayed run
+    draws the same identifiers per user (how many it sends depends on timing); else unseeded."""
+    seed = options(user).idsim_seed
+    if seed is None:
+        return random.Random()
+    name = type(user).__name__
+    _started[name] = n = _started.get(name, 0) + 1
+    worker = getattr(user.environment.runner, "worker_index", 0)
+    return random.Random(f"{seed}:{name}:{n}:{worker}")
+
+
 class Resolver(FastHttpUser):
     weight = 20
     wait_time = constant(0)
@@ -60,7 +78,7 @@ class Resolver(FastHttpUser):
         opts = options(self)
         state = cluster(opts.idsim_data)
         self.workload = Workload(state["prefixes"], state["perEnterprise"], s=opts.zipf_s,
-                                 unknown_share=opts.unknown_share, rng=random.Random())
+                                 unknown_share=opts.unknown_share, rng=user_rng(self))
 
     @task
     def resolve(self) -> None:
@@ -81,12 +99,13 @@ class Registrant(FastHttpUser):
     def on_start(self) -> None:
         opts = options(self)
         logins = cluster(opts.idsim_data)["loginsData"]["enterprises"]
-        login = logins[random.choice(sorted(logins))]
+        login = logins[user_rng(self).choice(sorted(logins))]
         self.prefix = login["prefix"]
         self.node = login["httpUrl"]
         token = base64.b64encode(f"{quote(login['username'])}:{login['secret']}".encode()).decode()
         self.headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
         self.batch_size = opts.batch_size
+        # unseeded even in a replay: its suffixes must be new ones
         self.workload = Workload([self.prefix], 1, rng=random.Random())
 
     def _values(self, sfx: str) -> list[dict]:

@@ -19,6 +19,7 @@ when the running cluster is another network than the recorded one.
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -146,13 +147,15 @@ def cmd_load(args) -> int:
             except records.RecordError as exc:
                 raise UserError(str(exc)) from None
             print(f"replaying {again}", flush=True)
+        if args.seed is None:  # drawn here so the record can replay it
+            args.seed = random.SystemRandom().randrange(2**31)
         out = runner.run_dir(args.data)
         records.write_inputs(out, args.data, kind="load", options=records.options_of(args),
                              faults=args.faults, host=host)
         print(f"running scenario {args.scenario!r} against {host} for {args.time:.0f} s "
               f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         kw = dict(seconds=args.time, users=args.users, spawn_rate=args.spawn_rate,
-                  processes=args.processes, out=out)
+                  processes=args.processes, out=out, extra=["--idsim-seed", str(args.seed)])
         if plan is not None:
             from topology.faultplan import PlanError, check_nodes
             try:
@@ -208,6 +211,8 @@ def add_load_command(sub) -> None:
     load.add_argument("--faults", metavar="PLAN",
                       help="a fault plan (TOML, e.g. plans/secondary-down.toml) to run alongside; "
                            "the summary gives each phase's success rate, p50 and p99")
+    load.add_argument("--seed", type=int, default=None,
+                      help="seed of the users' draws (default: a new one, kept in the run record)")
     load.add_argument("--again", metavar="RUN",
                       help="repeat a recorded run (runs/<time>, in --data): its scenario, "
                            "users, time, seed and fault plan, against the cluster in --data")
