@@ -215,5 +215,6 @@ def add_load_command(sub) -> None:
                       help="seed of the users' draws (default: a new one, kept in the run record)")
     load.add_argument("--again", metavar="RUN",
                       help="repeat a recorded run (runs/<time>, in --data): its scenario, "
-                           "users, time, seed and fault plan, against the cluster in --data")
+                           "users, time, seed and fault plan (replacing any given here), against "
+                           "the cluster in --data")
     load.set_defaults(func=cmd_load)
