@@ -110,6 +110,18 @@ def options_of(args) -> dict:
     return {name: getattr(args, name) for name in REPLAYED if hasattr(args, name)}
 
 
+def plan_source(path: str | Path) -> str:
+    """Where a plan came from: the file given, or for a replay (a run's ``faults.toml``) the
+    file the original run was given, so a replay's inputs equal the original's."""
+    run = Path(path).parent
+    if Path(path).name == "faults.toml" and (run / RUN_FILE).is_file():
+        try:
+            return json.loads((run / RUN_FILE).read_text())["faults"]["source"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return str(path)
+
+
 def write_inputs(out: Path, data_dir: str | Path, *, kind: str, options: dict,
                  faults: str | Path | None = None, host: str | None = None,
                  argv: list[str] | None = None) -> dict:
@@ -130,7 +142,7 @@ def write_inputs(out: Path, data_dir: str | Path, *, kind: str, options: dict,
         record["config"] = {"file": "config.toml", "digest": config_digest(out / "config.toml")}
     if faults:
         shutil.copyfile(faults, out / "faults.toml")
-        record["faults"] = {"file": "faults.toml", "source": str(faults),
+        record["faults"] = {"file": "faults.toml", "source": plan_source(faults),
                             "sha256": sha256(out / "faults.toml")}
     (out / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -167,6 +167,14 @@ def test_again_takes_the_recorded_options_and_plan(data, tmp_path):
     assert (args.scenario, args.time, args.users, args.seed) == ("resolve", 30.0, 17, 3)
     assert Path(args.faults) == run / "faults.toml"
     assert Path(args.faults).read_text() == plan.read_text()
+    again = data / "runs" / "r2"
+    records.write_inputs(again, data, kind="load", options=records.options_of(args),
+                         faults=args.faults, argv=["idsim", "load", "--again", "r1"])
+    a, b = records.read_inputs(run), records.read_inputs(again)
+    assert b["faults"]["source"] == str(plan)  # the original plan file, not the run's copy
+    for rec in (a, b):
+        del rec["time"], rec["command"]
+    assert a == b
 
 
 def test_a_replay_refuses_another_network_but_not_other_ports(data, tmp_path):
