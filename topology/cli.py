@@ -33,6 +33,7 @@ from topology.cli_host import add_host_command  # nodes on several hosts
 from topology.cli_import import add_import_command
 from topology.cli_fault import add_fault_command
 from topology.cli_load import DEFAULT_PORT, add_load_command
+from topology.cli_capacity import add_capacity_command  # issue 13: idsim capacity
 from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
                               stop_recorded)
 from topology.presets import PRESETS, get_preset
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(sub)
     add_load_command(sub)
+    add_capacity_command(sub)
     add_config_command(sub)
     add_host_command(sub)
     add_fault_command(sub)
