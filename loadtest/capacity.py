@@ -35,6 +35,7 @@ class StepResult:
     late: int
     engine: str                   # "Locust, 1 process" / "Locust distributed: N workers"
     saturated: bool = False       # the load generator used ~all of its core(s)
+    generator_cpu: float = 0.0    # share of a core each Locust process used
     held: bool = False
     why: str = ""                 # why it did not hold
 

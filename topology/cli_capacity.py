@@ -22,7 +22,7 @@ from topology.cli_client import DEFAULT_DATA, UserError
 from topology.cluster import read_state
 
 HEAD = (f"{'rate':>8}{'sent/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'p99 unc.':>10}{'errors':>8}"
-        f"{'late':>7}  engine")
+        f"{'late':>7}{'Locust':>8}  engine")
 
 
 def _ms(text: str) -> float:
@@ -38,7 +38,8 @@ def step_line(s) -> str:
         return "-" if v is None else f"{v:.1f}"
     mark = "held" if s.held else f"FAILED: {s.why}"
     return (f"{s.rate:>8.0f}{s.sent_rate:>9.0f}{f(s.p50):>9}{f(s.p99):>9}"
-            f"{f(s.p99_uncorrected):>10}{s.error_ratio:>8.1%}{s.late:>7}  {s.engine}  {mark}")
+            f"{f(s.p99_uncorrected):>10}{s.error_ratio:>8.1%}{s.late:>7}{s.generator_cpu:>8.0%}"
+            f"  {s.engine}  {mark}")
 
 
 def plot(cap, path: Path) -> None:
@@ -97,7 +98,7 @@ def cmd_capacity(args) -> int:
         return capacity.StepResult(rate, o.sent / config.step_seconds, o.ms("corrected", 50),
                                    o.ms("corrected", 99), o.ms("uncorrected", 99), o.intended,
                                    o.failed, o.dropped, o.late, capacity.engine(processes),
-                                   saturated=res.saturated)
+                                   saturated=res.saturated, generator_cpu=res.cpu_per_process)
 
     cap = capacity.search(measure, config, max_p99, cores=os.cpu_count() or 1,
                           users=args.users, processes=args.processes,
