@@ -109,3 +109,14 @@ def test_idsim_capacity_finds_a_knee_on_the_mini_network_and_fails_below_min_rat
     assert all(s["p99"] <= 150 for s in held)
     assert doc["steps"][-1]["p99"] > 150 or doc["steps"][-1]["errorRatio"] > 0.01
     assert (run / "capacity.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_idsim_capacity_without_a_running_cluster_says_so(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "topology.cli", "capacity", "--data",
+                           str(tmp_path / "none"), "--max-p99", "50ms"],
+                          capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 2 and "no cluster running from" in proc.stderr, proc.stderr
+    bad = subprocess.run([sys.executable, "-m", "topology.cli", "capacity", "--data",
+                          str(tmp_path / "none"), "--max-p99", "soon"],
+                         capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert bad.returncode == 2 and "--max-p99: not a duration" in bad.stderr, bad.stderr

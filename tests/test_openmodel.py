@@ -183,3 +183,14 @@ def test_a_slow_node_shows_in_the_corrected_p99_and_is_understated_uncorrected(t
     assert slow_c >= 300 and slow_u >= 190, slow       # the delay shows in both ...
     assert slow_c > 1.5 * slow_u, slow                   # ... but the queue only corrected
     assert "WARNING" in slow and "after their intended time" in slow, slow
+
+
+def test_idsim_load_refuses_a_bad_rate_before_starting_anything(tmp_path):
+    cli = [sys.executable, "-m", "topology.cli", "load", "--data", str(tmp_path / "data")]
+    bad = subprocess.run(cli + ["--rate", "lots"], capture_output=True, text=True, timeout=60,
+                         cwd=REPO)
+    assert bad.returncode == 2 and "not a rate or rate shape: 'lots'" in bad.stderr, bad.stderr
+    closed = subprocess.run(cli + ["--rate", "100", "--scenario", "register"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert closed.returncode == 2 and "closed-model only" in closed.stderr, closed.stderr
+    assert not (tmp_path / "data").exists()
