@@ -60,6 +60,7 @@ class Result:
     out: Path | None = None  # the run's CSV files, HTML report and log
     phases: list | None = None  # with a fault plan: loadtest.phases.PhaseRow per phase
     faults: list | None = None  # with a fault plan: the events run (faultplan.Done)
+    open: object | None = None  # open model (rate=): the merged loadtest.openmodel.OpenStats
 
     @property
     def saturated(self) -> bool:
@@ -70,9 +71,10 @@ def parse_stats(path: Path) -> tuple[list[Row], Row]:
     rows, total = [], None
     with path.open() as f:
         for rec in csv.DictReader(f):
+            def pct(key: str) -> float:  # "N/A" without requests
+                return float(rec[key]) if rec[key] not in ("", "N/A") else 0.0
             row = Row(rec["Name"], int(rec["Request Count"]), int(rec["Failure Count"]),
-                      float(rec["Requests/s"]), float(rec["50%"] or 0), float(rec["95%"] or 0),
-                      float(rec["99%"] or 0))
+                      float(rec["Requests/s"]), pct("50%"), pct("95%"), pct("99%"))
             if rec["Name"] == "Aggregated":
                 total = row
             else:
@@ -107,11 +109,17 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
         spawn_rate: float = 50, processes: int = 1, extra: list[str] | None = None,
         out: Path | None = None,
         on_progress: Callable[[float, Row | None], None] | None = None,
-        plan=None, applier=None, on_fault: Callable | None = None) -> Result:
+        plan=None, applier=None, on_fault: Callable | None = None, rate=None) -> Result:
     """Run ``scenario`` against ``host``; its files go to ``out`` (default: a new
     ``run_dir(data_dir)``). With ``plan`` (a ``faultplan.Plan``) its faults are set through
-    ``applier`` while Locust runs, ``on_fault`` is told of each event (``faultplan.Done``)."""
+    ``applier`` while Locust runs, ``on_fault`` is told of each event (``faultplan.Done``).
+    With ``rate`` (an ``openmodel.Steps``) the open model runs instead: ``users`` resolvers
+    start on its schedule (``loadtest.openusers``), for the shape's duration."""
     locustfile, classes = SCENARIOS[scenario]
+    if rate is not None:  # open model (issue 13): the schedule sets when requests start
+        from loadtest.openmodel import LEAD
+        locustfile, classes = HERE / "locustfile_open.py", ["OpenResolver"]
+        seconds, spawn_rate = rate.duration + LEAD + 1, max(spawn_rate, users * 20)
     out = Path(out) if out is not None else run_dir(data_dir)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
@@ -125,6 +133,9 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
     if plan is not None:
         (out / "requests").mkdir(exist_ok=True)
         cmd += ["--idsim-request-log", str(out / "requests")]
+    if rate is not None:
+        cmd += ["--idsim-rate", rate.spec(), "--idsim-shares", str(max(1, processes)),
+                "--idsim-open-out", str(out / "open")]
     cmd += (extra or []) + classes
     t0 = time.monotonic()
     with open(out / "locust.log", "w") as log_file:
@@ -169,7 +180,20 @@ def run(scenario: str, host: str, data_dir: str, *, seconds: float, users: int =
         result.phases = phases.summarise(phases.read(out / "requests"), plan_phases(plan),
                                          faults.t0)
         result.faults = faults.done
+    if rate is not None:
+        result.open = read_open(out / "open")
+        result.open.duration = rate.duration
     return result
+
+
+def read_open(directory: Path):
+    """The open model's statistics of every Locust process, merged (``OpenStats``)."""
+    import json
+    from loadtest.openmodel import OpenStats
+    merged = OpenStats()
+    for path in sorted(Path(directory).glob("open-*.json")):
+        merged.add(OpenStats.from_dict(json.loads(path.read_text())))
+    return merged
 
 
 def table(result: Result) -> str:
@@ -182,6 +206,8 @@ def table(result: Result) -> str:
     if result.saturated:
         lines.append("WARNING: Locust itself is saturated: these rates measure the load generator, "
                      "not idsim. Add --processes or use the wrk benchmarks for capacity.")
+    if result.open is not None:
+        lines += ["", result.open.table()]
     if result.phases is not None:
         from loadtest.phases import table as phase_table
         lines += ["", "per phase of the fault plan (s from the start of the run; a request "

@@ -190,11 +190,33 @@ class FaultsConfig:
     restart_wait: float = 60.0            # s idsim fault restart waits for the host to be back
 
 
+# ---- issue 13 (m1): open-model load and capacity search (loadtest.openmodel, .capacity)
+@dataclass(frozen=True, slots=True)
+class OpenModelConfig:
+    """Open-model load (``idsim load --rate``, ``loadtest.openmodel``)."""
+    late_after: float = 0.01              # s after its intended time a start counts as late
+    max_lag: float = 2.0                  # s behind schedule a start is dropped, not sent
+    warn_share: float = 0.01              # share of late or dropped starts that gets a warning
+    seed: int = 1                         # seed of the arrival schedule (process i: seed + i)
+
+
+@dataclass(frozen=True, slots=True)
+class CapacityConfig:
+    """``idsim capacity`` (``loadtest.capacity``): a resperf-like stepped search."""
+    start_rate: float = 250.0             # req/s of the first step
+    step_rate: float = 250.0              # req/s added at each step
+    max_rate: float = 20000.0             # req/s where the search stops even if all held
+    step_seconds: float = 5.0             # s each step runs
+    max_error_ratio: float = 0.01         # failed (or dropped) share of starts a step may have
+    per_process: float = 4000.0           # req/s one Locust process is given before another
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
                              "observe": ObserveConfig, "auth": AuthConfig,
                              "metrics": MetricsConfig, "wan": WanConfig,
-                             "faults": FaultsConfig}
+                             "faults": FaultsConfig,
+                             "openmodel": OpenModelConfig, "capacity": CapacityConfig}
 DEFAULT_SOURCE = "default"
 
 
@@ -221,6 +243,8 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     wan: WanConfig = field(default_factory=WanConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    openmodel: OpenModelConfig = field(default_factory=OpenModelConfig)  # issue 13 (m1)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)     # issue 13 (m1)
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

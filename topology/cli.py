@@ -34,6 +34,7 @@ from topology.cli_import import add_import_command
 from topology.cli_fault import add_fault_command
 from topology.cli_load import DEFAULT_PORT, add_load_command
 from topology.cli_report import add_report_command  # idsim report RUN_A RUN_B (run records)
+from topology.cli_capacity import add_capacity_command  # idsim capacity
 from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
                               stop_recorded)
 from topology.presets import PRESETS, get_preset
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_client_commands(sub)
     add_load_command(sub)
+    add_capacity_command(sub)
     add_config_command(sub)
     add_host_command(sub)
     add_fault_command(sub)

@@ -114,6 +114,22 @@ def replay_args(args) -> Path | None:
     return run
 
 
+def read_rate(args):
+    """``--rate`` / ``--rate-shape``: the open model's ``openmodel.Steps``, or None (closed)."""
+    if args.rate is None and args.rate_shape is None:
+        return None
+    from loadtest.openmodel import load_shape, parse_rate
+    if args.scenario not in ("resolve", "mixed"):
+        raise UserError(f"--rate runs resolutions on a schedule; scenario {args.scenario!r} "
+                        "is closed-model only")
+    try:
+        rate = (load_shape(args.rate_shape) if args.rate_shape is not None
+                else parse_rate(args.rate, args.time))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return rate
+
+
 def cmd_load(args) -> int:
     """Run a Locust scenario against the cluster in --data, starting one if none runs."""
     from loadtest import runner
@@ -121,6 +137,7 @@ def cmd_load(args) -> int:
 
     again = replay_args(args)  # --again RUN: the recorded options and plan (run records)
     plan, applier = read_faults(args)
+    rate = read_rate(args)
     cluster = None
     if not running_pids(Path(args.data), print):
         port = args.port if args.port is not None else last_port(args.data) or DEFAULT_PORT
@@ -155,7 +172,11 @@ def cmd_load(args) -> int:
         print(f"running scenario {args.scenario!r} against {host} for {args.time:.0f} s "
               f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         kw = dict(seconds=args.time, users=args.users, spawn_rate=args.spawn_rate,
-                  processes=args.processes, out=out, extra=["--idsim-seed", str(args.seed)])
+                  processes=args.processes, out=out, extra=["--idsim-seed", str(args.seed)],
+                  rate=rate)
+        if rate is not None:
+            print(f"open model: {rate.describe()}, Poisson arrivals, up to {args.users} "
+                  "requests in flight", flush=True)
         if plan is not None:
             from topology.faultplan import PlanError, check_nodes
             try:
@@ -217,4 +238,10 @@ def add_load_command(sub) -> None:
                       help="repeat a recorded run (runs/<time>, in --data): its scenario, "
                            "users, time, seed and fault plan (replacing any given here), against "
                            "the cluster in --data")
+    # the open model
+    load.add_argument("--rate", default=None,
+                      help="open model: requests start at this rate (req/s, Poisson) for --time, "
+                           "whatever the answers take; or steps: steps:1000,2000,3000@10s")
+    load.add_argument("--rate-shape", metavar="FILE", default=None,
+                      help="open model: a TOML rate shape ([[step]] rate = N, for = \"10s\")")
     load.set_defaults(func=cmd_load)
