@@ -10,6 +10,11 @@ Locust run, printing each event as it happens; the summary adds each phase's req
 success rate, p50 and p99. The plan must end within ``--time``. With a plan the exit code says
 whether every fault was set and cleared (failed requests are then expected), not whether
 every request succeeded.
+
+``--scenario day`` plays a national day (``loadtest.day``: ``--share`` of ~150 million
+resolutions, ``--compress`` simulated seconds per wall second, ``--time`` ignored) over the
+synthetic population: a cluster it starts serves ``--population full``, a running one must; the
+summary adds one row per simulated hour.
 """
 from __future__ import annotations
 
@@ -106,6 +111,8 @@ def cmd_load(args) -> int:
         topo = get_preset(args.preset).with_ports(port)
         if args.demo is not None:
             topo = replace(topo, identifiers_per_enterprise=args.demo)
+        if args.scenario == "day":  # m2: the day asks for the synthetic population
+            topo = replace(topo, population="full")
         print(f"starting {topo.name} in {args.data} on port {port} for the load run…",
               flush=True)
         cluster = Cluster(topo, Path(args.data), store="lmdb")
@@ -121,6 +128,7 @@ def cmd_load(args) -> int:
               f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         kw = dict(seconds=args.time, users=args.users, spawn_rate=args.spawn_rate,
                   processes=args.processes, out=out)
+        shape = day_setup(args, out, kw) if args.scenario == "day" else None  # m2
         if plan is not None:
             from topology.faultplan import PlanError, check_nodes
             try:
@@ -138,6 +146,9 @@ def cmd_load(args) -> int:
         else:
             result = runner.run(args.scenario, host, args.data, **kw)
         print(runner.table(result))
+        if shape is not None:  # m2: one row per simulated hour
+            from loadtest import day
+            print("\n" + day.table(day.hourly(day.read(out / "day"), shape), shape))
         print(f"Locust's CSV files and HTML report: {out} (report.html)")
         if plan is not None:
             return 0 if all(d.error is None for d in result.faults) else 1
@@ -145,6 +156,36 @@ def cmd_load(args) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
+
+
+def day_setup(args, out: Path, kw: dict):
+    """m2 (issue 13): ``--scenario day``'s shape; sets the run's length and Locust options in
+    ``kw``. UserError if the cluster in --data does not serve the synthetic population."""
+    from loadtest.day import DayShape
+    from resolver.config import DayConfig
+    from topology.tomlio import load as load_topology
+    if load_topology(Path(args.data) / "topology.toml").population != "full":
+        raise UserError("--scenario day needs the synthetic population: restart the cluster "
+                        "with idsim up --population full")
+    conf = DayConfig()
+    share = conf.share if args.share is None else args.share
+    compress = conf.compress if args.compress is None else args.compress
+    try:
+        shape = DayShape.of(conf.national_daily, share, compress)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    (out / "day").mkdir(exist_ok=True)
+    workers = max(1, args.processes)
+    kw["seconds"] = shape.duration + 2  # the schedule ends at shape.duration
+    kw["extra"] = ["--day-share", repr(share / workers), "--day-compress", repr(compress),
+                   "--idsim-day-log", str(out / "day")]
+    print(f"a national day: {shape.daily:,.0f} requests ({share:g} of "
+          f"{conf.national_daily:,}) in {shape.duration:,.0f} s, peak {shape.peak_rate():,.0f} "
+          f"req/s", flush=True)
+    if shape.peak_rate() / workers > 4000:
+        print("WARNING: one Locust process tops out near 4-5k requests/s: lower --share or "
+              "--compress, or add --processes", flush=True)
+    return shape
 
 
 def add_load_command(sub) -> None:
@@ -173,4 +214,10 @@ def add_load_command(sub) -> None:
     load.add_argument("--faults", metavar="PLAN",
                       help="a fault plan (TOML, e.g. plans/secondary-down.toml) to run alongside; "
                            "the summary gives each phase's success rate, p50 and p99")
+    load.add_argument("--compress", type=float, default=None,  # m2: --scenario day
+                      help="day scenario: simulated seconds per wall second, the day's volume "
+                           "kept (default 60: a day in 24 minutes)")
+    load.add_argument("--share", type=float, default=None,
+                      help="day scenario: this network's share of the national ~150 million "
+                           "resolutions a day (default 0.002)")
     load.set_defaults(func=cmd_load)
