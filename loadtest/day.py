@@ -15,15 +15,17 @@ volume, so every rate is C times the real-time one (``DayShape.rate_at``). What 
 compressed day runnable here is ``share``: its default 0.2 % (300k a day) gives 208 req/s mean
 and ~430 at the peak at C = 60, within one Locust process and a 2-core box.
 
-What is asked for (``Picker``, O(1) memory per draw; only per-enterprise data is kept): an
-industry by ``INDUSTRY_WEIGHTS`` (renormalised over the industries present), an enterprise of
-that industry by Zipf over its enterprises ranked by size (exponent ``enterprise_s``), an
-ordinal in that enterprise by Zipf (exponent ``zipf_s``, Hörmann–Derflinger rejection-inversion
-``Zipf``: no table) spread over its product lines by a stride permutation, turned into its
-suffix by the population's codec (``resolver.population.EnterprisePopulation.suffix``). A share
-``unknown_share`` of resolves asks for product-code-shaped suffixes beyond the enterprise's
-count (they decode to "not found": 404 is the right answer); ``register_share`` of requests
-register a new identifier under the picked enterprise.
+What is asked for (``Picker``): an industry by ``INDUSTRY_WEIGHTS`` (renormalised over the
+industries present), an enterprise of that industry by Zipf over its enterprises ranked by size
+(exponent ``enterprise_s``), an ordinal in that enterprise by Zipf (exponent ``zipf_s``,
+Hörmann–Derflinger rejection-inversion ``Zipf``: no table) spread over its product lines by a
+stride permutation, turned into its suffix by the population's codec
+(``resolver.population.EnterprisePopulation.suffix``). A share ``unknown_share`` of resolves
+asks for product-code-shaped suffixes just past the enterprise's count (batches not registered
+yet: they decode to "not found", 404 is the right answer); ``register_share`` of requests register a new identifier
+under the picked enterprise. Memory: what is kept is per enterprise (a codec and a sampler,
+made when first picked; the codec caches its product lines' codes, one per 47,000 identifiers,
+at most 4,096), never per identifier, whatever the number of draws.
 
 Pure: no Locust, the RNG is a parameter; the one I/O is ``read`` (the records' files).
 """
@@ -56,6 +58,7 @@ INDUSTRY_WEIGHTS = {"electronics": 3.0, "home-appliances": 3.0, "automotive": 3.
                     "biomedicine": 2.0, "cold-chain": 2.0, "petrochemicals": 1.5,
                     "advanced-materials": 1.5, "light-textiles": 1.5}
 RESOLVE, UNKNOWN, REGISTER = 0, 1, 2  # kinds of request
+UNKNOWN_SPAN = 47_000  # unknown ordinals: count .. count + one product line's worth
 
 
 def hour_shares(weights: Sequence[float] = HOURLY_WEIGHTS) -> list[float]:
@@ -226,10 +229,11 @@ class Picker:
         if rng.random() < self.register_share:
             return Pick(REGISTER, m.prefix, "")
         codec = self._enterprise(m)[0]
-        if rng.random() < self.unknown_share:  # a product code past the enterprise's count
-            if m.count >= CAPACITY:
+        if rng.random() < self.unknown_share:  # a code of a batch not registered (yet):
+            if m.count >= CAPACITY:  # within a line past the count (no new codes cached)
                 return Pick(UNKNOWN, m.prefix, f"UNKNOWN{rng.getrandbits(32):08X}")
-            return Pick(UNKNOWN, m.prefix, codec.suffix(rng.randrange(m.count, CAPACITY)))
+            end = min(CAPACITY, m.count + UNKNOWN_SPAN)
+            return Pick(UNKNOWN, m.prefix, codec.suffix(rng.randrange(m.count, end)))
         return Pick(RESOLVE, m.prefix, codec.suffix(self.ordinal(m, rng)))
 
 

@@ -124,11 +124,11 @@ def cmd_load(args) -> int:
     try:
         host = args.host or read_state(args.data)["recursiveUrl"]
         out = runner.run_dir(args.data)
-        print(f"running scenario {args.scenario!r} against {host} for {args.time:.0f} s "
-              f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         kw = dict(seconds=args.time, users=args.users, spawn_rate=args.spawn_rate,
                   processes=args.processes, out=out)
         shape = day_setup(args, out, kw) if args.scenario == "day" else None  # m2
+        print(f"running scenario {args.scenario!r} against {host} for {kw['seconds']:.0f} s "
+              f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         if plan is not None:
             from topology.faultplan import PlanError, check_nodes
             try:
@@ -139,7 +139,7 @@ def cmd_load(args) -> int:
                   f"{plan.end:g} s", flush=True)
             kw.update(plan=plan, applier=applier, on_fault=lambda d: print(d.line(), flush=True))
         if sys.stdout.isatty():
-            with LiveProgress(args.time) as live:
+            with LiveProgress(kw["seconds"]) as live:
                 if plan is not None:
                     kw["on_fault"] = lambda d: live.bar.console.print(d.line(), markup=False)
                 result = runner.run(args.scenario, host, args.data, on_progress=live, **kw)
