@@ -193,7 +193,7 @@ def add_load_command(sub) -> None:
     from topology.presets import PRESETS
     load = sub.add_parser("load", help="run a Locust scenario and summarise it")
     load.add_argument("--scenario", default="mixed", choices=list(SCENARIOS),
-                      help="resolve, register, mixed (both and an operator) ramp (mixed "
+                      help="resolve, register, mixed (both and an operator), ramp (mixed "
                            "under a stepped load shape) or day (a national day, compressed); "
                            "default mixed")
     load.add_argument("--time", default=parse_duration("30s"), type=duration_arg,
