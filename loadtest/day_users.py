@@ -1,13 +1,14 @@
 """Locust entry point of the national day (``idsim load --scenario day``): ``DayUser``.
 
 Until the open model (``loadtest.openmodel``) drives it, the day runs on a fixed pool of users
-sharing one schedule per Locust process: each user takes the next intended start
-(``loadtest.day.starts`` of the process's ``DayShape``), sleeps until it, and makes the request
-the ``Picker`` drew: a resolve through the recursive node (``--host``; an unknown identifier
-must answer 404) or a registration (PUT, 201) at the enterprise's node with its login. When
-every user is busy starts run late; each request is recorded with its lateness, so the hourly
-summary gives the latency from the intended start too. With ``--processes N`` each worker
-plays ``--day-share``/N of the day (the runner divides it).
+sharing one schedule per Locust process (``loadtest.openmodel.schedule`` of the process's
+``DayShape``, else ``loadtest.day.starts``): each user takes the next intended start, sleeps
+until it, and makes the request the ``Picker`` drew: a resolve through the recursive node
+(``--host``; an unknown identifier must answer 404) or a registration (PUT, 201) at the
+enterprise's node with its login. When every user is busy starts run late; each request is
+recorded with its lateness, so the hourly summary gives the latency from the intended start
+too. With ``--processes N`` each worker plays ``--day-share``/N of the day (the runner
+divides it).
 
 Records (``--idsim-day-log DIR``): ``DIR/day-<pid>.bin``, ``loadtest.day.RECORD`` = (intended
 s from the schedule's start, lateness s, latency ms, ok, kind), read back by ``day.read``.
@@ -30,6 +31,11 @@ from locust.exception import StopUser
 from loadtest import day
 from loadtest.users import cluster
 from resolver.config import DayConfig
+
+try:  # m1's open-model schedule (issue 13) once merged; until then the day's own Poisson one
+    from loadtest.openmodel import schedule
+except ImportError:
+    schedule = day.starts
 
 CHUNK = 64 * 1024
 _D = DayConfig()
@@ -62,7 +68,7 @@ class Plan:
                                  enterprise_s=_D.enterprise_s, unknown_share=_D.unknown_share,
                                  register_share=_D.register_share)
         self.shape = day.DayShape.of(_D.national_daily, opts.day_share, opts.day_compress)
-        self.starts = day.starts(self.shape, self.rng)
+        self.starts = schedule(self.shape, self.rng)
         self.t0: float | None = None
         self.log_dir = Path(opts.idsim_day_log) if opts.idsim_day_log else None
         self.buffer = bytearray()
