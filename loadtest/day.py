@@ -23,9 +23,9 @@ stride permutation, turned into its suffix by the population's codec
 (``resolver.population.EnterprisePopulation.suffix``). A share ``unknown_share`` of resolves
 asks for product-code-shaped suffixes just past the enterprise's count (batches not registered
 yet: they decode to "not found", 404 is the right answer); ``register_share`` of requests
-register a new identifier under the picked enterprise. Memory: what is kept is per enterprise (a codec and a sampler,
-made when first picked; the codec caches its product lines' codes, one per 47,000 identifiers,
-at most 4,096), never per identifier, whatever the number of draws.
+register a new identifier under the picked enterprise. Memory: what is kept is per enterprise (a
+codec and a sampler, made when first picked; the codec caches its product lines' codes, one per
+47,000 identifiers, at most 4,096), never per identifier, whatever the number of draws.
 
 Pure: no Locust, the RNG is a parameter; the one I/O is ``read`` (the records' files).
 """
