@@ -39,7 +39,7 @@ from pathlib import Path
 RUN_FILE, RESULTS_FILE, PLOT_FILE = "run.json", "results.json", "plot.png"
 # options an idsim load records and --again restores (argparse dest names; absent ones skipped)
 REPLAYED = ("scenario", "time", "users", "spawn_rate", "processes", "seed", "rate",
-            "rate_shape", "compress")
+            "rate_shape", "compress", "share")
 LIBRARIES = ("idsim", "locust", "aiohttp", "msgpack", "lmdb", "hdrhistogram", "uvloop")
 SOURCE = Path(__file__).resolve().parent.parent
 

@@ -35,6 +35,7 @@ SCENARIOS = {
     "register": (HERE / "locustfile.py", ["Registrant"]),
     "mixed": (HERE / "locustfile.py", ["Resolver", "Registrant", "Operator"]),
     "ramp": (HERE / "locustfile_ramp.py", ["Resolver", "Registrant", "Operator"]),
+    "day": (HERE / "day_users.py", ["DayUser"]),  # a national day (loadtest.day)
 }
 SATURATED = 0.90  # share of one core per Locust process
 

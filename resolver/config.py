@@ -190,7 +190,7 @@ class FaultsConfig:
     restart_wait: float = 60.0            # s idsim fault restart waits for the host to be back
 
 
-# ---- issue 13 (m1): open-model load and capacity search (loadtest.openmodel, .capacity)
+# open-model load and capacity search (loadtest.openmodel, loadtest.capacity)
 @dataclass(frozen=True, slots=True)
 class OpenModelConfig:
     """Open-model load (``idsim load --rate``, ``loadtest.openmodel``)."""
@@ -211,12 +211,27 @@ class CapacityConfig:
     per_process: float = 4000.0           # req/s one Locust process is given before another
 
 
+# the national-day load scenario (loadtest.day, idsim load --scenario day)
+@dataclass(frozen=True, slots=True)
+class DayConfig:
+    """A day of national traffic played compressed (``loadtest.day``)."""
+    national_daily: int = 150_000_000     # resolutions a day in China's network (early 2024)
+    share: float = 0.002                  # this network's share: 300k a day, 208 req/s mean
+                                          # (~430 at the 10 am peak) at --compress 60
+    compress: float = 60.0                # the day plays in 86400/compress s, same volume
+    zipf_s: float = 1.1                   # Zipf exponent of identifiers within an enterprise
+    enterprise_s: float = 1.0             # Zipf exponent of enterprises (by size) in an industry
+    unknown_share: float = 0.05           # share of resolves for identifiers never registered
+    register_share: float = 0.01          # share of requests that register an identifier
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
                              "observe": ObserveConfig, "auth": AuthConfig,
                              "metrics": MetricsConfig, "wan": WanConfig,
                              "faults": FaultsConfig,
-                             "openmodel": OpenModelConfig, "capacity": CapacityConfig}
+                             "openmodel": OpenModelConfig, "capacity": CapacityConfig,
+                             "day": DayConfig}
 DEFAULT_SOURCE = "default"
 
 
@@ -243,8 +258,9 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     wan: WanConfig = field(default_factory=WanConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
-    openmodel: OpenModelConfig = field(default_factory=OpenModelConfig)  # issue 13 (m1)
-    capacity: CapacityConfig = field(default_factory=CapacityConfig)     # issue 13 (m1)
+    openmodel: OpenModelConfig = field(default_factory=OpenModelConfig)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)
+    day: DayConfig = field(default_factory=DayConfig)
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -63,7 +63,8 @@ def test_a_load_run_records_its_inputs_and_results(two_runs):
     rec = json.loads((run / "run.json").read_text())
     assert rec["kind"] == "load"
     assert rec["options"] == {"scenario": "resolve", "time": 3.0, "users": 3, "spawn_rate": 50,
-                              "processes": 1, "seed": 7, "rate": None, "rate_shape": None}
+                              "processes": 1, "seed": 7, "rate": None, "rate_shape": None,
+                              "compress": None, "share": None}
     assert rec["topology"]["name"] == "mini"
     assert rec["topology"]["digest"] == records.topology_digest(data / "topology.toml")
     assert (run / "topology.toml").exists() and (run / "config.toml").exists()

@@ -15,6 +15,10 @@ Each run is recorded (``loadtest.records``: ``run.json`` with its inputs, ``resu
 ``plot.png``); ``--again RUN`` repeats one: its options and plan, against the cluster in
 ``--data`` (started from the recorded topology and configuration when none runs), refused
 when the running cluster is another network than the recorded one.
+``--scenario day`` plays a national day (``loadtest.day``: ``--share`` of ~150 million
+resolutions, ``--compress`` simulated seconds per wall second, ``--time`` ignored) over the
+synthetic population: a cluster it starts serves ``--population full``, a running one must; the
+summary adds one row per simulated hour.
 """
 from __future__ import annotations
 
@@ -145,6 +149,8 @@ def cmd_load(args) -> int:
                 ).with_ports(port)
         if args.demo is not None:
             topo = replace(topo, identifiers_per_enterprise=args.demo)
+        if args.scenario == "day":  # the day asks for the synthetic population
+            topo = replace(topo, population="full")
         print(f"starting {topo.name} in {args.data} on port {port} for the load run…",
               flush=True)
         cluster = Cluster(topo, Path(args.data), store="lmdb")
@@ -169,11 +175,12 @@ def cmd_load(args) -> int:
         out = runner.run_dir(args.data)
         records.write_inputs(out, args.data, kind="load", options=records.options_of(args),
                              faults=args.faults, host=host)
-        print(f"running scenario {args.scenario!r} against {host} for {args.time:.0f} s "
-              f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         kw = dict(seconds=args.time, users=args.users, spawn_rate=args.spawn_rate,
-                  processes=args.processes, out=out, extra=["--idsim-seed", str(args.seed)],
-                  rate=rate)
+                  processes=args.processes, out=out, rate=rate)
+        shape = day_setup(args, out, kw) if args.scenario == "day" else None
+        kw["extra"] = kw.get("extra", []) + ["--idsim-seed", str(args.seed)]
+        print(f"running scenario {args.scenario!r} against {host} for {kw['seconds']:.0f} s "
+              f"({args.users} users, {args.processes} Locust process(es))…", flush=True)
         if rate is not None:
             print(f"open model: {rate.describe()}, Poisson arrivals, up to {args.users} "
                   "requests in flight", flush=True)
@@ -187,7 +194,7 @@ def cmd_load(args) -> int:
                   f"{plan.end:g} s", flush=True)
             kw.update(plan=plan, applier=applier, on_fault=lambda d: print(d.line(), flush=True))
         if sys.stdout.isatty():
-            with LiveProgress(args.time) as live:
+            with LiveProgress(kw["seconds"]) as live:
                 if plan is not None:
                     kw["on_fault"] = lambda d: live.bar.console.print(d.line(), markup=False)
                 result = runner.run(args.scenario, host, args.data, on_progress=live, **kw)
@@ -195,6 +202,9 @@ def cmd_load(args) -> int:
             result = runner.run(args.scenario, host, args.data, **kw)
         records.record_result(out, result)
         print(runner.table(result))
+        if shape is not None:  # one row per simulated hour
+            from loadtest import day
+            print("\n" + day.table(day.hourly(day.read(out / "day"), shape), shape))
         print(f"Locust's CSV files and HTML report: {out} (report.html)")
         print(f"run record: {out} (run.json, results.json, plot.png; "
               f"idsim load --again {out}, idsim report)")
@@ -206,13 +216,44 @@ def cmd_load(args) -> int:
             cluster.stop()
 
 
+def day_setup(args, out: Path, kw: dict):
+    """``--scenario day``'s shape; sets the run's length and Locust options in
+    ``kw``. UserError if the cluster in --data does not serve the synthetic population."""
+    from loadtest.day import DayShape
+    from resolver.config import DayConfig
+    from topology.tomlio import load as load_topology
+    if load_topology(Path(args.data) / "topology.toml").population != "full":
+        raise UserError("--scenario day needs the synthetic population: restart the cluster "
+                        "with idsim up --population full")
+    conf = DayConfig()
+    share = conf.share if args.share is None else args.share
+    compress = conf.compress if args.compress is None else args.compress
+    try:
+        shape = DayShape.of(conf.national_daily, share, compress)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    (out / "day").mkdir(exist_ok=True)
+    workers = max(1, args.processes)
+    kw["seconds"] = shape.duration + 2  # the schedule ends at shape.duration
+    kw["extra"] = ["--day-share", repr(share / workers), "--day-compress", repr(compress),
+                   "--idsim-day-log", str(out / "day")]
+    print(f"a national day: {shape.daily:,.0f} requests ({share:g} of "
+          f"{conf.national_daily:,}) in {shape.duration:,.0f} s, peak {shape.peak_rate():,.0f} "
+          f"req/s", flush=True)
+    if shape.peak_rate() / workers > 4000:
+        print("WARNING: one Locust process tops out near 4-5k requests/s: lower --share or "
+              "--compress, or add --processes", flush=True)
+    return shape
+
+
 def add_load_command(sub) -> None:
     from loadtest.runner import SCENARIOS
     from topology.presets import PRESETS
     load = sub.add_parser("load", help="run a Locust scenario and summarise it")
     load.add_argument("--scenario", default="mixed", choices=list(SCENARIOS),
-                      help="resolve, register, mixed (both and an operator) or ramp (mixed "
-                           "under a stepped load shape); default mixed")
+                      help="resolve, register, mixed (both and an operator), ramp (mixed "
+                           "under a stepped load shape) or day (a national day, compressed); "
+                           "default mixed")
     load.add_argument("--time", default=parse_duration("30s"), type=duration_arg,
                       help="how long, e.g. 30s or 2m (default 30s)")
     load.add_argument("--users", type=int, default=50,
@@ -244,4 +285,10 @@ def add_load_command(sub) -> None:
                            "whatever the answers take; or steps: steps:1000,2000,3000@10s")
     load.add_argument("--rate-shape", metavar="FILE", default=None,
                       help="open model: a TOML rate shape ([[step]] rate = N, for = \"10s\")")
+    load.add_argument("--compress", type=float, default=None,  # --scenario day
+                      help="day scenario: simulated seconds per wall second, the day's volume "
+                           "kept (default 60: a day in 24 minutes)")
+    load.add_argument("--share", type=float, default=None,
+                      help="day scenario: this network's share of the national ~150 million "
+                           "resolutions a day (default 0.002)")
     load.set_defaults(func=cmd_load)
