@@ -109,6 +109,9 @@ def test_idsim_capacity_finds_a_knee_on_the_mini_network_and_fails_below_min_rat
     assert all(s["p99"] <= 150 for s in held)
     assert doc["steps"][-1]["p99"] > 150 or doc["steps"][-1]["errorRatio"] > 0.01
     assert (run / "capacity.png").read_bytes()[:4] == b"\x89PNG"
+    rec = json.loads((run / "run.json").read_text())  # the run record: inputs, then results
+    assert rec["kind"] == "capacity" and rec["options"]["min_rate"] == 1500
+    assert json.loads((run / "results.json").read_text())["capacity"] == found
 
 
 def test_idsim_capacity_without_a_running_cluster_says_so(tmp_path):

@@ -67,7 +67,7 @@ def plot(cap, path: Path) -> None:
 
 def cmd_capacity(args) -> int:
     """Step the arrival rate up until p99 or errors pass their limits; report the best."""
-    from loadtest import capacity, runner
+    from loadtest import capacity, records, runner
     from loadtest.openmodel import constant
     from resolver.config import Config
 
@@ -83,6 +83,11 @@ def cmd_capacity(args) -> int:
         raise UserError(f"no cluster running from {args.data} (start one: idsim up)")
     host = args.host or state["recursiveUrl"]
     out = runner.run_dir(args.data)
+    records.write_inputs(out, args.data, kind="capacity", host=host, options={
+        "max_p99": max_p99, "max_errors": config.max_error_ratio, "min_rate": args.min_rate,
+        "start_rate": config.start_rate, "step_rate": config.step_rate,
+        "max_rate": config.max_rate, "step_time": config.step_seconds,
+        "processes": args.processes, "users": args.users})  # the run record (its inputs)
     print(f"capacity of {host}: steps of {config.step_seconds:g} s from "
           f"{config.start_rate:g} req/s by {config.step_rate:g}, SLO p99 <= {max_p99:g} ms "
           f"and errors <= {config.max_error_ratio:.1%}; files in {out}", flush=True)
@@ -108,6 +113,7 @@ def cmd_capacity(args) -> int:
            "stepRate": config.step_rate, "maxRate": config.max_rate,
            "minRate": args.min_rate, **cap.to_dict()}
     (out / "capacity.json").write_text(json.dumps(doc, indent=2) + "\n")
+    records.write_results(out, doc)
     plot(cap, out / "capacity.png")
     engines = sorted({s.engine for s in cap.steps})
     if cap.rate:
