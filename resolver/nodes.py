@@ -78,7 +78,7 @@ class SecondaryNode:
         self.since = records.iso_timestamp(int(clock()))  # the counters in stats count from here
         # called with the login of each prefix allocated here, once stored (see topology.host)
         self.allocated: Callable[[Credentials], None] | None = None
-        # s1 (issue 12): identifiers served without being stored (resolver.overlay), and the
+        # identifiers served without being stored (resolver.overlay), and the
         # industry templates a prefix may opt into strictly (resolver.templates)
         self.population = population
         self.templates = templates or {}

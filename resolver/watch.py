@@ -38,7 +38,7 @@ _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
 
 def faults_in(text: str) -> dict[str, list[str]]:
-    """Node -> the kinds of its active faults, from a /metrics exposition (w3)."""
+    """Node -> the kinds of its active faults, from a /metrics exposition."""
     out: dict[str, list[str]] = {}
     for labels in _FAULT.findall(text):
         found = dict(_LABEL.findall(labels))

@@ -198,7 +198,7 @@ def test_up_status_and_ctrl_c(tmp_path: Path, base_port: int) -> None:
         assert logins == (data / "logins.json").resolve() and logins.exists()
         assert logins.stat().st_mode & 0o777 == 0o600
         doc = json.loads(logins.read_text())
-        assert set(doc) == {"top", "nodes", "enterprises", "rpc"}  # rpc: node keys (h1)
+        assert set(doc) == {"top", "nodes", "enterprises", "rpc"}  # rpc: node keys
         assert len(doc["enterprises"]) == 12
 
         # register and resolve as a user does: the serving node and the login are found

@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--on-exit", default=OnExit.RESTART, choices=[o.value for o in OnExit],
                     help="when a host process exits: restart it with back-off (default), keep "
                          "the others serving without it, or stop the whole network")
-    up.add_argument("--population", choices=["full", "demo", "none"],  # s1 (issue 12)
+    up.add_argument("--population", choices=["full", "demo", "none"],
                     help="what the secondary nodes serve: demo seeded demo records (--demo "
                          "per enterprise); full the preset's synthetic population (6.99 "
                          "billion for guangzhou-2021), computed on demand; none neither "
@@ -238,7 +238,7 @@ def cmd_up(args) -> int:
         topo = topo.with_scheme("https")
     if args.demo is not None:
         topo = replace(topo, identifiers_per_enterprise=args.demo)
-    if args.population is not None:  # s1: full | demo | none
+    if args.population is not None:  # full | demo | none
         topo = replace(topo, population=args.population)
     flags = {} if args.answer_cache is None else {
         "--answer-cache": {"cache": {"answer_entries": args.answer_cache}}}

@@ -92,7 +92,7 @@ def examples(topo: Topology, n: int = 5) -> list[str]:
     """A few identifiers that the demo data holds, from different nodes."""
     out, seen = [], set()
     for ent in topo.enterprises:
-        if ent.node not in seen and (ex := demo.example(topo, ent)):  # s1: by population mode
+        if ent.node not in seen and (ex := demo.example(topo, ent)):  # by population mode
             seen.add(ent.node)
             out.append(ex)
         if len(out) == n:

@@ -100,7 +100,7 @@ def active_faults(data: Path) -> list[dict] | None:
 
 
 def fault_notes(faults: list[dict] | None) -> list[str]:
-    """One line of active faults (w3), or none."""
+    """One line of active faults, or none."""
     from topology.cli_fault import describe
     return [f"  faults: {'; '.join(map(describe, faults))}"] if faults else []
 

@@ -70,12 +70,12 @@ def _document(t: Topology) -> dict[str, Any]:
             "name": t.name,
             "seed": t.seed,
             "identifiers_per_enterprise": t.identifiers_per_enterprise,
-            **({} if t.population == "demo" else {"population": t.population}),  # s1
+            **({} if t.population == "demo" else {"population": t.population}),
         },
         "top": {**_address_dict(t.top), **_place_dict(*_fields(t.top_place))},
         "recursive": {**_address_dict(t.recursive), **_place_dict(*_fields(t.recursive_place))},
         "industries": [{"code": i.code, "name": i.name} for i in t.industries],
-        # s1 (issue 12): [templates.<industry>] name and a fields table, field = "type"
+        # [templates.<industry>] name and a fields table, field = "type"
         "templates": {tp.industry: industry_templates.to_spec(tp) for tp in t.templates},
         "secondaries": [
             {"code": n.code, "name": n.name, "city": n.city, "industry": n.industry,
@@ -84,7 +84,7 @@ def _document(t: Topology) -> dict[str, Any]:
         ],
         "enterprises": [
             {"prefix": e.prefix, "name": e.name, "node": e.node, "industry": e.industry,
-             **({"identifiers": e.identifiers} if e.identifiers else {})}  # s1: population
+             **({"identifiers": e.identifiers} if e.identifiers else {})}  # population
             for e in t.enterprises
         ],
         "more_recursive": [{"name": r.name, **_place_dict(*_fields(r.place)),

@@ -141,14 +141,14 @@ def validate(topology: Topology) -> None:
         if addr.scheme not in ("http", "https"):
             add(f"{addr.host}:{addr.http_port}: scheme must be http or https, got {addr.scheme!r}")
 
-    problems += population_problems(t)  # s1 (issue 12)
+    problems += population_problems(t)
 
     if problems:
         raise TopologyError(f"invalid topology {t.name!r}", problems)
 
 
 def population_problems(t: Topology) -> list[str]:
-    """s1 (issue 12): the population mode, enterprise counts and templates."""
+    """The population mode, enterprise counts and templates."""
     from resolver.population import CAPACITY
     out = []
     if t.population not in ("full", "demo", "none"):

@@ -117,16 +117,16 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store), [spec.code], config, clock=clock,
                          case_sensitive=case_sensitive,
-                         **population_of(topo, spec.code, case_sensitive))  # s1
+                         **population_of(topo, spec.code, case_sensitive))
     await node.bootstrap(logins["nodes"][spec.code]["secret"])
-    await seed_node(node, topo, logins,  # demo records only in "demo" mode (s1)
+    await seed_node(node, topo, logins,  # demo records only in "demo" mode
                     topo.identifiers_per_enterprise if topo.population == "demo" else 0,
                     progress)
     return node, spec.address
 
 
 def population_of(topo: Topology, code: str, case_sensitive: bool) -> dict:
-    """s1 (issue 12): a secondary node's synthetic population ("full" mode) and templates."""
+    """A secondary node's synthetic population ("full" mode) and templates."""
     templates = topo.templates_by_industry()
     members = [Member(e.prefix, e.identifiers, template_of(templates, e.industry))
                for e in topo.enterprises_of(code)] if topo.population == "full" else []
