@@ -153,37 +153,29 @@ class _ServerConnection(Stream):
             _, msgid, method, params = msg
             if type(msgid) is not int or type(method) is not str or type(params) is not list:
                 raise Malformed("bad request")
-            handler = self._permitted(method, params, msgid)
-            if handler is None:
-                return
-            caller = self.caller
-            try:
-                result = handler(*params) if caller is None else handler(caller, *params)
-            except Exception as exc:
-                self._failed(method, exc)
-                self._send(msgid, error_field(exc), None)
-                return
-            if type(result) in PLAIN or not inspect.isawaitable(result):
-                self._send(msgid, None, result)
-            else:
-                self._server._track(self._loop.create_task(self._finish(msgid, method, result)))
-        elif n == 3 and msg[0] == NOTIFY:
+        elif n == 3 and msg[0] == NOTIFY:  # a notification: no msgid, never answered
             _, method, params = msg
+            msgid = None
             if type(method) is not str or type(params) is not list:
                 raise Malformed("bad notification")
-            handler = self._permitted(method, params, None)
-            if handler is None:
-                return
-            caller = self.caller
-            try:
-                result = handler(*params) if caller is None else handler(caller, *params)
-            except Exception as exc:
-                self._failed(method, exc)
-                return
-            if type(result) not in PLAIN and inspect.isawaitable(result):
-                self._server._track(self._loop.create_task(self._finish(None, method, result)))
         else:
             raise Malformed("not a request or notification")
+        handler = self._permitted(method, params, msgid)
+        if handler is None:
+            return
+        caller = self.caller
+        try:
+            result = handler(*params) if caller is None else handler(caller, *params)
+        except Exception as exc:
+            self._failed(method, exc)
+            if msgid is not None:
+                self._send(msgid, error_field(exc), None)
+            return
+        if type(result) in PLAIN or not inspect.isawaitable(result):
+            if msgid is not None:
+                self._send(msgid, None, result)
+        else:
+            self._server._track(self._loop.create_task(self._finish(msgid, method, result)))
 
     def _handshake(self, msg: list, n: int) -> None:
         """Before authentication: a hello is checked, anything else refused and closed."""
