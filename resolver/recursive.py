@@ -100,7 +100,7 @@ class RecursiveNode:
     async def _ask_top(self, prefix: str) -> tuple[Site, int]:
         self.stats["delegation_calls"] += 1
         site, ttl = await self.top.call("delegate", prefix)
-        return Site(*site), ttl
+        return Site.from_wire(site), ttl
 
     async def _ask_node(self, site: Site, handle: str) -> tuple[records.Answer, list[int]]:
         peer = self._peers.get(site.rpc_addr)

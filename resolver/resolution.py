@@ -40,11 +40,24 @@ __all__ = ["Site", "AskTop", "AskNode", "Outcome", "Caches", "NOT_PROBED", "loca
 
 @dataclass(frozen=True, slots=True)
 class Site:
-    """Where a prefix is served: the prefix that delegates, the node's HTTP URL and RPC address."""
+    """Where a prefix is served: the prefix that delegates, the primary node's HTTP URL and
+    RPC address, and its mirrors' ``(http_url, rpc_addr)`` in the order HS_SITE lists them
+    (read-only copies: resolves may go there, writes never)."""
 
     prefix: str
     http_url: str
     rpc_addr: str
+    mirrors: tuple[tuple[str, str], ...] = ()
+
+    def wire(self) -> list:
+        """As the top-level node's ``delegate`` RPC sends it (``from_wire`` reads it back)."""
+        return [self.prefix, self.http_url, self.rpc_addr, [list(m) for m in self.mirrors]]
+
+    @classmethod
+    def from_wire(cls, doc: list) -> "Site":
+        prefix, http_url, rpc_addr, *rest = doc
+        mirrors = tuple((str(h), str(r)) for h, r in rest[0]) if rest else ()
+        return cls(str(prefix), str(http_url), str(rpc_addr), mirrors)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,13 +42,26 @@ from resolver.errors import AUTHENTICATION_FAILED, INVALID_VALUE, HandleError
 from resolver.roles import Role
 
 __all__ = ["VERSION", "CHALLENGE", "HELLO", "WELCOME", "REFUSED", "Caller", "Method", "Keyring",
-           "Trust", "new_key", "role_of", "client_proof", "server_proof", "refused", "text_param"]
+           "Trust", "new_key", "role_of", "mirror_name", "primary_of", "MIRROR_MARK", "client_proof", "server_proof", "refused", "text_param"]
 
 VERSION = 1
 CHALLENGE, HELLO, WELCOME, REFUSED = "idsim.challenge", "idsim.hello", "idsim.welcome", \
     "idsim.refused"
 NONCE_BYTES = 16
 MAX_NAME = 64  # a node name: "top", "recursive" or a secondary node's code
+
+
+MIRROR_MARK = "~"  # "<primary>~<city>": a mirror's node name
+
+
+def mirror_name(primary: str, city: str) -> str:
+    """The node name of ``primary``'s mirror in ``city`` (``88.118~Beijing``, ``top~Beijing``)."""
+    return f"{primary}{MIRROR_MARK}{city}"
+
+
+def primary_of(name: str) -> str:
+    """The primary a mirror's name follows (``88.118~Beijing`` -> ``88.118``); else the name."""
+    return name.split(MIRROR_MARK, 1)[0]
 
 
 def new_key() -> str:
@@ -58,7 +71,10 @@ def new_key() -> str:
 
 def role_of(name: str) -> Role:
     """The role a node name stands for: ``top``, ``recursive`` or ``recursive-<city>`` (one of
-    several recursive nodes, issue 10), else a secondary node's code."""
+    several recursive nodes, issue 10), ``<primary>~<city>`` (a mirror of that primary: a
+    secondary node's code or ``top``), else a secondary node's code."""
+    if MIRROR_MARK in name:
+        return Role.MIRROR
     if name == Role.TOP.value:
         return Role.TOP
     if name == Role.RECURSIVE.value or name.startswith(Role.RECURSIVE.value + "-"):

@@ -186,7 +186,7 @@ class TopNode(SecondaryNode):
         """RPC methods and who may call them (``resolver.rpc_auth``)."""
         def delegate(caller: Caller, prefix: Any) -> list:
             site, ttl = self.delegate(identifiers.check_prefix(text_param(prefix, "prefix", 255)))
-            return [[site.prefix, site.http_url, site.rpc_addr], ttl]
+            return [site.wire(), ttl]
         return dict(super().rpc_handlers(),
                     register_prefixes=Method(self.register_prefixes, [Role.SECONDARY]),
                     report=Method(self.report_from, [Role.SECONDARY, Role.RECURSIVE]),
