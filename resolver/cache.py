@@ -7,9 +7,13 @@ The recursive node keeps two kinds of answers, each in its own :class:`TTLCache`
 * **identifier answers** - identifier -> the encoded record bytes an upstream returned, plus
   *negative* entries ("this identifier does not exist") so repeated misses are absorbed too.
 
-Entries live until ``now + ttl``; for ``stale_window`` seconds after that they are still
-returned, marked ``stale``, so the caller may serve them while it refreshes in the background
-or while the upstream is unreachable (serve-stale, RFC 8767 style). Capacity is bounded both by
+Entries live until ``now + ttl``; for ``stale_window`` seconds after that (``negative_stale``
+for negative entries) they are still returned, marked ``stale``, so the caller may serve them
+while it refreshes in the background or while the upstream is unreachable (serve-stale, RFC
+8767: the window is its maximum staleness). With ``prefetch_window`` (a fraction of the TTL),
+the first fresh hit of a positive entry within the last part of its TTL comes back marked
+``prefetch`` - once per entry, until a ``put`` replaces it - so the caller refreshes it before
+it expires (Unbound's ``prefetch``). Capacity is bounded both by
 entry count and by bytes (the caller says what an entry weighs, normally ``len(encoded)``);
 over either limit the least recently used entries go. Expired entries are dropped lazily - when
 a ``get`` finds them, or when LRU pressure reaches them - there is no background sweep, and
@@ -17,7 +21,7 @@ every operation is O(1). Negative entries, which a client makes at will by askin
 that do not exist, are also dropped once past their stale window by every write (``put``,
 ``put_negative``): they are kept in put order as well, and each write drops up to
 ``SWEEP`` of them from the oldest end (put order is expiry order when they share one TTL, as
-the recursive node's ``negative_ttl`` makes them). A negative entry counts what it costs in
+they mostly do; an entry that expires later only delays the sweep of those behind it). A negative entry counts what it costs in
 CPython objects (``negative_size``), not a nominal figure.
 
 The clock is a parameter (``now``, float seconds) of every call that needs it rather than a
@@ -63,22 +67,26 @@ class Hit:
 
     ``value`` is None for a negative entry (``negative`` True: the key is known not to exist).
     ``stale`` is True when the entry has expired but is still within the stale window.
+    ``prefetch`` is True on the one fresh hit that found the entry in its prefetch window.
     """
 
     value: Any
     negative: bool
     stale: bool
     expires_at: float
+    prefetch: bool = False
 
 
 class _Entry:
-    __slots__ = ("value", "expires_at", "size", "negative")
+    __slots__ = ("value", "expires_at", "size", "negative", "prefetch_at")
 
-    def __init__(self, value: Any, expires_at: float, size: int, negative: bool) -> None:
+    def __init__(self, value: Any, expires_at: float, size: int, negative: bool,
+                 prefetch_at: float) -> None:
         self.value = value
         self.expires_at = expires_at
         self.size = size
         self.negative = negative
+        self.prefetch_at = prefetch_at  # a fresh hit from then on asks for a prefetch; inf: none
 
 
 class TTLCache:
@@ -97,22 +105,30 @@ class TTLCache:
     """
 
     __slots__ = (
-        "max_entries", "max_bytes", "stale_window", "_entries", "_bytes", "_negatives",
+        "max_entries", "max_bytes", "stale_window", "negative_stale", "prefetch_window",
+        "_entries", "_bytes", "_negatives",
         "hits", "misses", "stale_hits", "evictions",
         "negative_hits", "negative_stale_hits", "negative_evictions",  # metrics
     )
 
     def __init__(self, *, max_entries: int, max_bytes: int | None = None,
-                 stale_window: float = 0.0) -> None:
+                 stale_window: float = 0.0, negative_stale: float | None = None,
+                 prefetch_window: float = 0.0) -> None:
         if max_entries < 0:
             raise ValueError(f"max_entries must be >= 0, got {max_entries}")
         if max_bytes is not None and max_bytes < 0:
             raise ValueError(f"max_bytes must be >= 0 or None, got {max_bytes}")
-        if not stale_window >= 0:
-            raise ValueError(f"stale_window must be >= 0, got {stale_window}")
+        if negative_stale is None:
+            negative_stale = stale_window
+        if not stale_window >= 0 or not negative_stale >= 0:
+            raise ValueError(f"stale windows must be >= 0, got {stale_window}, {negative_stale}")
+        if not 0 <= prefetch_window <= 1:
+            raise ValueError(f"prefetch_window must be within [0, 1], got {prefetch_window}")
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.stale_window = float(stale_window)
+        self.negative_stale = float(negative_stale)
+        self.prefetch_window = float(prefetch_window)
         self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()  # LRU first, MRU last
         self._negatives: OrderedDict[Hashable, _Entry] = OrderedDict()  # negatives, put order
         self._bytes = 0
@@ -150,7 +166,9 @@ class TTLCache:
                 or self.max_entries == 0
                 or (self.max_bytes is not None and size > self.max_bytes)):
             return False
-        entry = self._entries[key] = _Entry(value, now + ttl, size, negative)
+        prefetch_at = (now + ttl * (1 - self.prefetch_window)
+                       if self.prefetch_window and not negative else math.inf)
+        entry = self._entries[key] = _Entry(value, now + ttl, size, negative, prefetch_at)
         if negative:
             self._negatives[key] = entry
         self._bytes += size
@@ -175,7 +193,7 @@ class TTLCache:
             if not negatives:
                 return
             key, entry = next(iter(negatives.items()))
-            if now < entry.expires_at + self.stale_window:
+            if now < entry.expires_at + self.negative_stale:
                 return
             del self._entries[key]
             self._forget(key, entry)
@@ -214,11 +232,15 @@ class TTLCache:
             self.misses += 1
             return None
         expires_at = entry.expires_at
+        prefetch = False
         if now < expires_at:
             stale = False
             self.hits += 1
             self.negative_hits += entry.negative
-        elif now < expires_at + self.stale_window:
+            if now >= entry.prefetch_at:
+                entry.prefetch_at = math.inf  # once per entry
+                prefetch = True
+        elif now < expires_at + (self.negative_stale if entry.negative else self.stale_window):
             stale = True
             self.stale_hits += 1
             self.negative_stale_hits += entry.negative
@@ -228,7 +250,7 @@ class TTLCache:
             self.misses += 1
             return None
         self._entries.move_to_end(key)
-        return Hit(entry.value, entry.negative, stale, expires_at)
+        return Hit(entry.value, entry.negative, stale, expires_at, prefetch)
 
     def __len__(self) -> int:
         """Entries held, including expired ones not yet dropped."""

@@ -30,9 +30,9 @@ class CacheConfig:
     top-level node gives delegations; the bound on a secondary node's memos."""
     answer_entries: int = 1_000_000       # 0 turns the answer cache off
     answer_bytes: int = 512 * MiB
-    answer_stale: float = 60.0            # s an expired answer may serve while upstream fails
+    answer_stale: float = 86400.0         # s an expired answer may serve (RFC 8767 max-stale)
     delegation_entries: int = 100_000
-    delegation_stale: float = 3600.0      # s an expired delegation may serve while top is down
+    delegation_stale: float = 86400.0     # s an expired delegation may serve while top is down
     delegation_ttl: float = 3600.0        # when the top-level node gives none
     prefix_record_ttl: int = 86400        # 0.NA/<prefix> records, served by the top-level node
     negative_ttl: float = 5.0             # how long "not found" is remembered
@@ -41,6 +41,17 @@ class CacheConfig:
     site_ttl: int = 3600                  # TTL of the HS_SITE values the top-level node writes
     memo_entries: int = 100_000           # each memo of a secondary node (records and decisions
                                           # consulted to decide who may write; homed prefixes)
+    # serve-stale (RFC 8767), negative caching (RFC 2308), prefetch and peer failover of the
+    # recursive node (resolver.resolution, resolver.peer_health; see the README)
+    negative_stale: float = 60.0          # s an expired "not found" may serve while upstream fails
+    max_negative_ttl: float = 3600.0      # cap of any negative TTL (RFC 2308 section 5)
+    stale_answer_ttl: int = 30            # TTL of every value of an answer served stale
+    stale_deadline: float = 1.8           # s a client waits for upstream before stale is served
+    prefetch_window: float = 0.1          # fraction of a TTL, at its end, in which a hit
+                                          # refreshes the answer in the background; 0: off
+    peer_failures: int = 2                # consecutive failed calls that put a peer in back-off
+    peer_backoff: float = 1.0             # s of the first back-off window; doubles per failure
+    peer_backoff_max: float = 60.0        # s, the longest back-off window
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,7 +190,8 @@ def snapshot(node, requests: RequestStats) -> dict:
     upstream = getattr(node, "upstream", None)
     return {"requests": requests.state(),
             "caches": cache_rows(getattr(node, "caches", None)),
-            "upstream": upstream.state() if upstream is not None else []}
+            "upstream": upstream.state() if upstream is not None else [],
+            "resilience": resilience_rows(node)}
 
 
 class NodeCollector:
@@ -223,6 +224,7 @@ class NodeCollector:
         yield from (req, resp, dur)
         yield from self._caches(node, states)
         yield from self._upstream(node, states)
+        yield from resilience_families(node, states)
         records = GaugeMetricFamily("idsim_records", "Records stored at this node",
                                     labels=["node"])
         store = getattr(m.node, "store", None)
@@ -262,6 +264,48 @@ class NodeCollector:
                 _histogram(dur, [node, peer, method, process], buckets, total)
                 fail.add_metric([node, peer, method, process], failures)
         return [dur, fail]
+
+
+# -- resilience of the recursive node (issue 11): serve-stale, prefetch, failover ----------
+# Read at scrape time from the recursive node's ``stats`` counter (``resolver.recursive``):
+# ``stale`` answers served, ``stale_deadline`` of them on the client deadline (the rest on
+# a failure), ``prefetches`` started, ``failover_node`` / ``failover_top`` answers from a
+# mirror / a standby top-level node. Labels: reason (failure, deadline) and to (mirror,
+# standby_top), two values each.
+
+def resilience_rows(node) -> list[tuple[str, str, int]]:
+    """``(metric, label value, count)`` of a recursive node; none for other nodes."""
+    stats = getattr(node, "stats", None)
+    if getattr(node, "health", None) is None or stats is None:
+        return []
+    deadline = stats["stale_deadline"]
+    return [("stale", "failure", stats["stale"] - deadline), ("stale", "deadline", deadline),
+            ("prefetch", "", stats["prefetches"]),
+            ("failover", "mirror", stats["failover_node"]),
+            ("failover", "standby_top", stats["failover_top"])]
+
+
+def resilience_families(node: str, states) -> list:
+    """``idsim_stale_answers_total{reason}``, ``idsim_prefetches_total``,
+    ``idsim_failovers_total{to}`` (each with node and process), when any process has them."""
+    if not any(state.get("resilience") for _, state in states):
+        return []
+    stale = CounterMetricFamily("idsim_stale_answers", "Answers served from an expired entry "
+                                "(RFC 8767 serve-stale), per reason",
+                                labels=["node", "reason", "process"])
+    prefetch = CounterMetricFamily("idsim_prefetches", "Cached answers refreshed before "
+                                   "expiry because a client asked in their last part",
+                                   labels=["node", "process"])
+    failover = CounterMetricFamily("idsim_failovers", "Answers from a mirror or a standby "
+                                   "top-level node, the primary not answering",
+                                   labels=["node", "to", "process"])
+    for process, state in states:
+        for metric, label, n in state.get("resilience", ()):
+            if metric == "prefetch":
+                prefetch.add_metric([node, process], n)
+            else:
+                (stale if metric == "stale" else failover).add_metric([node, label, process], n)
+    return [stale, prefetch, failover]
 
 
 def fault_family(node) -> GaugeMetricFamily:

@@ -4,7 +4,21 @@ It resolves any identifier by asking the top-level node where its prefix is serv
 node; answers, delegations and "not found" are cached as ``resolution`` says. Identical
 questions in flight share one upstream call (``_inflight``); the upstream work runs as its own
 task, so a caller that goes away cancels only its own wait. Writes sent here are passed on
-over HTTP to the node that serves the handle (``forward``), located by the same rules.
+over HTTP to the node that serves the handle (``forward``), located by the same rules, and
+always to its primary.
+
+Resilience (issue 11; the rules are ``resolution``'s and ``peer_health``'s, this is the I/O):
+* failover: a resolve asks the prefix's primary node, then its mirrors (``Site.mirrors``); a
+  delegation or a prefix record (``0.NA/...``) the top-level node, then ``standby_tops``;
+  each by health (``peer_health.PeerHealth``: a peer that keeps failing is skipped for a
+  back-off window, then probed). An answer from another peer than the first counts as a
+  failover (``stats["failover_node"]``, ``["failover_top"]``);
+* serve-stale: a request that found a stale entry waits ``cache.stale_deadline`` at most for
+  the shared resolution (``asyncio.wait_for`` on a shield: the resolution goes on and refills
+  the cache), then is served the stale entry; ``stats["stale"]`` counts stale answers served,
+  ``stats["stale_deadline"]`` those of them served on the deadline (the rest: on a failure);
+* prefetch: a fresh hit in an entry's prefetch window starts a background resolution of that
+  handle (``stats["prefetches"]``), unless one is in flight already (it is shared as any).
 With ``links`` (the WAN model, ``resolver.link``) every RPC call and every write passed on
 pays the modelled delays of the link to that node; without, nothing is added.
 
@@ -28,7 +42,7 @@ import asyncio
 import ssl
 from collections import Counter
 from functools import partial
-from typing import Callable
+from typing import Callable, Sequence
 
 import aiohttp
 from multidict import CIMultiDict
@@ -41,6 +55,7 @@ from resolver.identifiers import Handle
 from resolver.link import Link
 from resolver.metrics import UpstreamStats
 from resolver.net import client_session, split_address
+from resolver.peer_health import PeerHealth
 from resolver.resolution import NOT_PROBED, Caches, Outcome, Site, drive, steps
 from resolver.roles import Role
 from resolver.rpc import RpcClient
@@ -54,7 +69,8 @@ class RecursiveNode:
                  case_sensitive: bool = False, clock: Clock = SYSTEM,
                  client_ssl: ssl.SSLContext | None = None,
                  trust: Trust | None = None,
-                 links: Callable[[str], Link | None] | None = None) -> None:
+                 links: Callable[[str], Link | None] | None = None,
+                 standby_tops: Sequence[str] = ()) -> None:
         self.name = name
         self.links = links  # RPC address -> the WAN link to that node (resolver.link), or None
         self.client_ssl = client_ssl  # verifies https:// nodes writes pass to (cluster CA)
@@ -64,7 +80,11 @@ class RecursiveNode:
         self.trust = trust  # how its RPC clients prove they are this node (rpc_auth)
         self.caches = Caches.from_config(self.config.cache)
         self.top_rpc = top_rpc
-        self.top_site = Site(identifiers.NA_PREFIX, "", top_rpc)  # serves 0.NA/ records
+        self.tops = (top_rpc, *standby_tops)  # asked in turn for delegations (failover)
+        # serves 0.NA/ records: the top-level node, then its standbys (read-only copies)
+        self.top_site = Site(identifiers.NA_PREFIX, "", top_rpc,
+                             tuple(("", addr) for addr in standby_tops))
+        self.health = PeerHealth(self.config.cache, clock)
         # calls to peers, per (peer, method), for the metrics (resolver.metrics)
         self.upstream = UpstreamStats(self.config.metrics.max_upstream_series)
         self.top = self._client(top_rpc, "top")
@@ -99,16 +119,51 @@ class RecursiveNode:
 
     async def _ask_top(self, prefix: str) -> tuple[Site, int]:
         self.stats["delegation_calls"] += 1
-        site, ttl = await self.top.call("delegate", prefix)
+        site, ttl = await self._in_turn(self.tops, "delegate", prefix, "top")
         return Site.from_wire(site), ttl
 
     async def _ask_node(self, site: Site, handle: str) -> tuple[records.Answer, list[int]]:
-        peer = self._peers.get(site.rpc_addr)
-        if peer is None:
-            peer = self._peers[site.rpc_addr] = self._client(site.rpc_addr)
         self.stats["upstream_calls"] += 1
-        answer = records.Answer(await peer.call("resolve", handle))
+        addrs = (site.rpc_addr, *(rpc for _, rpc in site.mirrors))
+        kind = "top" if site is self.top_site else "node"
+        answer = records.Answer(await self._in_turn(addrs, "resolve", handle, kind))
         return answer, answer.ttls
+
+    async def _call_peer(self, addr: str, method: str, arg: str):
+        """One RPC call to the peer at ``addr`` (its client made once, by ``_client``)."""
+        peer = self.top if addr == self.top_rpc else self._peers.get(addr)
+        if peer is None:
+            peer = self._peers[addr] = self._client(addr)
+        return await peer.call(method, arg)
+
+    async def _in_turn(self, addrs: Sequence[str], method: str, arg: str, kind: str):
+        """The first answer of the peers ``addrs``, asked in turn as ``peer_health`` chooses;
+        an error a peer answers (e.g. "not found") is its answer. The last ``PeerUnavailable``
+        when none answers."""
+        tried: list[str] = []
+        last: errors.PeerUnavailable | None = None
+        while (addr := self.health.next(addrs, tried)) is not None:
+            tried.append(addr)
+            try:
+                reply = await self._call_peer(addr, method, arg)
+            except errors.PeerUnavailable as exc:
+                self.health.failed(addr)
+                last = exc
+                continue
+            except errors.HandleError:
+                self._answered(addr, addrs, kind)
+                raise
+            except BaseException:
+                self.health.release(addr)
+                raise
+            self._answered(addr, addrs, kind)
+            return reply
+        raise last or errors.PeerUnavailable(f"no peer to ask among {', '.join(addrs)}")
+
+    def _answered(self, addr: str, addrs: Sequence[str], kind: str) -> None:
+        self.health.ok(addr)
+        if addr != addrs[0]:
+            self.stats[f"failover_{kind}"] += 1
 
     async def locate(self, prefix: str) -> Site:
         """Where a prefix is served, by the rules every resolve uses (``resolution.locate``):
@@ -174,37 +229,81 @@ class RecursiveNode:
             return None
         self.stats["resolutions"] += 1
         self.stats["cache"] += 1
+        if hit.prefetch:
+            self._prefetch(self.parse(text))
         return hit.value
 
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """The record, from cache or upstream; HandleError 100 / 503 otherwise."""
         self.stats["resolutions"] += 1
         probe, self._probe = self._probe, None
-        found = probe[1] if probe is not None and probe[0] == handle.key else NOT_PROBED
-        prefix = handle.prefix
-        gen = steps(handle.text, handle.key, identifiers.make_key(prefix, self.case_sensitive),
-                    prefix, caches=self.caches, config=self.config.cache, clock=self.clock,
-                    top=self.top_site, fresh=fresh, probe=found)
+        if fresh:
+            hit = None
+        elif probe is not None and probe[0] == handle.key:
+            hit = probe[1]
+        else:
+            hit = self.caches.answers.get(handle.key, self.clock())
+        gen = self._steps(handle, fresh, hit)
         try:
             need = next(gen)
         except StopIteration as done:  # answered from cache: no future, no task
+            if done.value.refresh:
+                self._prefetch(handle)
             return self._result(done.value, handle)
         waiting = None if fresh else self._inflight.get(handle.key)
         if waiting is not None:
             gen.close()
             self.stats["coalesced"] += 1
-            return self._result(await asyncio.shield(waiting), handle)
-        # The upstream work runs as its own task: a caller that goes away (client disconnect)
-        # cancels only its own wait, never the answer others are waiting for.
+            return self._result(await self._wait(waiting, hit, handle), handle)
+        task = self._start(handle.key, gen, need, shared=not fresh)
+        return self._result(await self._wait(task, hit, handle), handle)
+
+    def _steps(self, handle: Handle, fresh: bool, hit: Hit | None):
+        prefix = handle.prefix
+        return steps(handle.text, handle.key, identifiers.make_key(prefix, self.case_sensitive),
+                     prefix, caches=self.caches, config=self.config.cache, clock=self.clock,
+                     top=self.top_site, fresh=fresh, probe=hit)
+
+    def _start(self, key: bytes, gen, need, *, shared: bool) -> asyncio.Future:
+        """The upstream work runs as its own task: a caller that goes away (client
+        disconnect) or stops waiting (the stale deadline) cancels only its own wait, never
+        the answer others wait for or the refill of the cache."""
         task = asyncio.ensure_future(drive(gen, self._ask_top, self._ask_node, first=need))
-        if not fresh:
-            self._inflight[handle.key] = task
-            task.add_done_callback(partial(self._landed, handle.key))
+        if shared:
+            self._inflight[key] = task
+            task.add_done_callback(partial(self._landed, key))
+        return task
+
+    async def _wait(self, task: asyncio.Future, hit: Hit | None, handle: Handle) -> Outcome:
+        """The outcome of ``task``; with a stale ``hit``, that entry once the upstream has
+        not answered within ``cache.stale_deadline`` (RFC 8767's client response timer)."""
         try:
-            outcome = await asyncio.shield(task)
+            if hit is None or not hit.stale:
+                return await asyncio.shield(task)
+            try:
+                return await asyncio.wait_for(asyncio.shield(task),
+                                              self.config.cache.stale_deadline)
+            except TimeoutError:
+                if task.done():  # the task's own error, not the deadline
+                    raise
+                outcome = resolution.on_deadline(hit)
+                self.stats["stale_deadline"] += outcome.source == "stale"
+                return outcome
         except errors.HandleError as exc:
             raise exc.with_handle(handle.text)
-        return self._result(outcome, handle)
+
+    def _prefetch(self, handle: Handle) -> None:
+        """Refresh ``handle``'s answer in the background (Unbound's prefetch), unless a
+        resolution of it is in flight already."""
+        if handle.key in self._inflight:
+            return
+        gen = self._steps(handle, False, None)
+        try:
+            need = next(gen)
+        except StopIteration:  # nothing to ask (cannot happen for a miss; be safe)
+            return
+        self.stats["prefetches"] += 1
+        self._start(handle.key, gen, need, shared=True)
 
     def _landed(self, key: bytes, task: asyncio.Task) -> None:
         if self._inflight.get(key) is task:
@@ -217,7 +316,7 @@ class RecursiveNode:
         if outcome.data is None:
             message = outcome.error.message if outcome.error else "Handle not found"
             raise errors.HandleError(errors.HANDLE_NOT_FOUND, message, handle=handle.text)
-        return outcome.data
+        return resolution.served(outcome, self.config.cache)
 
     def report_stats(self) -> dict:
         a = self.caches.answers

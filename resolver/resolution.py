@@ -10,10 +10,18 @@ Every rule of resolution lives here, and only here:
   used. Resolves (through ``steps``) and forwarded writes (``RecursiveNode.locate``) both
   find sites through it: one code path for "where is this prefix served".
 * ``steps()`` resolves one handle: a fresh cached answer (or "not found") is returned without
-  asking anything; otherwise it locates the prefix and asks that node (``AskNode``), caching
-  the answer for its smallest value TTL clamped to ``[min_ttl, max_ttl]``, and "not found"
-  for ``negative_ttl``. An upstream that cannot be reached is answered from a stale entry
-  when there is one. ``fresh`` (``auth=true``) skips the answer cache but refills it.
+  asking anything (flagged ``refresh`` when the hit fell in the entry's prefetch window: the
+  caller refreshes it in the background, once per entry); otherwise it locates the prefix and
+  asks that node (``AskNode``), caching the answer for its smallest value TTL clamped to
+  ``[min_ttl, max_ttl]``, and "not found" for ``negative_ttl()`` (RFC 2308). An upstream that
+  cannot be reached is answered from a stale entry when there is one. ``fresh``
+  (``auth=true``) skips the answer cache but refills it.
+* serve-stale (RFC 8767): an entry is kept past its TTL for ``answer_stale`` (negative ones
+  ``negative_stale``, delegations ``delegation_stale``); it serves when the upstream fails
+  (``steps``) or does not answer within ``stale_deadline`` (``on_deadline``, for the caller
+  that runs the clock of that deadline: the resolution goes on and refills the cache). What a
+  client gets from a stale entry has every value's TTL set to ``stale_answer_ttl``
+  (``served``); a fresh answer keeps the serving node's TTLs.
 
 Invariants: the answer cache is probed at most once per resolution (a caller that already
 looked, ``RecursiveNode.cached``, passes what it found as ``probe``); only ``PeerUnavailable``
@@ -29,13 +37,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Generator, TypeVar
 
+import msgpack
+
 from resolver import errors, identifiers
 from resolver.cache import Hit, TTLCache, answer_ttl
 from resolver.config import CacheConfig
-from resolver.records import Answer
+from resolver.records import Answer, decode_rows
 
 __all__ = ["Site", "AskTop", "AskNode", "Outcome", "Caches", "NOT_PROBED", "locate", "steps",
-           "drive"]
+           "drive", "negative_ttl", "on_deadline", "served", "stale_answer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +88,7 @@ class Outcome:
     data: "Answer | None"       # the record (records.Answer: len() is its size); None: not found
     source: str                 # "cache", "stale", "upstream", "negative"
     error: errors.HandleError | None = None
+    refresh: bool = False       # from cache, in its prefetch window: refresh it in the background
 
 
 @dataclass(slots=True)
@@ -88,7 +99,9 @@ class Caches:
     @classmethod
     def from_config(cls, config: CacheConfig) -> "Caches":
         return cls(TTLCache(max_entries=config.answer_entries, max_bytes=config.answer_bytes,
-                            stale_window=config.answer_stale),
+                            stale_window=config.answer_stale,
+                            negative_stale=config.negative_stale,
+                            prefetch_window=config.prefetch_window),
                    TTLCache(max_entries=config.delegation_entries,
                             stale_window=config.delegation_stale))
 
@@ -139,14 +152,16 @@ def steps(handle: str, key: bytes, prefix_key: bytes, prefix: str, *, caches: Ca
     else:
         hit = probe
     if hit is not None and not hit.stale:
-        return Outcome(None, "negative") if hit.negative else Outcome(hit.value, "cache")
+        if hit.negative:
+            return Outcome(None, "negative")
+        return Outcome(hit.value, "cache", refresh=hit.prefetch)
     try:
         site = yield from locate(prefix, prefix_key, caches=caches, config=config, clock=clock,
                                  top=top)
         data, ttls = yield AskNode(site, handle)
     except errors.HandleError as exc:
         if exc.code == errors.HANDLE_NOT_FOUND:
-            caches.answers.put_negative(key, ttl=config.negative_ttl, now=clock())
+            caches.answers.put_negative(key, ttl=negative_ttl(exc, config), now=clock())
             return Outcome(None, "negative", exc)
         if hit is not None and isinstance(exc, errors.PeerUnavailable):
             # the upstream is down: an answer that expired moments ago beats an error
@@ -155,6 +170,38 @@ def steps(handle: str, key: bytes, prefix_key: bytes, prefix: str, *, caches: Ca
     ttl = answer_ttl(ttls, floor=config.min_ttl, ceiling=config.max_ttl)
     caches.answers.put(key, data, ttl=ttl, now=clock(), size=len(data))
     return Outcome(data, "upstream")
+
+
+def negative_ttl(exc: errors.HandleError, config: CacheConfig) -> float:
+    """How long "not found" is remembered (RFC 2308 section 5): the negative TTL the serving
+    node sent with it (a ``negative_ttl`` attribute of the error, when a node sends one), else
+    ``config.negative_ttl``; never more than ``config.max_negative_ttl``."""
+    sent = getattr(exc, "negative_ttl", None)
+    ttl = config.negative_ttl if sent is None else sent
+    return max(0.0, min(float(ttl), config.max_negative_ttl))
+
+
+def on_deadline(hit: "Hit | None") -> Outcome | None:
+    """What a client gets when the upstream has not answered within ``stale_deadline``: the
+    stale entry it found, when there is one (the resolution goes on); None: keep waiting."""
+    if hit is None or not hit.stale:
+        return None
+    return Outcome(None, "negative") if hit.negative else Outcome(hit.value, "stale")
+
+
+def stale_answer(answer: Answer, ttl: int) -> Answer:
+    """``answer`` with every value's TTL set to ``ttl`` (RFC 8767's stale answer TTL)."""
+    text, rows = decode_rows(answer.data)
+    for row in rows:
+        row[4] = ttl
+    return Answer(msgpack.packb([text, rows], use_bin_type=True))
+
+
+def served(outcome: Outcome, config: CacheConfig) -> "Answer | None":
+    """The record a client gets for ``outcome``: a stale one with ``stale_answer_ttl``."""
+    if outcome.source == "stale" and outcome.data is not None:
+        return stale_answer(outcome.data, config.stale_answer_ttl)
+    return outcome.data
 
 
 async def drive(gen: Generator[Need, object, R], ask_top: Callable[[str], Awaitable],
