@@ -17,6 +17,8 @@ Resilience (issue 11; the rules are ``resolution``'s and ``peer_health``'s, this
   the shared resolution (``asyncio.wait_for`` on a shield: the resolution goes on and refills
   the cache), then is served the stale entry; ``stats["stale"]`` counts stale answers served,
   ``stats["stale_deadline"]`` those of them served on the deadline (the rest: on a failure);
+* failure recheck: while every peer that could answer is in back-off, a stale entry serves at
+  once, without a call (``resolution.steps``' ``down``, answered by ``_down``);
 * prefetch: a fresh hit in an entry's prefetch window starts a background resolution of that
   handle (``stats["prefetches"]``), unless one is in flight already (it is shared as any).
 With ``links`` (the WAN model, ``resolver.link``) every RPC call and every write passed on
@@ -170,7 +172,7 @@ class RecursiveNode:
         the delegation cache, else the top-level node, else a stale delegation."""
         gen = resolution.locate(prefix, identifiers.make_key(prefix, self.case_sensitive),
                                 caches=self.caches, config=self.config.cache, clock=self.clock,
-                                top=self.top_site)
+                                top=self.top_site, down=self._down)
         return await drive(gen, self._ask_top, self._ask_node)
 
     async def forward(self, method: str, handle: Handle, target: str, body: bytes | None,
@@ -262,7 +264,12 @@ class RecursiveNode:
         prefix = handle.prefix
         return steps(handle.text, handle.key, identifiers.make_key(prefix, self.case_sensitive),
                      prefix, caches=self.caches, config=self.config.cache, clock=self.clock,
-                     top=self.top_site, fresh=fresh, probe=hit)
+                     top=self.top_site, fresh=fresh, probe=hit, down=self._down)
+
+    def _down(self, site: Site) -> bool:
+        """Every peer that serves ``site`` is in its back-off window (``peer_health``)."""
+        return (self.health.in_backoff(site.rpc_addr)
+                and all(self.health.in_backoff(rpc) for _, rpc in site.mirrors))
 
     def _start(self, key: bytes, gen, need, *, shared: bool) -> asyncio.Future:
         """The upstream work runs as its own task: a caller that goes away (client

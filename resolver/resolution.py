@@ -23,6 +23,9 @@ Every rule of resolution lives here, and only here:
   client gets from a stale entry has every value's TTL set to ``stale_answer_ttl``
   (``served``); a fresh answer keeps the serving node's TTLs.
 
+A stale entry also serves at once, without asking, while every peer that could answer is in
+its back-off window (``down``, from ``peer_health``), as RFC 8767's failure recheck timer says.
+
 Invariants: the answer cache is probed at most once per resolution (a caller that already
 looked, ``RecursiveNode.cached``, passes what it found as ``probe``); only ``PeerUnavailable``
 makes a stale entry serve; a failure other than "not found" is never remembered.
@@ -116,19 +119,24 @@ class _NotProbed:
 NOT_PROBED = _NotProbed()  # ``steps(probe=...)``: the caller did not look into the cache
 
 Need = AskTop | AskNode
+Down = Callable[[Site], bool]
 R = TypeVar("R")
 Locate = Generator[AskTop, object, Site]
 Step = Generator[Need, object, Outcome]
 
 
 def locate(prefix: str, prefix_key: bytes, *, caches: Caches, config: CacheConfig,
-           clock: Callable[[], float], top: Site) -> Locate:
-    """Where ``prefix`` is served. ``top`` is the top-level node's site (for ``0.NA``)."""
+           clock: Callable[[], float], top: Site, down: Down | None = None) -> Locate:
+    """Where ``prefix`` is served. ``top`` is the top-level node's site (for ``0.NA``, and
+    its addresses answer ``AskTop``). ``down(site)``: every peer of ``site`` is known to be
+    failing (``peer_health``): a stale delegation is then used without asking."""
     hit = caches.delegations.get(prefix_key, clock())
     if hit is not None and not hit.stale:
         return hit.value
     if prefix.upper() == identifiers.NA_PREFIX:  # prefix records live at the top-level node
         site, ttl = top, config.prefix_record_ttl
+    elif hit is not None and down is not None and down(top):
+        return hit.value  # RFC 8767's failure recheck: no wait for a top known to be down
     else:
         try:
             site, ttl = yield AskTop(prefix)
@@ -142,9 +150,11 @@ def locate(prefix: str, prefix_key: bytes, *, caches: Caches, config: CacheConfi
 
 def steps(handle: str, key: bytes, prefix_key: bytes, prefix: str, *, caches: Caches,
           config: CacheConfig, clock: Callable[[], float], top: Site, fresh: bool = False,
-          probe: "Hit | None | _NotProbed" = NOT_PROBED) -> Step:
+          probe: "Hit | None | _NotProbed" = NOT_PROBED, down: Down | None = None) -> Step:
     """Resolve one handle. ``probe``: what the caller's own look into the answer cache for
-    ``key`` found (a Hit, or None for a miss); left out, the steps look themselves."""
+    ``key`` found (a Hit, or None for a miss); left out, the steps look themselves.
+    ``down(site)``: every peer of ``site`` is known to be failing; a stale entry then serves
+    without asking (RFC 8767's failure recheck timer: the peers' back-off window)."""
     if fresh:
         hit = None
     elif probe is NOT_PROBED:
@@ -157,7 +167,9 @@ def steps(handle: str, key: bytes, prefix_key: bytes, prefix: str, *, caches: Ca
         return Outcome(hit.value, "cache", refresh=hit.prefetch)
     try:
         site = yield from locate(prefix, prefix_key, caches=caches, config=config, clock=clock,
-                                 top=top)
+                                 top=top, down=down)
+        if hit is not None and down is not None and down(site):
+            raise errors.PeerUnavailable(f"every node serving {site.prefix} is failing")
         data, ttls = yield AskNode(site, handle)
     except errors.HandleError as exc:
         if exc.code == errors.HANDLE_NOT_FOUND:

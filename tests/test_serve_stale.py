@@ -316,3 +316,63 @@ async def test_no_prefetch_for_a_cold_entry(node) -> None:
     node.cached(H1)  # asked, but not near expiry
     node.clock.advance(51)  # nobody asked in the last 10 %: expired
     assert node.stats["prefetches"] == 0 and node.up.calls == 1
+
+
+# ----------------------------------------------------------------- failure recheck
+
+def test_stale_serves_at_once_while_every_peer_is_down() -> None:
+    w = World()
+    data = answer(H1, 100)
+    w.resolve(data, [100])
+    w.clock.advance(101)
+    h = identifiers.parse(H1)
+    gen = steps(h.text, h.key, identifiers.make_key(h.prefix), h.prefix, caches=w.caches,
+                config=w.config, clock=w.clock, top=TOP, down=lambda site: site == SITE)
+    with pytest.raises(StopIteration) as done:
+        next(gen)  # nothing asked: the serving node is known to be down
+    assert done.value.value == Outcome(data, "stale")
+    # with the node not known to be down, it is asked
+    gen = steps(h.text, h.key, identifiers.make_key(h.prefix), h.prefix, caches=w.caches,
+                config=w.config, clock=w.clock, top=TOP, down=lambda site: False)
+    assert next(gen) == AskNode(SITE, H1)
+
+
+def test_a_miss_asks_even_when_every_peer_is_down() -> None:
+    w = World()
+    h = identifiers.parse(H1)
+    gen = steps(h.text, h.key, identifiers.make_key(h.prefix), h.prefix, caches=w.caches,
+                config=w.config, clock=w.clock, top=TOP, down=lambda site: True)
+    assert next(gen) == AskTop(h.prefix)  # nothing to serve: the last resort is to ask
+    assert gen.send((SITE, 3600)) == AskNode(SITE, H1)
+
+
+async def test_failure_recheck_no_call_while_the_node_is_in_backoff() -> None:
+    config = Config().with_values("test", {"cache": {"peer_failures": 2, "peer_backoff": 5}})
+    node = RecursiveNode("r", "127.0.0.1:9", config, clock=FakeClock(1_000_000.0))
+    calls: list[str] = []
+
+    async def call_peer(addr: str, method: str, arg: str):
+        calls.append(method)
+        if method == "delegate":
+            return [SITE.wire(), 3600]
+        if node.up:
+            return answer(arg, 100).data
+        raise errors.PeerUnavailable("down")
+    node._call_peer, node.up = call_peer, True
+    try:
+        h = node.parse(H1)
+        await node.resolve(h)
+        node.clock.advance(101)
+        node.up = False
+        for _ in range(2):  # each tries the node, fails, serves stale
+            assert ttls_of(await node.resolve(h)) == [30]
+        assert calls.count("resolve") == 3
+        for _ in range(3):  # in back-off: stale at once, no call
+            assert ttls_of(await node.resolve(h)) == [30]
+        assert calls.count("resolve") == 3 and node.stats["stale"] == 5
+        node.clock.advance(5)  # the window has passed: one probe, which succeeds
+        node.up = True
+        assert ttls_of(await node.resolve(h)) == [100]
+        assert calls.count("resolve") == 4
+    finally:
+        await node.close()
