@@ -21,8 +21,8 @@ every operation is O(1). Negative entries, which a client makes at will by askin
 that do not exist, are also dropped once past their stale window by every write (``put``,
 ``put_negative``): they are kept in put order as well, and each write drops up to
 ``SWEEP`` of them from the oldest end (put order is expiry order when they share one TTL, as
-they mostly do; an entry that expires later only delays the sweep of those behind it). A negative entry counts what it costs in
-CPython objects (``negative_size``), not a nominal figure.
+they mostly do; one that expires later only delays the sweep of those behind it). A negative
+entry counts what it costs in CPython objects (``negative_size``), not a nominal figure.
 
 The clock is a parameter (``now``, float seconds) of every call that needs it rather than a
 ``time.time()`` inside: the module stays pure logic, the simulator can drive it from virtual

@@ -41,14 +41,12 @@ class CacheConfig:
     site_ttl: int = 3600                  # TTL of the HS_SITE values the top-level node writes
     memo_entries: int = 100_000           # each memo of a secondary node (records and decisions
                                           # consulted to decide who may write; homed prefixes)
-    # serve-stale (RFC 8767), negative caching (RFC 2308), prefetch and peer failover of the
-    # recursive node (resolver.resolution, resolver.peer_health; see the README)
+    # RFC 8767 serve-stale, RFC 2308, prefetch, failover (resolution, peer_health; README)
     negative_stale: float = 60.0          # s an expired "not found" may serve while upstream fails
     max_negative_ttl: float = 3600.0      # cap of any negative TTL (RFC 2308 section 5)
     stale_answer_ttl: int = 30            # TTL of every value of an answer served stale
     stale_deadline: float = 1.8           # s a client waits for upstream before stale is served
-    prefetch_window: float = 0.1          # fraction of a TTL, at its end, in which a hit
-                                          # refreshes the answer in the background; 0: off
+    prefetch_window: float = 0.1          # last fraction of a TTL where a hit prefetches; 0: off
     peer_failures: int = 2                # consecutive failed calls that put a peer in back-off
     peer_backoff: float = 1.0             # s of the first back-off window; doubles per failure
     peer_backoff_max: float = 60.0        # s, the longest back-off window
