@@ -58,7 +58,7 @@ from resolver.link import Link
 from resolver.metrics import UpstreamStats
 from resolver.net import client_session, split_address
 from resolver.peer_health import PeerHealth
-from resolver.resolution import NOT_PROBED, Caches, Outcome, Site, drive, steps
+from resolver.resolution import Caches, Outcome, Site, drive, steps
 from resolver.roles import Role
 from resolver.rpc import RpcClient
 from resolver.rpc_auth import Method, Trust, text_param
@@ -232,7 +232,7 @@ class RecursiveNode:
         self.stats["resolutions"] += 1
         self.stats["cache"] += 1
         if hit.prefetch:
-            self._prefetch(self.parse(text))
+            self._prefetch(text)
         return hit.value
 
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
@@ -250,7 +250,7 @@ class RecursiveNode:
             need = next(gen)
         except StopIteration as done:  # answered from cache: no future, no task
             if done.value.refresh:
-                self._prefetch(handle)
+                self._prefetch(handle.text)
             return self._result(done.value, handle)
         waiting = None if fresh else self._inflight.get(handle.key)
         if waiting is not None:
@@ -299,15 +299,16 @@ class RecursiveNode:
         except errors.HandleError as exc:
             raise exc.with_handle(handle.text)
 
-    def _prefetch(self, handle: Handle) -> None:
-        """Refresh ``handle``'s answer in the background (Unbound's prefetch), unless a
-        resolution of it is in flight already."""
-        if handle.key in self._inflight:
-            return
-        gen = self._steps(handle, False, None)
+    def _prefetch(self, text: str) -> None:
+        """Refresh the answer for the handle ``text`` in the background (Unbound's
+        prefetch), unless a resolution of it is in flight already."""
         try:
+            handle = self.parse(text)  # it parsed before it was cached
+            if handle.key in self._inflight:
+                return
+            gen = self._steps(handle, False, None)
             need = next(gen)
-        except StopIteration:  # nothing to ask (cannot happen for a miss; be safe)
+        except (StopIteration, errors.HandleError):  # nothing to ask: nothing to refresh
             return
         self.stats["prefetches"] += 1
         self._start(handle.key, gen, need, shared=True)
