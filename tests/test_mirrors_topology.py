@@ -271,3 +271,46 @@ def test_status_shows_each_mirrors_lag_from_its_metrics() -> None:
     assert "0.50 s" in lines["88.118~Wuhan"] and "mirror" in lines["88.118~Wuhan"]
     assert "standby top" in lines["top~Nanjing"] and "0.00 s" in lines["top~Nanjing"]
     assert " s " not in lines["88.118"].replace("0.50 s", "")  # a primary has no lag
+
+
+def test_recursive_nodes_learn_the_standby_top(tmp_path: Path, monkeypatch) -> None:
+    seen = {}
+
+    class Recording:  # stands for RecursiveNode, whose standby_tops is another branch's
+        def __init__(self, name, top_rpc, config, **kw):
+            seen[name] = (top_rpc, kw.get("standby_tops"))
+
+    monkeypatch.setattr(wiring, "RecursiveNode", Recording)
+    with_standby = mirrors.with_mirrors(mini()).with_ports(BASE)
+    plain = mini().with_ports(BASE)
+
+    async def build(topo):
+        await wiring._build(topo, "recursive", Config(), data_dir=tmp_path, logins={},
+                            store="memory", clock=asyncio.get_running_loop().time,
+                            progress=None, case_sensitive=False, tls=None, keyring=None)
+    asyncio.run(build(with_standby))
+    assert seen["recursive"] == (with_standby.top.rpc_addr,
+                                 [mirrors.standby_tops(with_standby)[0].address.rpc_addr])
+    asyncio.run(build(plain))
+    assert seen["recursive"] == (plain.top.rpc_addr, None)  # none: built as before
+
+
+def test_idsim_up_prepares_mirrors_in_every_file_it_writes(tmp_path: Path) -> None:
+    import random
+    from topology.cluster import Cluster
+    from topology.ports import find_ports_in_use
+    from topology.tomlio import load
+    rng = random.Random()
+    for _ in range(50):
+        topo = mirrors.with_mirrors(mini()).with_ports(rng.randrange(20000, 29000))
+        if not find_ports_in_use(topo):
+            break
+    Cluster(topo, tmp_path).prepare()
+    assert load(tmp_path / "topology.toml").mirrors == topo.mirrors
+    keys = json.loads((tmp_path / "logins.json").read_text())["rpc"]
+    assert {m.name for m in topo.mirrors} <= set(keys)
+    scrape = (tmp_path / "prometheus.yml").read_text()
+    assert '"idsim-mirror"' in scrape
+    assert f"127.0.0.1:{topo.mirrors[-1].address.http_port}" in scrape
+    waited = Cluster(topo, tmp_path).node_urls()  # idsim up waits on every mirror's /readyz
+    assert {m.address.http_url for m in topo.mirrors} <= set(waited)
