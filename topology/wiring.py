@@ -158,9 +158,13 @@ async def _build_mirror(topo: Topology, name: str, config: Config, *, data_dir: 
     try:
         mirror = MirrorNode(name, node, primary.rpc_addr, primary.http_url, config, clock=clock,
                             trust=Trust(name, keyring) if keyring else None)
-        await mirror.start()  # dump, then follow, in the background
     except BaseException:
         await node.close()
+        raise
+    try:
+        await mirror.start()  # dump, then follow, in the background
+    except BaseException:
+        await mirror.close()  # closes the node it wraps
         raise
     return mirror
 
