@@ -4,9 +4,10 @@ between them; the network's totals from two ``/api/stats`` documents of the top-
 Used by ``idsim status`` and the dashboard alike (``resolver.watch`` does the I/O). Metric
 names are the contract's (``resolver.metrics``): ``idsim_requests_total{node,role,op}``,
 ``idsim_request_duration_seconds{node,role,op}`` (histogram), ``idsim_cache_requests_total``
-and ``idsim_cache_hits_total{node,cache}``, ``idsim_records{node}``; every series may carry
-a ``process`` label, summed over (``idsim_records``: the largest, each process reports the
-same store).
+and ``idsim_cache_hits_total{node,cache}``, ``idsim_records{node}``,
+``idsim_replication_lag_seconds{node}`` (a mirror's, issue 11); every series may carry a
+``process`` label, summed over (``idsim_records`` and the lag: the largest, each process
+reports the same store).
 
 Invariants:
 * requests/s and p99 count the Handle API's work (``WORK_OPS``), not /api/stats, /metrics,
@@ -38,19 +39,22 @@ class Sample:
     cache_requests: float | None = None
     cache_hits: float | None = None
     records: float | None = None
+    lag: float | None = None  # a mirror's replication lag, seconds (the largest of its processes)
 
 
 @dataclass(frozen=True)
 class View:
-    """One node as shown: requests/s, p99 seconds, answer-cache hit ratio, records."""
+    """One node as shown: requests/s, p99 seconds, answer-cache hit ratio, records, and a
+    mirror's replication lag (seconds)."""
     rate: float | None = None
     p99: float | None = None
     hit_ratio: float | None = None
     records: float | None = None
+    lag: float | None = None
 
     def doc(self) -> dict:
         return {"rate": self.rate, "p99": self.p99, "hitRatio": self.hit_ratio,
-                "records": self.records}
+                "records": self.records, "lag": self.lag}
 
 
 def _add(a: float | None, b: float) -> float:
@@ -59,7 +63,8 @@ def _add(a: float | None, b: float) -> float:
 
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 _WANTED = ("idsim_requests_total{", "idsim_request_duration_seconds_bucket{",
-           "idsim_cache_requests_total{", "idsim_cache_hits_total{", "idsim_records{")
+           "idsim_cache_requests_total{", "idsim_cache_hits_total{", "idsim_records{",
+           "idsim_replication_lag_seconds{")
 
 
 def samples(text: str):
@@ -107,6 +112,9 @@ def parse(text: str) -> dict[str, Sample]:
         elif name == "idsim_records":
             smp = out.setdefault(node, Sample())
             smp.records = value if smp.records is None else max(smp.records, value)
+        elif name == "idsim_replication_lag_seconds":  # a mirror's (issue 11)
+            smp = out.setdefault(node, Sample())
+            smp.lag = value if smp.lag is None else max(smp.lag, value)
     return out
 
 
@@ -150,14 +158,14 @@ def view(prev: Sample | None, cur: Sample | None, dt: float) -> View:
     if cur is None:
         return View()
     if prev is None or dt <= 0:
-        return View(records=cur.records)
+        return View(records=cur.records, lag=cur.lag)
     grew = increase(prev.requests, cur.requests)
     hits = increase(prev.cache_hits, cur.cache_hits)
     asked = increase(prev.cache_requests, cur.cache_requests)
     return View(rate=grew / dt,
                 p99=quantile(P99, bucket_increase(prev.buckets, cur.buckets)),
                 hit_ratio=hits / asked if hits is not None and asked else None,
-                records=cur.records)
+                records=cur.records, lag=cur.lag)
 
 
 # ------------------------------------------------------------------ network totals

@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one recursive node per city, each with its own ports: 'recursive' "
                          "in the first, recursive-<city> in the others, e.g. Guangzhou,Beijing"
                          ",Shanghai,Chengdu (default: the topology's; presets: Guangzhou)")
+    up.add_argument("--mirrors", action="store_true",  # issue 11: topology.mirrors
+                    help="give every secondary node one read-only mirror in another city "
+                         "(Beijing, Shanghai, Wuhan, Chongqing in turn) and add a standby "
+                         "top-level node in Nanjing, each in host processes of their own")
     up.add_argument("--tls", action="store_true",
                     help="serve every node's HTTP port over HTTPS, with certificates from a "
                          "cluster CA kept in <data>/pki (clients trust <data>/pki/ca.crt)")
@@ -230,6 +234,9 @@ def cmd_up(args) -> int:
                             f"{', '.join(sorted(places.CITIES))}; a topology file may place a "
                             "node anywhere with lat and lon)")
         topo = topo.with_recursive_cities(cities)
+    if args.mirrors:  # issue 11: before with_ports, their ports follow every other node's
+        from topology.mirrors import with_mirrors
+        topo = with_mirrors(topo)
     port = args.port if args.port is not None else last_port(args.data)
     if args.port is None and port is not None:
         console.print(f"port {port}: the one {args.data} last ran on (--port to choose)")

@@ -12,7 +12,8 @@ running where, for ``idsim status`` and ``down``).
 Invariants:
 - The processes are ``topology.supervisor`` host processes: they die with the launcher, and
   one that exits is handled by the ``OnExit`` policy while the others keep serving.
-- The top-level and the recursive node never share a process (``plan_workers``).
+- The top-level and the recursive node never share a process (``plan_workers``), nor does a
+  mirror with its primary (mirrors run in processes of their own, ``topology.mirrors.plan``).
 - ``cluster.json`` is replaced atomically and its pids are current: a restart rewrites it.
   It is removed by ``Cluster.stop`` and ``stop_recorded``; one whose processes are all gone
   is stale (``live_processes`` finds none of them).
@@ -34,7 +35,7 @@ from resolver import auth
 from resolver.config import Config, write_toml
 from resolver.roles import Role
 from resolver.rpc_auth import new_key
-from topology import demo, pki, prometheus_config
+from topology import demo, mirrors, pki, prometheus_config
 from topology.model import Topology
 from topology import readiness
 from topology.ports import find_ports_in_use
@@ -58,7 +59,8 @@ def make_logins(topo: Topology, old: dict | None = None) -> dict:
     # made for a data directory from before there were any
     keys = old.get("rpc") if isinstance(old.get("rpc"), dict) else {}
     names = [str(Role.TOP), *(r.name for r in topo.recursives()),
-             *(s.code for s in topo.secondaries)]
+             *(s.code for s in topo.secondaries),
+             *(m.name for m in topo.mirrors)]  # mirrors: <primary>~<city>, Role.MIRROR
     return {
         "rpc": {name: keys.get(name) or new_key() for name in names},
         "top": login("top", national),
@@ -75,7 +77,8 @@ def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1) -> 
     with the secondary nodes when ``workers`` is 2 or less, else alone too, the secondary
     nodes then spread over the other ``workers - 2`` processes. Then ``recursive_processes -
     1`` more processes serving the recursive node's port alone, then each further recursive
-    node (``recursive-<city>``) alone in a process of its own."""
+    node (``recursive-<city>``) alone in a process of its own, then the mirrors' processes
+    (``topology.mirrors.plan``: never a mirror with its primary)."""
     codes = [s.code for s in topo.secondaries]
     if workers <= 2:
         plan = [[Role.TOP, *codes], [Role.RECURSIVE]]
@@ -85,7 +88,8 @@ def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1) -> 
             plan[2 + i % (workers - 2)].append(code)
     return ([[str(n) for n in p] for p in plan if p]
             + [[str(Role.RECURSIVE)] for _ in range(recursive_processes - 1)]
-            + [[r.name] for r in topo.more_recursive])
+            + [[r.name] for r in topo.more_recursive]
+            + mirrors.plan(topo, workers))  # mirrors (issue 11): their own processes
 
 
 def examples(topo: Topology, n: int = 5) -> list[str]:
@@ -213,6 +217,10 @@ def write_state(data_dir: Path, topo: Topology, children: Sequence[HostProcess])
               for s in topo.secondaries]
     nodes += [{"name": r.name, "role": Role.RECURSIVE, "industry": "", "city": r.place.city,
                "httpUrl": r.address.http_url, "rpc": r.address.rpc_addr} for r in rec[1:]]
+    nodes += [{"name": m.name, "role": Role.MIRROR, "primary": m.primary,  # mirrors, standby top
+               "industry": "" if m.primary == Role.TOP else topo.secondary(m.primary).industry,
+               "city": m.place.city, "httpUrl": m.address.http_url, "rpc": m.address.rpc_addr}
+              for m in topo.mirrors]
     me = psutil.Process()
     state = {"topology": topo.name, "pids": [c.pid for c in children],
              "processes": [{"label": c.label, "pid": c.pid, "nodes": list(c.nodes),
@@ -222,6 +230,7 @@ def write_state(data_dir: Path, topo: Topology, children: Sequence[HostProcess])
              "logins": str((data_dir / "logins.json").resolve()),
              "recursiveUrl": topo.recursive.http_url, "topUrl": topo.top.http_url,
              "recursiveUrls": {r.name: r.address.http_url for r in rec},
+             "standbyTopUrls": {m.name: m.address.http_url for m in mirrors.standby_tops(topo)},
              "perEnterprise": topo.identifiers_per_enterprise,
              "prefixes": [e.prefix for e in topo.enterprises]}
     if topo.uses_tls:  # what clients verify the nodes' HTTPS with (pyhandle: HTTPS_verify)

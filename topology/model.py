@@ -9,6 +9,7 @@ to: ``recursive`` (the first, ``Topology.recursive``) and any further ones
 (``Topology.more_recursive``, named ``recursive-<city>``). Every node has a place: a city,
 whose coordinates come from `topology.places` unless the node gives its own
 (``Topology.place_of``). Nodes may sit on different hosts: each has its own address.
+A secondary node, or the top-level node, may have mirrors (``topology.mirrors``).
 
 This module holds the data and its lookups only. Invariants: every class is frozen and
 hashable (sequences are stored as tuples however they were given), so two topologies built
@@ -25,20 +26,8 @@ from dataclasses import dataclass
 
 from . import places
 
-__all__ = [
-    "MAX_PORT",
-    "MIN_PORT",
-    "Enterprise",
-    "Industry",
-    "NodeAddress",
-    "Place",
-    "RecursiveSpec",
-    "SecondarySpec",
-    "Topology",
-    "TopologyError",
-    "ancestors",
-    "is_code",
-]
+__all__ = ["MAX_PORT", "MIN_PORT", "Enterprise", "Industry", "NodeAddress", "Place",
+           "RecursiveSpec", "SecondarySpec", "Topology", "TopologyError", "ancestors", "is_code"]
 
 # A node code or enterprise prefix: a national prefix (``88`` in China, but any digits are
 # accepted) followed by at least one ``.digits`` segment.
@@ -175,11 +164,15 @@ class Topology:
     # enterprise's ``identifiers``, "demo" seeded demo records, "none" neither
     templates: tuple = ()
     population: str = "demo"
+    # mirrors (issue 11): read-only copies of a secondary node, and standby top-level nodes
+    # (primary "top"), each a topology.mirrors.MirrorSpec; ports after every other node's
+    mirrors: tuple = ()
 
     def __post_init__(self) -> None:
         # Accept lists from callers but always store tuples, so topologies stay hashable and
         # compare equal however they were built.
-        for field in ("industries", "secondaries", "enterprises", "more_recursive", "templates"):
+        for field in ("industries", "secondaries", "enterprises", "more_recursive", "templates",
+                      "mirrors"):
             value = getattr(self, field)
             if not isinstance(value, tuple):
                 object.__setattr__(self, field, tuple(value))
@@ -234,19 +227,21 @@ class Topology:
                 *self.more_recursive)
 
     def node_names(self) -> list[str]:
-        """Every node's name: the recursive nodes, ``top``, then the secondary nodes' codes."""
-        return [*(r.name for r in self.recursives()), "top", *(s.code for s in self.secondaries)]
+        """Every node's name: the recursive nodes, ``top``, the secondary nodes' codes, then
+        the mirrors' (``<primary>~<city>``, ``topology.mirrors``)."""
+        return [*(r.name for r in self.recursives()), "top", *(s.code for s in self.secondaries),
+                *(m.name for m in self.mirrors)]
 
     def address_of(self, name: str) -> NodeAddress:
         """The address of the node called *name*; KeyError if there is none."""
-        recursive = {r.name: r.address for r in self.recursives()}
+        recursive = {r.name: r.address for r in (*self.recursives(), *self.mirrors)}
         return self.top if name == "top" else recursive.get(name) or self.secondary(name).address
 
     def place_of(self, name: str) -> tuple[str, float, float]:
         """``(city, latitude, longitude)`` of node *name*: its explicit coordinates, else its
         city's in `topology.places`. KeyError for an unknown node, or a city not in the
         table without coordinates (`validate` reports that)."""
-        recursive = {r.name: r.place for r in self.recursives()}
+        recursive = {r.name: r.place for r in (*self.recursives(), *self.mirrors)}
         s = None if name == "top" or name in recursive else self.secondary(name)
         place = self.top_place if name == "top" else recursive.get(name) or Place(
             s.city, s.lat, s.lon)
@@ -307,12 +302,12 @@ class Topology:
 
         HTTP ports: recursive node ``base_port``, top-level node ``base_port + 1``, secondary
         node *i* (in topology order) ``base_port + 2 + i``, then the further recursive nodes
-        (``more_recursive``) after the secondary nodes. RPC ports use the same offsets from
+        (``more_recursive``) after the secondary nodes, then the mirrors. RPC ports use the same offsets from
         *rpc_base*, which defaults to ``base_port + 1000``. Raises TopologyError if a port
         would fall outside 1..65535 or the HTTP and RPC ranges would overlap.
         """
         rpc = base_port + 1000 if rpc_base is None else rpc_base
-        span = len(self.secondaries) + 2 + len(self.more_recursive)
+        span = len(self.secondaries) + 2 + len(self.more_recursive) + len(self.mirrors)
         problems = []
         for label, start in (("base_port", base_port), ("rpc_base", rpc)):
             if isinstance(start, bool) or not isinstance(start, int):
@@ -344,6 +339,10 @@ class Topology:
                     rpc + 2 + len(self.secondaries) + i, r.address.scheme))
                 for i, r in enumerate(self.more_recursive)
             ),
+            mirrors=tuple(dataclasses.replace(m, address=NodeAddress(
+                host, base_port + span - len(self.mirrors) + i,
+                rpc + span - len(self.mirrors) + i, m.address.scheme))
+                for i, m in enumerate(self.mirrors)),
         )
 
     def with_scheme(self, scheme: str) -> Topology:
@@ -360,13 +359,16 @@ class Topology:
                 dataclasses.replace(r, address=dataclasses.replace(r.address, scheme=scheme))
                 for r in self.more_recursive
             ),
+            mirrors=tuple(dataclasses.replace(m, address=dataclasses.replace(m.address,
+                                                                             scheme=scheme))
+                          for m in self.mirrors),
         )
 
     def addresses(self) -> list[NodeAddress]:
         """Every node's address: recursive, top-level, the secondary nodes, the further
-        recursive nodes."""
+        recursive nodes, the mirrors."""
         return [self.recursive, self.top, *(n.address for n in self.secondaries),
-                *(r.address for r in self.more_recursive)]
+                *(r.address for r in self.more_recursive), *(m.address for m in self.mirrors)]
 
     @property
     def uses_tls(self) -> bool:
@@ -379,6 +381,7 @@ class Topology:
         nodes = [("recursive node", self.recursive), ("top-level node", self.top)]
         nodes += [(f"secondary node {n.code}", n.address) for n in self.secondaries]
         nodes += [(f"recursive node {r.name}", r.address) for r in self.more_recursive]
+        nodes += [(f"mirror {m.name}", m.address) for m in self.mirrors]
         for label, addr in nodes:
             out.append((f"{label} http", addr.host, addr.http_port))
             out.append((f"{label} rpc", addr.host, addr.rpc_port))

@@ -1,10 +1,10 @@
 """``idsim-data/prometheus.yml``: a Prometheus scrape config covering every node of a topology.
 
-One job per role (``idsim-recursive``, ``idsim-top``, ``idsim-secondary``), each target a
-node's HTTP address, scraped at ``/metrics``. The series carry their own ``node`` and ``role``
-labels (``resolver.metrics``), so the targets add none. Written by ``idsim up`` on each start
-(``Cluster.prepare``): the ports may have moved. Run Prometheus on it with
-``prometheus --config.file=idsim-data/prometheus.yml``.
+One job per role (``idsim-recursive``, ``idsim-top``, ``idsim-secondary``, ``idsim-mirror``),
+each target a node's HTTP address, scraped at ``/metrics``. The series carry their own
+``node`` and ``role`` labels (``resolver.metrics``), so the targets add none. Written by
+``idsim up`` on each start (``Cluster.prepare``): the ports may have moved. Run Prometheus on
+it with ``prometheus --config.file=idsim-data/prometheus.yml``.
 
 Pure text from the topology (``scrape_config``); ``write`` is the one function touching a file.
 Strings are written JSON-quoted, which YAML reads as the same strings.
@@ -30,7 +30,8 @@ def scrape_config(topo: Topology, *, interval: float, ca_file: Path | None = Non
     scheme = "https" if topo.uses_tls else "http"
     jobs = {Role.RECURSIVE: [r.address.http_url for r in topo.recursives()],
             Role.TOP: [topo.top.http_url],
-            Role.SECONDARY: [s.address.http_url for s in topo.secondaries]}
+            Role.SECONDARY: [s.address.http_url for s in topo.secondaries],
+            Role.MIRROR: [m.address.http_url for m in topo.mirrors]}  # mirrors, standby tops
     every = f"{max(1, round(interval * 1000))}ms"  # Prometheus durations are whole numbers
     lines = ["# Prometheus scrape config for every idsim node, written by idsim up on each start.",
              "# Use: prometheus --config.file=prometheus.yml (series: idsim_*; sum over 'process')",

@@ -4,7 +4,8 @@ every node's ``/readyz``.
 ``attach`` is the wiring's last step (``topology.wiring.start_nodes``): once the named nodes
 have seeded and joined the network it gives each a ``resolver.health.Readiness`` with its
 role's checks (recursive: the top-level node answers RPC; secondary: the top-level node holds
-its enterprise prefixes; top: its store is open), and gives each recursive node the network's
+its enterprise prefixes; top: its store is open; mirror: it has copied its primary's dump and
+follows it, ``replica_following``), and gives each recursive node the network's
 addresses for its dashboard (``resolver.dashboard``: every recursive node and the top-level
 node with their cities, then the secondary nodes the top-level node lists). Before
 ``attach`` a node's /readyz answers 503 "starting".
@@ -36,6 +37,8 @@ def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = Fa
         checks: dict[str, health.Check] = {}
         if node.role == Role.TOP:
             checks["store"] = health.store_open(node.store)
+        elif node.role == Role.MIRROR:  # issue 11: a mirror or a standby top-level node
+            checks["primary"] = replica_following(node)
         elif standalone:
             pass  # no network to depend on
         elif node.role == Role.RECURSIVE:
@@ -52,6 +55,16 @@ def attach(running, topo, config: Config, clock: Clock, *, standalone: bool = Fa
                 ssl_context=ssl_context)
         node.readiness = health.Readiness(checks, ttl=obs.peer_check_ttl,
                                           timeout=obs.peer_timeout, clock=clock)
+
+
+def replica_following(mirror) -> health.Check:
+    """A mirror is ready once it has copied its primary's dump and follows its log
+    (``resolver.mirror.MirrorNode.ready``); the detail says how far behind it is."""
+    async def check() -> str:
+        if not getattr(mirror, "ready", False):
+            raise health.NotReady("copying its primary's dump (not following yet)")
+        return f"following its primary, {mirror.lag_seconds():.3f} s behind"
+    return check
 
 
 def core_nodes(topo) -> list:

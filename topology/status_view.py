@@ -1,5 +1,7 @@
 """``idsim status [--watch] [--json]``: every node of the cluster running from ``--data``, up or
-down, ready or why not, with requests/s, p99, answer-cache hit ratio and records.
+down, ready or why not, with requests/s, p99, answer-cache hit ratio, records and, for a
+mirror (issue 11: role ``mirror``, or ``standby top`` for a mirror of the top-level node), its
+replication lag (``idsim_replication_lag_seconds``, scraped with the other figures).
 
 The figures are a ``resolver.watch.Watcher`` snapshot, the dashboard's too: rates are over
 the interval between two scrapes (``--interval``, default ``observe.status_interval``), so
@@ -20,6 +22,8 @@ from pathlib import Path
 
 from resolver import config as configuration
 from resolver.clock import SYSTEM
+from resolver.roles import Role
+from resolver.rpc_auth import primary_of
 from resolver.watch import NodeInfo, Watcher
 from topology import pki
 from topology.cluster import read_state
@@ -43,19 +47,28 @@ def _num(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
 
 
+def role_shown(n: dict) -> str:
+    """A node's role as the table says it: a mirror of ``top`` is the ``standby top``."""
+    if n["role"] == Role.MIRROR and primary_of(n["name"]) == Role.TOP:
+        return "standby top"
+    return n["role"]
+
+
 def cells(n: dict) -> list[str]:
-    """One node's row: node, role, city, state, req/s, p99, hit, records, URL."""
+    """One node's row: node, role, city, state, req/s, p99, hit, records, lag, URL."""
     state = "ready" if n["ready"] else ("up, not ready" if n["up"] else "DOWN")
     records = n["records"] if n["records"] is not None else n.get("identifiers")
-    return [n["name"], n["role"], n.get("city") or "", state, _num(n["rate"], ",.1f"),
+    lag = n.get("lag")
+    return [n["name"], role_shown(n), n.get("city") or "", state, _num(n["rate"], ",.1f"),
             "–" if n["p99"] is None else f"{n['p99'] * 1000:.1f} ms",
             "–" if n["hitRatio"] is None else f"{n['hitRatio']:.1%}",
-            _num(records, ",.0f"), n["url"]]
+            _num(records, ",.0f"), "–" if lag is None else f"{lag:.2f} s", n["url"]]
 
 
-COLUMNS = ("node", "role", "city", "state", "req/s", "p99", "hit ratio", "records", "URL")
+COLUMNS = ("node", "role", "city", "state", "req/s", "p99", "hit ratio", "records", "lag",
+           "URL")  # lag: a mirror's replication lag (issue 11)
 NARROW = ("node", "state", "req/s", "p99", "hit ratio", "records")  # a terminal under FULL
-FULL = 110  # columns the whole table needs
+FULL = 120  # columns the whole table needs
 
 
 def table(snapshot: dict, title: str | None, width: int = WIDE):
@@ -63,8 +76,8 @@ def table(snapshot: dict, title: str | None, width: int = WIDE):
     shown = COLUMNS if width >= FULL else NARROW
     t = Table(title=title, title_justify="left")
     for col in shown:
-        t.add_column(col, justify="right" if col in ("req/s", "p99", "hit ratio", "records")
-                     else "left", no_wrap=True)
+        t.add_column(col, justify="right" if col in ("req/s", "p99", "hit ratio", "records",
+                                                     "lag") else "left", no_wrap=True)
     for n in snapshot["nodes"]:
         row = dict(zip(COLUMNS, cells(n)))
         style = None if n["ready"] else ("yellow" if n["up"] else "red")
@@ -140,7 +153,7 @@ def run_status(args) -> int:
         for n in state["nodes"]:
             n.update({k: v for k, v in by_name[n["name"]].items()
                       if k in ("up", "ready", "reason", "metrics", "rate", "p99", "hitRatio",
-                               "records", "identifiers")})
+                               "records", "identifiers", "lag")})
         state["totals"] = snapshot["totals"]
         state["faults"] = active_faults(Path(args.data))  # w3: idsim fault
         print(json.dumps(state, indent=2))
@@ -153,6 +166,9 @@ def run_status(args) -> int:
         console.print(f"recursive node{'s' if len(recs) > 1 else ''} "
                       + ", ".join(f"{n} {u}" for n, u in recs.items())
                       + f"; logins in {state['logins']}", markup=False, highlight=False)
+        for name, url in (state.get("standbyTopUrls") or {}).items():  # issue 11
+            console.print(f"standby top-level node {name} {url}", markup=False,
+                          highlight=False)
         for p in state.get("processes", []):
             console.print(f"  pid {p['pid']:<8} {p['label']:<8} restarts {p['restarts']:<3} "
                           f"{' '.join(p['nodes'])}  (log {p['log']})", markup=False,

@@ -4,7 +4,8 @@ Layout, in this order: ``[network]`` (name, seed, identifiers_per_enterprise), `
 ``[recursive]`` (host, http_port, rpc_port, city, optional lat/lon), then one
 ``[[industries]]``, ``[[secondaries]]`` (address and place fields inline), ``[[enterprises]]``
 (an enterprise's ``identifiers``: its synthetic population, written when not 0) or
-``[[more_recursive]]`` (further recursive nodes: name, place, address) table per entry, and
+``[[more_recursive]]`` (further recursive nodes: name, place, address) or ``[[mirrors]]``
+(``topology.mirrors``: name, primary, place, address) table per entry, and
 the industry templates as ``[templates.<industry>]`` (``name``) with
 ``[templates.<industry>.fields]`` (field = "type"; ``[network] population`` full|demo|none
 written when not demo). Every node's ``city`` is written; ``lat``/``lon`` only when the node
@@ -31,6 +32,7 @@ import tomli_w
 from resolver import templates as industry_templates
 from resolver.config import SECTIONS, config_sections
 
+from .mirrors import MirrorSpec
 from .model import (Enterprise, Industry, NodeAddress, Place, RecursiveSpec, SecondarySpec,
                     Topology, TopologyError)
 
@@ -43,8 +45,9 @@ _PLACE_KEYS = ("city", "lat", "lon")  # lat, lon: optional, override the city's 
 _SECONDARY_KEYS = ("code", "name", "city", "industry", *_ADDRESS_KEYS, "lat", "lon")
 _ENTERPRISE_KEYS = ("prefix", "name", "node", "industry", "identifiers")
 _RECURSIVE_KEYS = ("name", *_PLACE_KEYS, *_ADDRESS_KEYS)
+_MIRROR_KEYS = ("name", "primary", *_PLACE_KEYS, *_ADDRESS_KEYS)
 _TOPOLOGY_KEYS = ("network", "top", "recursive", "industries", "secondaries", "enterprises",
-                  "more_recursive", "templates")
+                  "more_recursive", "templates", "mirrors")
 _DOCUMENT_KEYS = (*_TOPOLOGY_KEYS, *SECTIONS)
 
 # tomli_w writes an array of tables inline (``industries = [{...}, ...]``) when every entry,
@@ -89,6 +92,8 @@ def _document(t: Topology) -> dict[str, Any]:
         ],
         "more_recursive": [{"name": r.name, **_place_dict(*_fields(r.place)),
                             **_address_dict(r.address)} for r in t.more_recursive],
+        "mirrors": [{"name": m.name, "primary": m.primary, **_place_dict(*_fields(m.place)),
+                     **_address_dict(m.address)} for m in t.mirrors],
     }
     return {key: value for key, value in doc.items() if value not in ([], {})}
 
@@ -288,6 +293,15 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
         more.append(RecursiveSpec(r.field(tbl, "name", str, where), r.place(tbl, where),
                                   r.address(tbl, where)))
 
+    mirrors = []
+    for i, tbl in enumerate(r.array(doc, "mirrors")):
+        where = f"mirrors[{i}]" + (f" ({tbl['name']})" if isinstance(tbl.get("name"), str)
+                                   else "")
+        r.unknown(tbl, _MIRROR_KEYS, where)
+        mirrors.append(MirrorSpec(r.field(tbl, "name", str, where),
+                                  r.field(tbl, "primary", str, where), r.place(tbl, where),
+                                  r.address(tbl, where)))
+
     templates = []
     for code, spec in (r.table(doc, "templates", required=False) or {}).items():
         try:
@@ -311,6 +325,7 @@ def _parse(text: str) -> tuple[Topology, dict[str, Any]]:
         more_recursive=tuple(more),
         templates=tuple(templates),
         population=population,
+        mirrors=tuple(mirrors),
     )
     return topology, config_sections(doc)
 

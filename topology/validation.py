@@ -12,7 +12,7 @@ from collections import Counter, defaultdict
 
 from resolver.identifiers import is_under
 
-from . import places
+from . import mirrors, places
 from .model import (MAX_PORT, MIN_PORT, RECURSIVE, Place, Topology, TopologyError, ancestors,
                     is_code)
 
@@ -47,8 +47,9 @@ def validate(topology: Topology) -> None:
     to unknown industries; enterprises referring to unknown nodes or whose prefix is not
     strictly under their node's code; every node's city known to `topology.places` or given
     with lat and lon (both, within range); recursive node names ``recursive-<slug>``, unique;
-    ports outside 1..65535; one (host, port) used twice
-    anywhere among all nodes' HTTP and RPC ports. Nothing here touches the network — see
+    mirrors (``topology.mirrors.problems``: a known primary, named ``<primary>~<city>``, in
+    another city than the primary's, names unique); ports outside 1..65535; one (host, port)
+    used twice anywhere among all nodes' HTTP and RPC ports, mirrors' included. Nothing here touches the network — see
     `find_ports_in_use` for that.
     """
     problems: list[str] = []
@@ -120,6 +121,9 @@ def validate(topology: Topology) -> None:
     for name, n in names.items():
         if n > 1:
             add(f"recursive node name {name!r} is used {n} times")
+    for m in t.mirrors:  # mirrors (issue 11): places here, the rest in topology.mirrors
+        problems += _place_problems(f"mirror {m.name!r}", m.place)
+    problems += mirrors.problems(t)
 
     # Addresses.
     users: defaultdict[tuple[str, int], list[str]] = defaultdict(list)

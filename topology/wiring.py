@@ -3,10 +3,16 @@
 ``start_nodes`` is the only place nodes are built and served. ``idsim node`` (a topology of
 one secondary node, ``standalone``), the host processes of ``idsim up`` (and so the
 benchmarks, which run those) and the test fixtures all call it. For each name (``top``,
-``recursive``, ``recursive-<city>`` or a secondary node's code) it opens the store, builds
-the node from the config, seeds demo data, serves HTTP (HTTPS for ``https`` addresses,
-``topology.pki``) and msgpack-RPC on the topology's addresses, registers the enterprise
-prefixes with the top-level node and starts the statistics reports.
+``recursive``, ``recursive-<city>``, a secondary node's code or a mirror's ``<primary>~<city>``)
+it opens the store, builds the node from the config, seeds demo data, serves HTTP (HTTPS for
+``https`` addresses, ``topology.pki``) and msgpack-RPC on the topology's addresses, registers
+the enterprise prefixes with the top-level node and starts the statistics reports.
+
+Mirrors (issue 11, ``topology.mirrors``): a mirror is the node its primary is, on its own
+store, neither bootstrapped nor seeded, wrapped read-only by ``resolver.mirror.MirrorNode``,
+which copies the primary's dump and then follows it; it registers no prefixes and sends no
+reports. The top-level node learns each secondary node's mirrors (``Site.mirrors``, its
+HS_SITE values); recursive nodes learn the standby top-level nodes (``standby_tops``).
 
 Invariants: every default comes from ``config`` (nothing here has a number of its own but
 the retry interval of the start-up registration); every time read or wait goes through
@@ -41,7 +47,7 @@ from resolver.rpc_auth import Keyring, Trust, role_of
 from resolver.store import open_store
 from resolver.top import TopNode
 from resolver.web import NodeAPI
-from topology import pki
+from topology import mirrors, pki
 from topology import readiness
 from topology.model import Topology
 from topology.seeding import seed_node
@@ -87,7 +93,8 @@ def store_url(kind: str, data_dir: Path, name: str) -> str:
 def site_for(topo: Topology, code: str) -> Site:
     """The site a secondary node of the topology serves its prefixes from."""
     node = topo.secondary(code)
-    return Site(code, node.address.http_url, node.address.rpc_addr)
+    return Site(code, node.address.http_url, node.address.rpc_addr,
+                mirrors.sites(topo, code))  # its mirrors, in HS_SITE order
 
 
 def national_prefix(topo: Topology) -> str:
@@ -109,10 +116,17 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
         return node, topo.top
     if role_of(name) == Role.RECURSIVE:  # recursive, recursive-<city> (several: issue 10)
         trust = Trust(name, keyring) if keyring else None
+        standby = [m.address.rpc_addr for m in mirrors.standby_tops(topo)]  # issue 11
         return (RecursiveNode(name, topo.top.rpc_addr, config, clock=clock,
                               case_sensitive=case_sensitive, trust=trust,
                               client_ssl=tls.client if tls else None,
-                              links=links and links.for_node(name)), topo.address_of(name))
+                              links=links and links.for_node(name),
+                              **({"standby_tops": standby} if standby else {})),
+                topo.address_of(name))
+    if role_of(name) == Role.MIRROR:  # <primary>~<city> (issue 11)
+        return (await _build_mirror(topo, name, config, data_dir=data_dir, store=store,
+                                    clock=clock, case_sensitive=case_sensitive,
+                                    keyring=keyring), topo.address_of(name))
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store), [spec.code], config, clock=clock,
@@ -123,6 +137,36 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
                     topo.identifiers_per_enterprise if topo.population == "demo" else 0,
                     progress)
     return node, spec.address
+
+
+async def _build_mirror(topo: Topology, name: str, config: Config, *, data_dir: Path,
+                        store: str, clock: Clock, case_sensitive: bool,
+                        keyring: Keyring | None) -> object:
+    """A mirror, started: the node its primary is (same prefixes, population and templates)
+    on the mirror's own store, wrapped read-only (``resolver.mirror.MirrorNode``)."""
+    from resolver.mirror import MirrorNode  # lazily: only a topology with mirrors needs it
+    m = mirrors.spec(topo, name)
+    own = open_store(store_url(store, data_dir, name), config.store)
+    if m.primary == Role.TOP:  # a standby top-level node
+        node = TopNode(str(Role.TOP), own, national_prefix(topo), config, clock=clock,
+                       case_sensitive=case_sensitive)
+    else:
+        node = SecondaryNode(m.primary, own, [m.primary], config, clock=clock,
+                             case_sensitive=case_sensitive,
+                             **population_of(topo, m.primary, case_sensitive))
+    primary = mirrors.primary_address(topo, m)
+    try:
+        mirror = MirrorNode(name, node, primary.rpc_addr, primary.http_url, config, clock=clock,
+                            trust=Trust(name, keyring) if keyring else None)
+    except BaseException:
+        await node.close()
+        raise
+    try:
+        await mirror.start()  # dump, then follow, in the background
+    except BaseException:
+        await mirror.close()  # closes the node it wraps
+        raise
+    return mirror
 
 
 def population_of(topo: Topology, code: str, case_sensitive: bool) -> dict:
@@ -195,7 +239,7 @@ async def _join_network(running: Running, topo: Topology, config: Config, keyrin
     rpc = dataclasses.replace(config.rpc, timeout=config.host.top_timeout)
     tops: dict[str, RpcClient] = {}
     for name, node in running.nodes.items():
-        if node.role != Role.TOP:
+        if node.role not in (Role.TOP, Role.MIRROR):  # mirrors neither register nor report
             tops[name] = RpcClient(*split_address(topo.top.rpc_addr), rpc, clock=clock,
                                    trust=Trust(node.name, keyring))
             if running.links is not None:
@@ -244,6 +288,8 @@ async def report_loop(running: Running, tops: dict[str, RpcClient], every: float
             if node.role == Role.TOP:
                 node.report("top", {"role": Role.TOP.value,
                                     "resolutions": node.stats["resolutions"]})
+                continue
+            if node.role == Role.MIRROR:  # a copy: its primary reports
                 continue
             try:
                 tops[name].notify("report", name + tag if node.role == Role.RECURSIVE else name,
