@@ -32,6 +32,7 @@ not answer leaves the mirror "not caught up": its lag grows from the last confir
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,18 @@ def handlers(node) -> dict[str, Method]:
                             clock.sleep(min(cfg.poll_check, deadline - clock())))
 
     return {"repl_dump": Method(dump, [Role.MIRROR]), "repl_log": Method(log, [Role.MIRROR])}
+
+
+def digest(store, chunk: int = 10_000) -> tuple[int, str]:
+    """(count, SHA-256 of every key and value in key order): equal on a primary and a mirror
+    that has caught up with it."""
+    h, n, after = hashlib.sha256(), 0, None
+    while page := store.scan(b"", after=after, limit=chunk):
+        for key, value in page:
+            h.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big") + value)
+        n += len(page)
+        after = page[-1][0]
+    return n, h.hexdigest()
 
 
 def must_dump(epoch: bytes, first: int, last: int, my_epoch: bytes, since: int) -> bool:
