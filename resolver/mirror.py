@@ -76,7 +76,10 @@ class MirrorNode:
         self.applied = 0  # log entries and dumped records applied (for tests and stats)
         # called with (now - commit time) of every log entry applied (benchmarks/replication_lag)
         self.observe: Callable[[float], None] | None = None
-        self._client: RpcClient | None = None
+        rpc = dataclasses.replace(config.rpc,  # a long-poll's answer may take poll_wait
+                                  timeout=config.rpc.timeout + config.replication.poll_wait)
+        self._client = RpcClient(*split_address(primary_rpc), rpc, clock=clock, trust=trust)
+        self._stepping = asyncio.Lock()  # one step at a time (the loop's, or a test's)
         self._task: asyncio.Task | None = None
 
     def __getattr__(self, attr: str):  # reads as the node it wraps
@@ -118,10 +121,6 @@ class MirrorNode:
     # ------------------------------------------------------------------ following
     async def start(self) -> None:
         """Begin dump-then-follow in the background."""
-        cfg = self.config
-        rpc = dataclasses.replace(cfg.rpc, timeout=cfg.rpc.timeout + cfg.replication.poll_wait)
-        self._client = RpcClient(*split_address(self.primary_rpc), rpc, clock=self.clock,
-                                 trust=self.trust)
         self._task = asyncio.get_running_loop().create_task(self._follow())
 
     async def _follow(self) -> None:
@@ -138,6 +137,10 @@ class MirrorNode:
 
     async def step(self, wait: float) -> None:
         """One request to the primary and, if it brought changes, one durable apply."""
+        async with self._stepping:
+            await self._step(wait)
+
+    async def _step(self, wait: float) -> None:
         need = self.follower.need()
         if isinstance(need, DumpPage):
             reply = await self._client.call("repl_dump", need.after)
@@ -166,6 +169,5 @@ class MirrorNode:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self._client is not None:
-            await self._client.close()
+        await self._client.close()
         await self.node.close()
