@@ -12,6 +12,7 @@ from aiohttp.test_utils import RawTestServer, TestClient
 from conftest import basic_token
 from resolver import auth, errors, records, server
 from resolver.config import Config, HttpConfig
+from resolver.identifiers import make_key
 from resolver.mirror import MirrorNode, WriteRefused
 from resolver.nodes import SecondaryNode
 from resolver.replication import ReadLog, digest
@@ -235,3 +236,93 @@ async def test_a_standby_top_level_node_answers_delegate_from_the_replicated_rec
         await standby.close()
         await rpc.close()
         await top.close()
+
+
+# ---------------------------------------------------------------------- a primary killed
+PRIMARY_SCRIPT = """
+import asyncio, sys
+from resolver import server
+from resolver.config import Config
+from resolver.nodes import SecondaryNode
+from resolver.rpc import RpcServer
+from resolver.rpc_auth import Keyring, Trust
+from resolver.store import open_store
+from resolver.web import NodeAPI
+
+async def main(data, http_port, rpc_port, keys):
+    config = Config()
+    node = SecondaryNode("88.118", open_store("lmdb:" + data), ["88.118"], config)
+    await node.bootstrap(%r)
+    await server.serve(NodeAPI(node), "127.0.0.1", int(http_port), config.http)
+    keyring = Keyring({k: bytes.fromhex(v) for k, v in (p.split("=") for p in keys.split(","))})
+    await RpcServer(node.rpc_handlers(), config.rpc, trust=Trust("88.118", keyring)).start(
+        "127.0.0.1", int(rpc_port))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main(*sys.argv[1:]))
+""" % SECRET
+
+
+async def test_a_sigkilled_primary_loses_no_acknowledged_write_and_its_mirror_converges(
+        tmp_path):
+    import subprocess
+    import sys
+
+    import aiohttp
+    http_port, rpc_port = free_port(), free_port()
+    keys = ",".join(f"{n}={KEYS.key(n).hex()}" for n in ("88.118", "88.118~Beijing"))
+    args = [sys.executable, "-c", PRIMARY_SCRIPT, str(tmp_path / "primary"), str(http_port),
+            str(rpc_port), keys]
+    loop = asyncio.get_running_loop()
+
+    async def launch() -> subprocess.Popen:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        line = await asyncio.wait_for(loop.run_in_executor(None, proc.stdout.readline), 60)
+        assert line.strip() == "ready"
+        return proc
+    proc = await launch()
+    config = Config().with_values("test", {"replication": {"poll_wait": 0.5, "retry": 0.1}})
+    mirror = MirrorNode("88.118~Beijing", SecondaryNode(
+        "88.118", open_store(f"lmdb:{tmp_path / 'mirror'}"), ["88.118"], config),
+        f"127.0.0.1:{rpc_port}", f"http://127.0.0.1:{http_port}", config,
+        trust=Trust("88.118~Beijing", KEYS))
+    await mirror.start()
+    acked: list[str] = []
+    headers = {"Authorization": basic_token(f"{auth.SECRET_INDEX}:0.NA/88.118", SECRET)}
+    body = [{"index": 1, "type": "URL", "data": {"format": "string", "value": "https://x"}}]
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def writer(w: int) -> None:
+                for i in range(1000):
+                    text = f"88.118/w{w}-{i}"
+                    try:
+                        async with http.put(f"http://127.0.0.1:{http_port}/api/handles/{text}",
+                                            json=body, headers=headers) as resp:
+                            if resp.status in (200, 201):
+                                acked.append(text)
+                    except aiohttp.ClientError:
+                        return  # the primary died under this write: not acknowledged
+            writers = [asyncio.ensure_future(writer(w)) for w in range(8)]
+            while len(acked) < 200 and not all(w.done() for w in writers):  # kill it
+                # mid-stream, with writes in flight
+                await asyncio.wait(writers, timeout=0.05)
+            proc.kill()
+            proc.wait(timeout=30)
+            await asyncio.wait_for(asyncio.gather(*writers), 60)
+        proc = await launch()  # the same data directory and ports
+        primary = open_store(f"lmdb:{tmp_path / 'primary'}")
+        try:
+            missing = [t for t in acked if primary.get(make_key(t, False)) is None]
+            assert acked and not missing  # every acknowledged write survived the SIGKILL
+            last = primary.log_read(2**63 - 1, 0).last
+            for _ in range(600):  # bounded: the mirror reconnects and catches up
+                if mirror.follower.position.seq >= last:
+                    break
+                await asyncio.wait_for(mirror.store.commit_signal().wait(), 30)
+            assert digest(mirror.store) == digest(primary)
+        finally:
+            await primary.close()
+    finally:
+        proc.kill()
+        await mirror.close()
