@@ -83,6 +83,8 @@ class MirrorNode:
         self._task: asyncio.Task | None = None
 
     def __getattr__(self, attr: str):  # reads as the node it wraps
+        if attr == "node":  # not set yet: no recursion
+            raise AttributeError(attr)
         return getattr(self.node, attr)
 
     # ------------------------------------------------------------------ writes: refused
@@ -114,6 +116,10 @@ class MirrorNode:
     def rpc_handlers(self) -> dict:
         """The wrapped node's read methods only (``resolve``; ``delegate`` of a top)."""
         return {k: m for k, m in self.node.rpc_handlers().items() if k in READ_METHODS}
+
+    def report_stats(self) -> dict:
+        """The wrapped node's counters, under this mirror's role."""
+        return dict(self.node.report_stats(), role=self.role)
 
     def lag_seconds(self) -> float:
         return self.follower.lag(self.clock())
