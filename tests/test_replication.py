@@ -241,3 +241,30 @@ async def test_a_long_poll_returns_when_a_write_lands_and_else_after_its_wait(tm
     clock.advance(5.0)  # the wait is capped at replication.poll_wait
     assert (await asyncio.wait_for(waiting, 10))[3] == []
     await primary.close()
+
+
+async def test_a_long_poll_sees_a_commit_made_by_another_process(tmp_path):
+    clock = FakeClock()
+    primary = await _primary(tmp_path, clock, poll_wait=5.0, poll_check=0.05)
+    log = replication.handlers(primary)["repl_log"].fn
+    epoch, _, last, _ = await log(MIRROR, b"", 0, 0)
+    waiting = asyncio.ensure_future(log(MIRROR, epoch, last, 60))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    other = textwrap.dedent(f"""
+        import asyncio
+        from resolver.store.lmdb import LmdbStore
+        async def main():
+            s = LmdbStore({str(tmp_path / "primary")!r}, map_size_gib=0.25)
+            await s.put_many([(b"88.118/from-another-process", b"v")])
+            await s.close()
+        asyncio.run(main())
+    """)
+    assert subprocess.run([sys.executable, "-c", other], timeout=60).returncode == 0
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # no signal reaches this process: it finds it at its next check
+    clock.advance(0.05)
+    reply = await asyncio.wait_for(waiting, 10)
+    assert [e[2] for e in reply[3]] == [b"88.118/from-another-process"]
+    await primary.close()
