@@ -234,13 +234,24 @@ class DayConfig:
     register_share: float = 0.01          # share of requests that register an identifier
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """Mirrors following a primary's transaction log (``resolver.replication``, ``mirror``)."""
+    log_entries: int = 200_000            # changes the log keeps (older: a mirror re-dumps)
+    log_age: float = 86400.0              # s a change stays in the log at most
+    poll_wait: float = 5.0                # s a log read waits for a change (long-poll)
+    poll_check: float = 0.05              # s between checks of the log while waiting
+    page_bytes: int = 1 * MiB             # bytes of records in one dump page or log answer
+    retry: float = 0.5                    # s a mirror waits after a failed call to its primary
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
                              "observe": ObserveConfig, "auth": AuthConfig,
                              "metrics": MetricsConfig, "wan": WanConfig,
                              "faults": FaultsConfig,
                              "openmodel": OpenModelConfig, "capacity": CapacityConfig,
-                             "day": DayConfig}
+                             "day": DayConfig, "replication": ReplicationConfig}
 DEFAULT_SOURCE = "default"
 
 
@@ -270,6 +281,7 @@ class Config:
     openmodel: OpenModelConfig = field(default_factory=OpenModelConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     day: DayConfig = field(default_factory=DayConfig)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -232,6 +232,12 @@ class NodeCollector:
             records.add_metric([node], store.count())
         yield records
         yield fault_family(m.node)  # w3: faults set while running
+        if (lag := getattr(m.node, "lag_seconds", None)) is not None:  # a mirror (issue 11)
+            family = GaugeMetricFamily("idsim_replication_lag_seconds", "How far this mirror "
+                                       "is behind its primary, s (resolver.replication)",
+                                       labels=["node"])
+            family.add_metric([node], lag())
+            yield family
         build = GaugeMetricFamily("idsim_build_info", "idsim version; always 1",
                                   labels=["version"])
         build.add_metric([m.version], 1)

@@ -19,6 +19,7 @@ from typing import Awaitable, Callable, Iterable
 
 from resolver import auth, errors, identifiers, overlay, records
 from resolver import templates as industry_templates
+from resolver import replication  # the mirrors' RPC methods (rpc_handlers)
 from resolver.authority import Authority, prefix_above, prefix_record
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
@@ -384,7 +385,8 @@ class SecondaryNode:
             return records.public_record((await self.resolve(self.parse(text_param(text, "handle")))).data)
         return {"resolve": Method(resolve if self._get_async is None else resolve_remote,
                                   [Role.RECURSIVE, Role.TOP]),
-                "stats": Method(lambda caller: self.report_stats(), [Role.TOP])}
+                "stats": Method(lambda caller: self.report_stats(), [Role.TOP]),
+                **replication.handlers(self)}  # what this node's mirrors call
 
     async def close(self) -> None:
         await self.store.close()

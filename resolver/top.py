@@ -8,7 +8,11 @@ counts (their own only; ``check_stats`` bounds what a report may hold).
 
 Invariants: it stores and serves only ``0.NA/<prefix>`` records (any other handle is 301);
 a prefix is served by the longest registered prefix above it that has an HS_SITE value; the
-HS_SITE values it writes carry ``config.cache.site_ttl``. Writes follow the secondary node's
+HS_SITE values it writes carry ``config.cache.site_ttl``. A prefix served by a node with mirrors
+has one HS_SITE per site, as Handle.Net's mirror sites: the primary's (``primaryMask``
+primary true, at index 1 when free) and one per mirror (primary false), in the order of
+``Site.mirrors``; ``delegate`` returns the Site with those mirrors, and enterprise prefixes a
+node registers get its mirrors too (``nodes_info[code]["mirrors"]``). Writes follow the secondary node's
 rules (``resolver.authority``), through the same ``_store``.
 """
 from __future__ import annotations
@@ -38,8 +42,9 @@ RPC_PROTOCOL = "MSGPACK-RPC"
 SCHEME_ATTRIBUTE = "httpScheme"  # site attribute "https" when the HTTP interface serves TLS
 
 
-def site_value(site: Site, *, ttl: int, now: int = 0) -> Value:
-    """An HS_SITE value in Handle.Net's JSON shape, with an HTTP and a msgpack-RPC interface."""
+def site_value(site: Site, *, ttl: int, now: int = 0, primary: bool = True) -> Value:
+    """An HS_SITE value in Handle.Net's JSON shape, with an HTTP and a msgpack-RPC interface
+    (``primary`` False: a mirror site)."""
     http = urlsplit(site.http_url)
     host, rpc_port = split_address(site.rpc_addr)
     server = {"serverId": 1, "address": http.hostname,
@@ -47,7 +52,7 @@ def site_value(site: Site, *, ttl: int, now: int = 0) -> Value:
                              {"query": True, "admin": False, "protocol": RPC_PROTOCOL,
                               "port": rpc_port, "address": host}]}
     return Value(SITE_INDEX, "HS_SITE", {"version": 1, "protocolVersion": "2.10",
-                                         "serialNumber": 1, "primaryMask": {"primary": True},
+                                         "serialNumber": 1, "primaryMask": {"primary": primary},
                                          "attributes": [{"name": "desc", "value": site.prefix},
                                                         *_scheme_attribute(http.scheme)],
                                          "servers": [server]},
@@ -64,6 +69,31 @@ def parse_site(prefix: str, value: Any) -> Site:
     scheme = next((a.get("value") for a in value.get("attributes", ())
                    if a.get("name") == SCHEME_ATTRIBUTE), "http")
     return Site(prefix, f"{scheme}://{host}:{http['port']}", f"{rpc_host}:{rpc['port']}")
+
+
+def site_values(site: Site, kept: list[Value], *, ttl: int, now: int) -> list[Value]:
+    """``kept`` (values without HS_SITE) plus an HS_SITE for the primary and one per mirror."""
+    out = list(kept)
+    for http_url, rpc_addr, primary in [(site.http_url, site.rpc_addr, True),
+                                        *((h, r, False) for h, r in site.mirrors)]:
+        value = site_value(Site(site.prefix, http_url, rpc_addr), ttl=ttl, now=now,
+                           primary=primary)
+        out.append(dataclasses.replace(value, index=_free_index(out, SITE_INDEX)))
+    return out
+
+
+def site_of(prefix: str, values: list[Value]) -> Site | None:
+    """The Site a record's HS_SITE values give: the primary site (the first, by index, whose
+    primaryMask says primary) with every other as a mirror; None without HS_SITE."""
+    sites = sorted((v for v in values if v.type == "HS_SITE"), key=lambda v: v.index)
+    if not sites:
+        return None
+    main = next((v for v in sites if v.value.get("primaryMask", {}).get("primary", True)),
+                sites[0])
+    primary = parse_site(prefix, main.value)
+    mirrors = tuple((m.http_url, m.rpc_addr) for m in (parse_site(prefix, v.value)
+                                                       for v in sites if v is not main))
+    return dataclasses.replace(primary, mirrors=mirrors)
 
 
 def _scheme_attribute(scheme: str) -> list[dict]:
@@ -96,9 +126,9 @@ class TopNode(SecondaryNode):
         segs = prefix.split(".")
         for n in range(len(segs), 0, -1):
             anc = ".".join(segs[:n])
-            for v in self.values_of(f"{identifiers.NA_PREFIX}/{anc}") or ():
-                if v.type == "HS_SITE":
-                    return parse_site(anc, v.value), v.ttl
+            values = self.values_of(f"{identifiers.NA_PREFIX}/{anc}") or []
+            if (site := site_of(anc, values)) is not None:
+                return site, min(v.ttl for v in values if v.type == "HS_SITE")
         raise errors.HandleError(errors.HANDLE_NOT_FOUND,
                                  f"prefix {prefix} is not registered at the top-level node",
                                  handle=prefix)
@@ -110,14 +140,15 @@ class TopNode(SecondaryNode):
         current = self.values_of(handle.text)
         if current is None:
             values = prefix_record(handle.text, secret, now=now, token=True)
-        elif any(v.type == "HS_SITE" and parse_site(code, v.value) == site for v in current):
+        elif site_of(code, current) == site:
             values = None  # as it was: keep the record (and the login it holds)
-        else:  # the node moved (another --port): a new HS_SITE, the same login
+        else:  # the node moved (another --port) or its mirrors changed: same login
             values = [v for v in current if v.type != "HS_SITE"]
         if values is not None:
-            values = values + [site_value(site, ttl=self.config.cache.site_ttl, now=now)]
+            values = site_values(site, values, ttl=self.config.cache.site_ttl, now=now)
             await self._store([(handle.key, records.encode(handle.text, values))])
-        self.nodes_info[code] = dict(info or {}, http_url=site.http_url, rpc_addr=site.rpc_addr)
+        self.nodes_info[code] = dict(info or {}, http_url=site.http_url, rpc_addr=site.rpc_addr,
+                                     mirrors=[list(m) for m in site.mirrors])
 
     async def register_prefixes(self, caller: Caller, prefixes: Any, site: Any) -> int:
         """RPC from a secondary node: home these enterprise prefixes (each under the caller's
@@ -133,7 +164,8 @@ class TopNode(SecondaryNode):
         if type(prefixes) is not list or type(site) is not list or len(site) != 3:
             raise errors.HandleError(errors.INVALID_VALUE, "register_prefixes takes a list of "
                                      "prefixes and a site [prefix, http url, rpc address]")
-        where = Site(*(text_param(x, "site") for x in site))
+        where = Site(*(text_param(x, "site") for x in site),
+                     mirrors=tuple(tuple(m) for m in info.get("mirrors", ())))
         if (where.http_url, where.rpc_addr) != (info.get("http_url"), info.get("rpc_addr")):
             raise errors.HandleError(errors.INSUFFICIENT_PERMISSIONS,
                                      f"node {code} registers prefixes at its own site only")
@@ -152,8 +184,6 @@ class TopNode(SecondaryNode):
         new, writes = 0, []
         async with self.locks.hold(todo):
             for key, (prefix, handle) in todo.items():
-                site_val = site_value(Site(prefix, where.http_url, where.rpc_addr), ttl=ttl,
-                                      now=now)
                 current = self.values_of(handle.text)
                 new += current is None
                 values = [v for v in current or () if v.type != "HS_SITE"]
@@ -161,8 +191,8 @@ class TopNode(SecondaryNode):
                     values.append(records.admin_value(
                         f"{identifiers.NA_PREFIX}/{code}", ADMIN_GROUP_INDEX,
                         index=_free_index(values, records.ADMIN_INDEX), timestamp=now))
-                values.append(dataclasses.replace(site_val,
-                                                  index=_free_index(values, SITE_INDEX)))
+                values = site_values(dataclasses.replace(where, prefix=prefix), values, ttl=ttl,
+                                     now=now)
                 writes.append((key, records.encode(handle.text, values)))
             await self._store(writes)
         return new

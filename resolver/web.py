@@ -27,6 +27,7 @@ from resolver import dashboard, errors, health, metrics, openapi, records
 from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_params,
                                  json_body, parse_lookup, read_body)
 from resolver.http_output import answer, error_answer, record_json
+from resolver.mirror import refuse_write
 from resolver.roles import Role
 from resolver.web_admin import (ask_serving_node, batch_register, batch_resolve, create_prefix,
                                 list_handles, list_prefixes, not_allocated, stats,
@@ -166,6 +167,10 @@ class NodeAPI:
         self.handle_methods = {"GET": get_handle, "HEAD": get_handle,
                                "PUT": put_handle if writes else forward_write,
                                "DELETE": delete_handle if writes else forward_write}
+        if node.role == Role.MIRROR:  # a mirror refuses every write, naming its primary
+            self.handle_methods.update(PUT=refuse_write, DELETE=refuse_write)
+            self.exact.update({p: {"POST": refuse_write} for p in ("/api/batch/register",
+                                                                   "/api/admin/prefixes")})
         # metrics: GET /metrics and each route's op; off with metrics.enabled = 0
         self.metrics = metrics.NodeMetrics(node) if node.config.metrics.enabled else None
         if self.metrics is not None:

@@ -1,4 +1,4 @@
 """Record stores: ``memory:`` and ``lmdb:PATH`` behind one protocol."""
-from resolver.store.base import RecordStore, group_of, open_store
+from resolver.store.base import LogRead, RecordStore, group_of, open_store
 
-__all__ = ["RecordStore", "group_of", "open_store"]
+__all__ = ["LogRead", "RecordStore", "group_of", "open_store"]

@@ -13,10 +13,21 @@ commit (group commit). Counts are kept per *group*: the part of the key before t
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol, Sequence, runtime_checkable
 
 if TYPE_CHECKING:
-    from resolver.config import StoreConfig
+    from resolver.config import ReplicationConfig, StoreConfig
+
+
+class LogRead(NamedTuple):
+    """What a store's transaction log holds (``log_read``; stores that mirrors can follow:
+    ``lmdb:`` and ``memory:``): its epoch (a new one means "dump again"), the first sequence
+    number still held (``last + 1`` when empty), the last one assigned, and entries
+    ``(seq, commit time, key, value or None for a delete)`` in sequence order."""
+    epoch: bytes
+    first: int
+    last: int
+    entries: list
 
 
 def group_of(key: bytes) -> bytes:
@@ -58,16 +69,19 @@ def store_kind(text: str) -> str:
     raise ValueError(f"unknown store {text!r}: lmdb, memory or redis-cluster://HOST:PORT,...")
 
 
-def open_store(url: str, config: "StoreConfig | None" = None) -> RecordStore:
+def open_store(url: str, config: "StoreConfig | None" = None,
+               log: "ReplicationConfig | None" = None) -> RecordStore:
     """``memory:`` or ``lmdb:PATH`` (optionally ``lmdb:PATH?map_size=GiB&sync=0``; without
     ``map_size`` the config's ``lmdb_map_size_gib``), or ``redis-cluster://HOST:PORT,...``
-    (``resolver.store.redis_cluster``)."""
-    from resolver.config import StoreConfig
+    (``resolver.store.redis_cluster``). ``log``: the transaction log's retention (the
+    ``[replication]`` section; defaults when not given)."""
+    from resolver.config import ReplicationConfig, StoreConfig
     config = config or StoreConfig()
+    log = log or ReplicationConfig()
     scheme, _, rest = url.partition(":")
     if scheme == "memory":
         from resolver.store.memory import MemoryStore
-        return MemoryStore()
+        return MemoryStore(log=log)
     if scheme == "lmdb":
         from resolver.store.lmdb import LmdbStore
         path, _, query = rest.partition("?")
@@ -75,7 +89,7 @@ def open_store(url: str, config: "StoreConfig | None" = None) -> RecordStore:
         if not path:
             raise ValueError("lmdb store needs a path: lmdb:/var/lib/idsim/node")
         return LmdbStore(path, map_size_gib=float(opts.get("map_size", config.lmdb_map_size_gib)),
-                         sync=opts.get("sync", "1") not in ("0", "false"))
+                         sync=opts.get("sync", "1") not in ("0", "false"), log=log)
     if scheme == "redis-cluster" and rest.startswith("//"):  # s4: issue 12 part 4
         from resolver.store.redis_cluster import RedisClusterStore
         return RedisClusterStore(url, config)

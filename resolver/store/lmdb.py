@@ -14,33 +14,58 @@ large transaction per call: keys sorted and above every stored key go in with ``
 updated once per transaction, and an optional checkpoint (in the ``imports`` database) is
 written in the same transaction, so a record, its count and the position the import reached
 are committed together or not at all.
+
+Transaction log (for mirrors, ``resolver.replication``): every committed change (a put's key
+and new value, or a delete's key) is appended to the ``txlog`` database under the next
+sequence number IN THE SAME TRANSACTION as the change, so a change and its log entry are
+durable together or not at all. Sequence numbers come from the database (``meta`` holds the
+last one, read and written inside the write transaction, which LMDB serialises across
+processes), so several processes committing to one store never reuse one. The log keeps at
+most ``log_entries`` entries, none older than ``log_age`` seconds (trimmed in the commit that
+appends). ``bulk_write`` does not log: it gives the log a new epoch, which makes every mirror
+dump again. A mirror's own store records how far it followed (``apply``'s ``follow`` marker)
+in the transaction that applies the changes.
 """
 from __future__ import annotations
 
 import asyncio
 import os
 import struct
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import lmdb
+import msgpack
 
-from resolver.store.base import group_of
+from resolver.config import ReplicationConfig
+from resolver.store.base import LogRead, group_of
 
 _COUNT = struct.Struct("<q")
+_SEQ = struct.Struct(">Q")  # txlog keys: big-endian, so key order is sequence order
+_TIME = struct.Struct("<d")  # a txlog value: commit time, then msgpack [key, value or None]
+EPOCH, LAST_SEQ, FOLLOW = b"log_epoch", b"log_seq", b"follow"  # keys of the meta database
 # one queued write: (puts, delete key or None, future)
 _Op = tuple[Sequence[tuple[bytes, bytes]], "bytes | None", asyncio.Future]
 
 
 class LmdbStore:
-    def __init__(self, path: str, *, map_size_gib: float, sync: bool = True) -> None:
+    def __init__(self, path: str, *, map_size_gib: float, sync: bool = True,
+                 log: ReplicationConfig = ReplicationConfig(),
+                 clock: Callable[[], float] = time.time) -> None:
         os.makedirs(path, exist_ok=True)
         self.url = f"lmdb:{path}"
         self.path = path
-        self.env = lmdb.open(path, map_size=int(map_size_gib * 2**30), max_dbs=4, sync=sync,
+        self.env = lmdb.open(path, map_size=int(map_size_gib * 2**30), max_dbs=8, sync=sync,
                              metasync=sync, readahead=False, max_readers=1024, lock=True)
         self._records = self.env.open_db(b"records")
         self._counts = self.env.open_db(b"counts")
+        self._txlog = self.env.open_db(b"txlog")
+        self._meta = self.env.open_db(b"meta")
+        self.log_entries, self.log_age, self.clock = max(1, log.log_entries), log.log_age, clock
+        self._signal: asyncio.Event | None = None
+        with self.env.begin(write=True) as txn:  # a log epoch from the store's first opening
+            txn.put(EPOCH, os.urandom(8), db=self._meta, overwrite=False)
         self._queue: list[_Op] = []
         self._writer: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="lmdb-commit")
@@ -104,34 +129,135 @@ class LmdbStore:
             for (_, _, fut), result in zip(batch, results):
                 if not fut.done():
                     fut.set_result(result)
+            self._signal_commit()
 
     def _commit(self, batch: list[_Op]) -> list:
         deltas: dict[bytes, int] = {}
         results: list = []
+        changes: list[tuple[bytes, bytes | None]] = []
         with self.env.begin(write=True) as txn:
             for puts, delete, _ in batch:
                 for key, value in puts:
-                    if txn.replace(key, value, db=self._records) is None:
-                        g = group_of(key)
-                        deltas[g] = deltas.get(g, 0) + 1
+                    self._change(txn, key, value, deltas)
+                    changes.append((key, value))
                 if delete is None:
                     results.append(None)
                 else:
-                    existed = txn.delete(delete, db=self._records)
+                    existed = self._change(txn, delete, None, deltas)
                     if existed:
-                        g = group_of(delete)
-                        deltas[g] = deltas.get(g, 0) - 1
+                        changes.append((delete, None))
                     results.append(existed)
-            for g, d in deltas.items():
-                if d:
-                    raw = txn.get(g, db=self._counts)
-                    n = (_COUNT.unpack(raw)[0] if raw else 0) + d
-                    if n > 0:
-                        txn.put(g, _COUNT.pack(n), db=self._counts)
-                    else:
-                        txn.delete(g, db=self._counts)
+            self._count(txn, deltas)
+            self._append(txn, changes)
         self.commits += 1
         return results
+
+    def _change(self, txn, key: bytes, value: bytes | None, deltas: dict[bytes, int]) -> bool:
+        """Put (or, for None, delete) one key, counting it; True if the key existed before."""
+        if value is None:
+            existed = txn.delete(key, db=self._records)
+            if existed:
+                deltas[group_of(key)] = deltas.get(group_of(key), 0) - 1
+            return existed
+        if txn.replace(key, value, db=self._records) is None:
+            deltas[group_of(key)] = deltas.get(group_of(key), 0) + 1
+            return False
+        return True
+
+    def _count(self, txn, deltas: dict[bytes, int]) -> None:
+        for g, d in deltas.items():
+            if d:
+                raw = txn.get(g, db=self._counts)
+                n = (_COUNT.unpack(raw)[0] if raw else 0) + d
+                if n > 0:
+                    txn.put(g, _COUNT.pack(n), db=self._counts)
+                else:
+                    txn.delete(g, db=self._counts)
+
+    # ------------------------------------------------------------ transaction log
+    def _append(self, txn, changes: list[tuple[bytes, bytes | None]]) -> None:
+        """Log ``changes`` in ``txn`` under the next sequence numbers, then trim the log."""
+        if not changes:
+            return
+        now = self.clock()
+        raw = txn.get(LAST_SEQ, db=self._meta)
+        seq = _SEQ.unpack(raw)[0] if raw else 0
+        stamp = _TIME.pack(now)
+        for key, value in changes:
+            seq += 1
+            txn.put(_SEQ.pack(seq), stamp + msgpack.packb([key, value]), db=self._txlog,
+                    append=True)
+        txn.put(LAST_SEQ, _SEQ.pack(seq), db=self._meta)
+        excess = txn.stat(self._txlog)["entries"] - self.log_entries
+        cutoff = now - self.log_age
+        cur = txn.cursor(db=self._txlog)
+        if not cur.first():
+            return
+        while cur.key() and cur.key() != _SEQ.pack(seq) and (
+                excess > 0 or _TIME.unpack_from(cur.value())[0] < cutoff):
+            cur.delete()  # moves to the next entry
+            excess -= 1
+
+    def log_read(self, since: int, max_bytes: int) -> LogRead:
+        """The log's epoch and span, and the entries after ``since`` (up to about
+        ``max_bytes`` of keys and values, at least one), from one snapshot."""
+        entries = []
+        with self.env.begin() as txn:
+            epoch = txn.get(EPOCH, db=self._meta) or b""
+            raw = txn.get(LAST_SEQ, db=self._meta)
+            last = _SEQ.unpack(raw)[0] if raw else 0
+            cur = txn.cursor(db=self._txlog)
+            first = _SEQ.unpack(cur.key())[0] if cur.first() else last + 1
+            if since < last and cur.set_range(_SEQ.pack(since + 1)):
+                size = 0
+                for key, value in cur:
+                    if size >= max_bytes and entries:
+                        break
+                    k, v = msgpack.unpackb(value[_TIME.size:])
+                    entries.append((_SEQ.unpack(key)[0], _TIME.unpack_from(value)[0], k, v))
+                    size += len(value)
+        return LogRead(epoch, first, last, entries)
+
+    def commit_signal(self) -> asyncio.Event:
+        """An event set at this process's next commit (other processes' commits are seen
+        only by reading ``log_read`` again)."""
+        if self._signal is None:
+            self._signal = asyncio.Event()
+        return self._signal
+
+    def _signal_commit(self) -> None:
+        signal, self._signal = self._signal, None
+        if signal is not None:
+            signal.set()
+
+    def following(self) -> bytes | None:
+        """The ``follow`` marker the last ``apply`` wrote (a mirror's position), or None."""
+        with self.env.begin(db=self._meta) as txn:
+            return txn.get(FOLLOW)
+
+    async def apply(self, changes: Sequence[tuple[bytes, bytes | None]], follow: bytes, *,
+                    clear: bool = False) -> None:
+        """A mirror's write: (with ``clear``, first drop every record), apply ``changes``
+        (None: delete) and store ``follow`` in one durable transaction."""
+        await asyncio.get_running_loop().run_in_executor(self._pool, self._apply, changes,
+                                                         follow, clear)
+        self._signal_commit()
+
+    def _apply(self, changes, follow: bytes, clear: bool) -> None:
+        deltas: dict[bytes, int] = {}
+        done: list[tuple[bytes, bytes | None]] = []
+        with self.env.begin(write=True) as txn:
+            if clear:  # a new dump: nothing of before stays; our own followers dump again
+                txn.drop(self._records, delete=False)
+                txn.drop(self._counts, delete=False)
+                txn.put(EPOCH, os.urandom(8), db=self._meta)
+            for key, value in changes:
+                if self._change(txn, key, value, deltas) or value is not None:
+                    done.append((key, value))
+            self._count(txn, deltas)
+            self._append(txn, done)
+            txn.put(FOLLOW, follow, db=self._meta)
+        self.commits += 1
 
     # ------------------------------------------------------------ bulk loading
     def _imports(self):
@@ -179,6 +305,7 @@ class LmdbStore:
                         db=self._counts)
             if checkpoint:
                 txn.put(checkpoint[0], checkpoint[1], db=imports)
+            txn.put(EPOCH, os.urandom(8), db=self._meta)  # not logged: mirrors dump again
             if before_commit:
                 before_commit()
         self.commits += 1
