@@ -124,6 +124,12 @@ class MirrorNode:
     def lag_seconds(self) -> float:
         return self.follower.lag(self.clock())
 
+    @property
+    def ready(self) -> bool:
+        """Dumped and following (``/readyz``): a mirror in the middle of a dump serves
+        partial data, so it is not ready until the dump is done."""
+        return not self.follower.position.dumping
+
     # ------------------------------------------------------------------ following
     async def start(self) -> None:
         """Begin dump-then-follow in the background."""

@@ -107,7 +107,8 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
                  links=None) -> tuple[object, object]:
     """One node, ready to serve, and the address it serves on."""
     if name == Role.TOP:
-        node = TopNode("top", open_store(store_url(store, data_dir, "top"), config.store),
+        node = TopNode("top", open_store(store_url(store, data_dir, "top"), config.store,
+                                          config.replication),
                        national_prefix(topo), config, clock=clock, case_sensitive=case_sensitive)
         await node.bootstrap(logins["top"]["secret"])
         for s in topo.secondaries:
@@ -129,7 +130,7 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
                                     keyring=keyring), topo.address_of(name))
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
-                                               config.store), [spec.code], config, clock=clock,
+                                               config.store, config.replication), [spec.code], config, clock=clock,
                          case_sensitive=case_sensitive,
                          **population_of(topo, spec.code, case_sensitive))
     await node.bootstrap(logins["nodes"][spec.code]["secret"])
@@ -146,7 +147,7 @@ async def _build_mirror(topo: Topology, name: str, config: Config, *, data_dir: 
     on the mirror's own store, wrapped read-only (``resolver.mirror.MirrorNode``)."""
     from resolver.mirror import MirrorNode  # lazily: only a topology with mirrors needs it
     m = mirrors.spec(topo, name)
-    own = open_store(store_url(store, data_dir, name), config.store)
+    own = open_store(store_url(store, data_dir, name), config.store, config.replication)
     if m.primary == Role.TOP:  # a standby top-level node
         node = TopNode(str(Role.TOP), own, national_prefix(topo), config, clock=clock,
                        case_sensitive=case_sensitive)
