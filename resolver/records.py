@@ -16,6 +16,7 @@ import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, Iterable
 
 import msgpack
@@ -94,15 +95,13 @@ def encode(text: str, values: Iterable[Value]) -> bytes:
 
 def encode_rows(text: str, rows: list[list]) -> bytes:
     """``encode`` from stored rows (``[index, type, format, value, ttl, ts, perms]``), sorted
-    here by index (in place) when they are not already."""
-    if len(rows) > 1 and any(rows[i][0] > rows[i + 1][0] for i in range(len(rows) - 1)):
+    here by index, in place."""
+    if len(rows) > 1:
         rows.sort(key=_row_index)
     return _pack([text, rows])
 
 
-def _row_index(row: list) -> int:
-    return row[0]
-
+_row_index = itemgetter(0)
 
 # one packer reused (~0.3 µs a record less than packb); a pack runs in C holding the GIL, with
 # no Python callback, so threads cannot interleave in it

@@ -83,9 +83,9 @@ async def batch_register(node, request: web.BaseRequest) -> web.Response:
         raise errors.HandleError(errors.INVALID_VALUE,
                                  'body must be {"handles": [{"handle": ..., "values": [...]}]}')
     overwrite = doc.get("overwrite", False) is True
-    results = await node.register_many(
-        [(i.get("handle"), {"values": i.get("values")}) for i in items], identity=identity,
-        overwrite=overwrite, prefix_records=False)
+    results = await node.register_many(  # a list of values as is, anything else as sent
+        [(i.get("handle"), v if type(v := i.get("values")) is list else {"values": v})
+         for i in items], identity=identity, overwrite=overwrite, prefix_records=False)
     ok = sum(r["responseCode"] == errors.SUCCESS for r in results)
     return answer(request, {"responseCode": errors.SUCCESS, "registered": ok,
                             "failed": len(results) - ok, "results": results})

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from resolver import auth, errors, identifiers, overlay, records
 from resolver import templates as industry_templates
-from resolver.authority import prefix_above
 from resolver.identifiers import Handle
 from resolver.records import Value
 
@@ -42,16 +41,21 @@ def prepare_rows(handle: Handle, rows: list[list], identity: auth.Identity,
     if not rows:
         raise errors.HandleError(errors.INVALID_VALUE, "a record needs at least one value",
                                  handle=handle.text)
-    has_admin = False
+    has_admin = taken = False
     for row in rows:
         vtype = row[1]
         if vtype == "HS_ADMIN":
             has_admin = True
         elif vtype == "HS_SECKEY" and isinstance(row[3], str) and not auth.is_hashed(row[3]):
             row[3] = auth.hash_secret(row[3])
+        if row[0] == records.ADMIN_INDEX:
+            taken = True
     if not has_admin:
-        used = {row[0] for row in rows}
-        index = next(i for i in range(records.ADMIN_INDEX, records.MAX_INDEX) if i not in used)
+        index = records.ADMIN_INDEX  # the first free index from 100 on
+        if taken:
+            used = {row[0] for row in rows}
+            while index in used:
+                index += 1
         rows.append([index, "HS_ADMIN", "admin", {"handle": identity.handle,
                                                   "index": identity.index,
                                                   "permissions": ADMIN_PERMISSIONS},
@@ -103,51 +107,55 @@ async def register_many(node, items: list[tuple[object, object]], *,
     max_data = node.config.http.max_value_data
     parse, homes, rows_from_json = node.parse, node.homes, records.rows_from_json
     results: list[dict] = []
-    todo: dict[bytes, tuple[int, Handle, list[list]]] = {}
+    todo: dict[bytes, tuple[int, Handle, str, bool, list[list]]] = {}
     for pos, (text, doc) in enumerate(items):
         try:
             handle = parse(text)
-            if not prefix_records and handle.is_prefix_handle:
+            is_prefix = handle.is_prefix_handle
+            if is_prefix and not prefix_records:
                 raise not_allocated(str(text))
-            if not homes(prefix_above(handle)):
+            name = handle.text
+            if not homes(handle.suffix if is_prefix else handle.prefix):  # prefix_above
                 raise errors.HandleError(errors.SERVER_NOT_RESP, "That prefix doesn't live here",
-                                         handle=handle.text)
+                                         handle=name)
             if handle.key in todo:
                 raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
                                          "handle appears twice in this batch", handle=text)
-            todo[handle.key] = (pos, handle, rows_from_json(doc, now=now, max_data=max_data))
-            results.append({"responseCode": errors.SUCCESS, "handle": handle.text})
+            todo[handle.key] = (pos, handle, name, is_prefix,
+                                rows_from_json(doc, now=now, max_data=max_data))
+            results.append({"responseCode": errors.SUCCESS, "handle": name})
         except errors.HandleError as exc:
             results.append(exc.with_handle(str(text)).body())
     writes: list[tuple[bytes, bytes]] = []
     tombs: list[bytes] = []
-    strict: dict = {}
+    strict: dict = {}  # prefix -> its template's name or None (strict_template)
     may_create: set[str] = set()  # prefixes this identity may create identifiers under
     population, read, encode = node.population, node.read, node._encode_rows
     async with node.locks.hold(todo):
-        for key, (pos, handle, rows) in todo.items():
+        for key, (pos, handle, name, is_prefix, rows) in todo.items():
             try:
                 stored, data = read(key)
                 if data is None:
-                    if handle.is_prefix_handle or handle.prefix not in may_create:
+                    if is_prefix or handle.prefix not in may_create:
                         node.authority.check_may_write(identity, handle, None)  # memoised
-                        if not handle.is_prefix_handle:
+                        if not is_prefix:
                             may_create.add(handle.prefix)
                 elif not overwrite:
                     raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
-                                             "Handle already exists", handle=handle.text)
+                                             "Handle already exists", handle=name)
                 else:
                     node.authority.check_may_write(identity, handle, records.decode(data)[1])
                 rows = prepare_rows(handle, rows, identity, now)
-                check_strict_rows(node, handle, rows, strict)
-                writes.append((key, encode(handle.text, rows)))
+                if is_prefix or strict.get(handle.prefix, True) is not None:
+                    check_strict_rows(node, handle, rows, strict)
+                writes.append((key, encode(name, rows)))
                 extra, tomb = overlay.on_write(population, key, stored)
                 if extra:
                     writes += extra
                 if tomb:
                     tombs.append(tomb)
             except errors.HandleError as exc:
-                results[pos] = exc.with_handle(handle.text).body()
+                results[pos] = exc.with_handle(name).body()
         await node._store(writes)
         for tomb in tombs:  # identifiers registered again after a delete (rare)
             await node._store([], delete=tomb)
