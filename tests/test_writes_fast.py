@@ -245,3 +245,12 @@ def test_rows_from_json_gives_the_rows_values_from_json_stores():
     with pytest.raises(errors.HandleError) as info:
         records.rows_from_json([URL, {**URL, "type": "URL\u2028"}], now=NOW)
     assert "values[1].type must not contain control characters" in info.value.message
+
+
+def test_the_benchmarks_spliced_msgpack_batch_is_the_document_it_claims():
+    """benchmarks/batch_register.py splices its msgpack batches: the bytes must be exactly
+    msgpack's encoding of the batch document, or its figure would measure something else."""
+    from benchmarks.batch_register import VALUES, msgpack_batch
+    handles = [f"88.118.8/B-{i}" for i in range(300)]
+    assert msgpack_batch(handles) == msgpack.packb(
+        {"handles": [{"handle": h, "values": VALUES} for h in handles]})
