@@ -127,53 +127,12 @@ def wrk_register_spread(targets: list[tuple[str, dict]], seconds: float) -> dict
     return out
 
 
-async def _batch_load(url: str, login: dict, seconds: float, size: int,
-                      concurrency: int) -> dict:
-    import aiohttp
-    import orjson
-
-    tag = uuid.uuid4().hex[:10]
-    prefix = login["prefix"]
-    values = [{"index": 1, "type": "URL", "data": {"format": "string",
-                                                   "value": "https://ex.com/bench"}}]
-    headers = {"Authorization": "Basic " + basic_token(login), "Content-Type": "application/json"}
-    counter = itertools.count()
-    totals = {"registered": 0, "failed": 0, "batches": 0, "http_errors": 0}
-    latencies: list[float] = []
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    deadline = start + seconds
-
-    async def worker(session) -> None:
-        while loop.time() < deadline:
-            n = next(counter)
-            body = orjson.dumps({"handles": [{"handle": f"{prefix}/BATCH-{tag}-{n}-{i}",
-                                              "values": values} for i in range(size)]})
-            t0 = loop.time()
-            async with session.post(f"{url}/api/batch/register", data=body) as resp:
-                raw = await resp.read()
-            latencies.append((loop.time() - t0) * 1000)
-            totals["batches"] += 1
-            if resp.status != 200:
-                totals["http_errors"] += 1
-                continue
-            doc = orjson.loads(raw)
-            totals["registered"] += doc.get("registered", 0)
-            totals["failed"] += doc.get("failed", 0)
-
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-    elapsed = loop.time() - start
-    latencies.sort()
-    return {**totals, "seconds": elapsed, "rate": totals["registered"] / elapsed,
-            "batch_size": size, "concurrency": concurrency,
-            "batch_p50_ms": report.median(latencies),
-            "batch_max_ms": latencies[-1] if latencies else None}
-
-
 def batch_register(url: str, login: dict, s: Settings) -> dict:
-    return asyncio.run(_batch_load(url, login, s.seconds, s.batch_size, s.batch_concurrency))
+    """Batch registrations as msgpack batches (``benchmarks.batch_register.load``, the client
+    ``python benchmarks/batch_register.py`` measures with)."""
+    from benchmarks.batch_register import load
+    return asyncio.run(load(url, basic_token(login), login["prefix"], s.seconds, s.batch_size,
+                            s.batch_concurrency))
 
 
 def locust_resolve(url: str, data_dir: Path, s: Settings) -> dict:

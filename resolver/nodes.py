@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterable
 
 
-from resolver import auth, errors, identifiers, overlay, records
+from resolver import auth, errors, identifiers, overlay, records, writes
 from resolver import templates as industry_templates
 from resolver import replication  # the mirrors' RPC methods (rpc_handlers)
 from resolver.authority import Authority, prefix_above, prefix_record
@@ -146,18 +146,8 @@ class SecondaryNode:
     def strict_check(self, handle: Handle, values: list[Value], seen: dict | None = None) -> None:
         """Strict mode: a prefix whose ``0.NA`` record names a template (``IDSIM_TEMPLATE``)
         refuses a record missing or mistyping one of its fields (400 naming the field)."""
-        if handle.is_prefix_handle:
-            return
-        seen = {} if seen is None else seen
-        if handle.prefix not in seen:
-            na = self.values_of(f"{identifiers.NA_PREFIX}/{handle.prefix}") or ()
-            names = [v.value for v in na if v.type == industry_templates.STRICT_TYPE]
-            seen[handle.prefix] = names[0] if names and isinstance(names[0], str) else None
-        if (name := seen[handle.prefix]) is not None:
-            template = self.templates.get(name) or industry_templates.CATALOGUE.get(name)
-            if template is None:
-                raise errors.HandleError(errors.INVALID_VALUE, f"prefix {handle.prefix} names "
-                                         f"no known template {name!r}", handle=handle.text)
+        template = writes.strict_template(self, handle, {} if seen is None else seen)
+        if template is not None:
             industry_templates.check(template, values, handle.text)
 
     def values_of(self, text: str) -> list[Value] | None:
@@ -193,26 +183,18 @@ class SecondaryNode:
 
     # ---------------------------------------------------------------- writes
     def _prepare(self, handle: Handle, values: list[Value], identity: auth.Identity) -> list[Value]:
-        """Defaults a stored record gets: HS_ADMIN for the writer, secrets hashed."""
-        if not handle.suffix:
-            raise identifiers.InvalidHandle("handle has an empty suffix", handle.text)
-        if not values:
-            raise errors.HandleError(errors.INVALID_VALUE, "a record needs at least one value",
-                                     handle=handle.text)
-        out = [Value(v.index, v.type, auth.hash_secret(v.value), v.format, v.ttl, v.timestamp,
-                     v.perms)
-               if v.type == "HS_SECKEY" and isinstance(v.value, str) and not auth.is_hashed(v.value)
-               else v for v in values]
-        if not any(v.type == "HS_ADMIN" for v in out):
-            used = {v.index for v in out}
-            index = next(i for i in range(records.ADMIN_INDEX, records.MAX_INDEX) if i not in used)
-            out.append(records.admin_value(identity.handle, identity.index, index=index,
-                                           timestamp=int(self.clock())))
-        return out
+        """Defaults a stored record gets: HS_ADMIN for the writer, secrets hashed
+        (``writes.prepare_rows``, on the values' rows)."""
+        rows = writes.prepare_rows(handle, [v.to_row() for v in values], identity,
+                                   int(self.clock()))
+        return [Value(r[0], r[1], r[3], r[2], r[4], r[5], r[6]) for r in rows]
 
     def _encode(self, text: str, values: list[Value]) -> bytes:
+        return self._encode_rows(text, [v.to_row() for v in values])
+
+    def _encode_rows(self, text: str, rows: list[list]) -> bytes:
         """A record's stored bytes, refused (413) over ``http.max_record``."""
-        data = records.encode(text, values)
+        data = records.encode_rows(text, rows)
         if len(data) > (limit := self.config.http.max_record):
             raise records.too_large(f"the record would be {len(data)} bytes; at most {limit}"
                                     ).with_handle(text)
@@ -243,10 +225,11 @@ class SecondaryNode:
             elif current is not None and not overwrite:
                 raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
                                          handle=handle.text)
-            values = self._prepare(handle, values, identity)
-            self.strict_check(handle, values)
+            rows = writes.prepare_rows(handle, [v.to_row() for v in values], identity,
+                                       int(self.clock()))
+            writes.check_strict_rows(self, handle, rows, {})
             extra, tomb = overlay.on_write(self.population, handle.key, stored)
-            await self._store([(handle.key, self._encode(text, values)), *extra], delete=tomb)
+            await self._store([(handle.key, self._encode_rows(text, rows)), *extra], delete=tomb)
         self.stats["registrations"] += current is None
         return current is None
 
@@ -273,55 +256,16 @@ class SecondaryNode:
             await self._store(*overlay.on_delete(self.population, handle.key, stored))
 
     async def register_many(self, items: list[tuple[str, object]], *,
-                            identity: auth.Identity | None, overwrite: bool = False) -> list[dict]:
+                            identity: auth.Identity | None, overwrite: bool = False,
+                            prefix_records: bool = True) -> list[dict]:
         """Register many identifiers in one durable commit; one result per item, in order.
 
         ``items`` are (handle text, values JSON). Items that fail (invalid, exists, not
         permitted) are answered with their own responseCode; the rest are written.
+        ``prefix_records`` False refuses items naming ``0.NA/...`` (``resolver.writes``).
         """
-        limit = self.config.batch.max_register
-        if len(items) > limit:
-            raise errors.HandleError(errors.INVALID_VALUE,
-                                     f"a batch registers at most {limit} identifiers; "
-                                     f"got {len(items)}", status=413)
-        now = int(self.clock())
-        results: list[dict] = []
-        todo: dict[bytes, tuple[int, Handle, list[Value]]] = {}
-        for pos, (text, doc) in enumerate(items):
-            try:
-                handle = self.parse(text)
-                self.check_homed(handle)
-                if handle.key in todo:
-                    raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
-                                             "handle appears twice in this batch", handle=text)
-                todo[handle.key] = (pos, handle, records.values_from_json(
-                    doc, now=now, max_data=self.config.http.max_value_data))
-                results.append({"responseCode": errors.SUCCESS, "handle": handle.text})
-            except errors.HandleError as exc:
-                results.append(exc.with_handle(str(text)).body())
-        writes, strict, tombs = [], {}, []
-        async with self.locks.hold(todo):
-            for key, (pos, handle, values) in todo.items():
-                try:
-                    stored, data = self.read(key)
-                    if data is not None and not overwrite:
-                        raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
-                                                 "Handle already exists", handle=handle.text)
-                    current = records.decode(data)[1] if data is not None else None
-                    self.authority.check_may_write(identity, handle, current)  # memoised
-                    values = self._prepare(handle, values, identity)
-                    self.strict_check(handle, values, strict)
-                    writes.append((key, self._encode(handle.text, values)))
-                    extra, tomb = overlay.on_write(self.population, key, stored)
-                    writes += extra
-                    tombs += [tomb] if tomb else []
-                except errors.HandleError as exc:
-                    results[pos] = exc.with_handle(handle.text).body()
-            await self._store(writes)
-            for tomb in tombs:  # identifiers registered again after a delete (rare)
-                await self._store([], delete=tomb)
-        self.stats["registrations"] += sum(1 for r in results if r["responseCode"] == 1)
-        return results
+        return await writes.register_many(self, items, identity=identity, overwrite=overwrite,
+                                           prefix_records=prefix_records)
 
     async def create_prefix(self, prefix: str, *, identity: auth.Identity | None,
                             secret: str | None = None, token: bool = False) -> Credentials:

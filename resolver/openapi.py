@@ -266,10 +266,14 @@ def _serving_ops() -> dict:
             "201": ok(ref("PrefixLogin"), "created; the secret is shown this once"),
             **WRITE_ERRORS, "409": CONFLICT, "503": UNAVAILABLE},
             security=BASIC, request=body(ref("NewPrefix"), {"prefix": "88.118.77"}), tag="admin")},
-        "/api/batch/register": {"post": op("register many handles in one durable commit", {
+        "/api/batch/register": {"post": {**op("register many handles in one durable commit", {
             "200": ok(ref("BatchRegistered"), "one result per item, in order"), **WRITE_ERRORS},
             security=BASIC, request=body(ref("BatchRegister"), {"handles": [
-                {"handle": "88.118.8/BATCH-1", **DEMO_VALUES}]}), tag="batch")},
+                {"handle": "88.118.8/BATCH-1", **DEMO_VALUES}]}), tag="batch"),
+            # msgpack batches: the fast way to load many (resolver.writes)
+            "description": "The body may also be msgpack (Content-Type: application/msgpack): "
+                           "the same document, checked item by item alike; the answer is "
+                           "msgpack with Accept: application/msgpack, as on every endpoint."}},
     }
 
 

@@ -14,6 +14,7 @@ from resolver import errors, identifiers, records
 from resolver.http_input import identity_of, int_param, json_body, parse_lookup
 from resolver.http_output import answer
 from resolver.nodes import STATS_NOTES  # /api/stats says what its counters count
+from resolver.writes import not_allocated  # noqa: F401 (resolver.web answers with it too)
 from resolver.roles import Role
 
 MAX_SECRET = 1024  # characters of a secret chosen at prefix allocation (protocol data, not tuning)
@@ -72,7 +73,9 @@ async def create_prefix(node, request: web.BaseRequest) -> web.Response:
 
 
 async def batch_register(node, request: web.BaseRequest) -> web.Response:
-    """``{"overwrite": false, "handles": [{"handle": h, "values": [...]}, ...]}``."""
+    """``{"overwrite": false, "handles": [{"handle": h, "values": [...]}, ...]}``, as JSON or
+    as msgpack (``Content-Type: application/msgpack``: the same document, decoded in C, the
+    fast way to load many); answered in msgpack with ``Accept: application/msgpack``."""
     identity = identity_of(node, request)
     doc = await json_body(request, node.config.http)
     items = doc.get("handles") if isinstance(doc, dict) else None
@@ -80,30 +83,12 @@ async def batch_register(node, request: web.BaseRequest) -> web.Response:
         raise errors.HandleError(errors.INVALID_VALUE,
                                  'body must be {"handles": [{"handle": ..., "values": [...]}]}')
     overwrite = doc.get("overwrite", False) is True
-    prefixes = {n for n, i in enumerate(items) if is_prefix_text(node, i.get("handle"))}
-    done = iter(await node.register_many(
-        [(i.get("handle"), {"values": i.get("values")}) for n, i in enumerate(items)
-         if n not in prefixes], identity=identity, overwrite=overwrite))
-    results = [not_allocated(str(i.get("handle"))).body() if n in prefixes else next(done)
-               for n, i in enumerate(items)]
+    results = await node.register_many(  # a list of values as is, anything else as sent
+        [(i.get("handle"), v if type(v := i.get("values")) is list else {"values": v})
+         for i in items], identity=identity, overwrite=overwrite, prefix_records=False)
     ok = sum(r["responseCode"] == errors.SUCCESS for r in results)
     return answer(request, {"responseCode": errors.SUCCESS, "registered": ok,
                             "failed": len(results) - ok, "results": results})
-
-
-def not_allocated(text: str) -> errors.HandleError:
-    """A prefix record (``0.NA/<prefix>``) is created by the admin API only, which also tells
-    the top-level node where the prefix lives; writes may replace an existing one."""
-    return errors.HandleError(errors.INVALID_VALUE, "a prefix is allocated with POST "
-                              "/api/admin/prefixes, not written as a handle", handle=text)
-
-
-def is_prefix_text(node, text) -> bool:
-    """Whether a batch item names a prefix record (``0.NA/...``); unparsable text is not."""
-    try:
-        return isinstance(text, str) and node.parse(text).is_prefix_handle
-    except errors.HandleError:
-        return False
 
 
 async def batch_resolve(node, request: web.BaseRequest) -> web.Response:
