@@ -12,9 +12,10 @@ each process:
   file, then ``os.replace``): a snapshot of its request counters (``resolver.metrics.
   snapshot``; with metrics on), its node's own counts (``COUNTS``) and, for the top-level
   node, the reports it received (``TopNode.reports``);
-* on a scrape, adds the other processes' snapshots to its own live series (``others``); in a
-  report, adds their counts to its own (``counts``), so each process reports the whole node
-  and whichever report the top-level node kept last is right (idempotent);
+* on a scrape, adds the other processes' snapshots to its own live series (``others``); in
+  ``/api/stats`` and a report, adds their counts to its own, since the earliest of them
+  started (``report_stats``), so each process reports the whole node and whichever report the
+  top-level node kept last is right (idempotent);
 * takes in the reports another top-level process received that are newer than its own
   (``merge_reports``), so ``/api/stats`` answers the same whichever process serves it.
 A file older than ``STALE_AFTER`` intervals is of a process that is gone and is left out.
@@ -76,6 +77,8 @@ class Sharing:
 
     def write(self) -> None:
         doc = {"time": self.clock(), "counts": own_counts(self.node)}
+        if isinstance(getattr(self.node, "since", None), str):
+            doc["since"] = self.node.since
         if self.metrics is not None:
             doc["state"] = snapshot(self.node, self.metrics.requests)
         reports = getattr(self.node, "reports", None)  # the top-level node's
@@ -115,6 +118,22 @@ class Sharing:
                 if type(value) is int and value >= 0:
                     total[key] += value
         return total
+
+    def since(self) -> str | None:
+        """When the earliest live process serving this node started (its counts count from
+        there): ``node.since`` of them all, the earliest (ISO 8601 UTC texts sort by time)."""
+        mine = getattr(self.node, "since", None)
+        theirs = [doc["since"] for _, doc in self._docs() if isinstance(doc.get("since"), str)]
+        return min([mine] + theirs) if isinstance(mine, str) else None
+
+    def report_stats(self) -> dict:
+        """``node.report_stats()`` of the whole node: every process's counts, since the
+        earliest one started (what ``/api/stats`` answers and the report says)."""
+        stats = type(self.node).report_stats(self.node)
+        stats.update(self.counts())
+        if (since := self.since()) is not None:
+            stats["since"] = since
+        return stats
 
     def merge_reports(self) -> int:
         """Take in the reports other top-level processes hold that are newer than this one's

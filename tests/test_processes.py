@@ -197,3 +197,46 @@ def test_default_processes_is_the_cores(monkeypatch):
     assert cluster.default_processes() == 1
     monkeypatch.setattr(cluster.os, "cpu_count", lambda: 6)
     assert cluster.default_processes() == 6
+
+
+async def test_processes_of_one_node_report_it_whole(tmp_path):
+    """Each process reports every process's counts, since the earliest started, so the
+    report the top-level node keeps last is right; top-level processes share reports."""
+    from resolver import metrics_share
+    from resolver.clock import FakeClock
+    from resolver.config import Config
+    from resolver.nodes import SecondaryNode
+    from resolver.store import open_store
+    from resolver.top import TopNode
+    clock = FakeClock(1000.0)
+    config = Config()
+    nodes = [SecondaryNode("88.118", open_store("memory:"), ["88.118"], config, clock=clock)
+             for _ in range(2)]
+    nodes[0].since, nodes[1].since = "2026-12-01T10:00:01Z", "2026-12-01T10:00:00Z"
+    nodes[0].stats["resolutions"], nodes[1].stats["resolutions"] = 3, 5
+    nodes[1].stats["registrations"] = 2
+    shares = [metrics_share.Sharing(None, tmp_path, config.metrics, clock, node=n)
+              for n in nodes]
+    tops = [TopNode("top", open_store("memory:"), "88", config, clock=clock,
+                    nodes_info={"88.118": {}}) for _ in range(2)]
+    top_shares = [metrics_share.Sharing(None, tmp_path, config.metrics, clock, node=t)
+                  for t in tops]
+    try:
+        assert [s.claim() for s in shares + top_shares] == [0, 1, 0, 1]
+        for s in shares:
+            s.write()
+        for s in shares:
+            stats = s.report_stats()
+            assert (stats["resolutions"], stats["registrations"]) == (8, 2)
+            assert stats["since"] == "2026-12-01T10:00:00Z"
+        tops[1].report("88.118", shares[0].report_stats())
+        top_shares[1].write()
+        assert top_shares[0].merge_reports() == 1
+        assert tops[0].statistics()["totals"]["resolutions"] == 8
+        clock.advance(metrics_share.STALE_AFTER * config.metrics.share_every + 1)
+        assert shares[0].report_stats()["resolutions"] == 3  # the other process is gone
+    finally:
+        for s in shares + top_shares:
+            s.close()
+        for n in nodes + tops:
+            await n.close()

@@ -180,6 +180,8 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
                                                     config.metrics, clock, node=node)
                 running.sharing[name] = sharing
                 running.tasks.append(task)
+                if node.role != Role.RECURSIVE:  # its processes report as one (@pid: apart)
+                    node.report_stats = sharing.report_stats
             if not standalone:
                 rpc = RpcServer(node.rpc_handlers(), config.rpc, clock=clock,
                                 trust=Trust(node.name, keyring))
@@ -273,11 +275,8 @@ async def report_loop(running: Running, tops: dict[str, RpcClient], every: float
                                     "resolutions": node.stats["resolutions"]})
                 continue
             try:
-                stats = node.report_stats()
-                if name in running.sharing and node.role != Role.RECURSIVE:
-                    stats.update(running.sharing[name].counts())  # every process's counts
                 tops[name].notify("report", name + tag if node.role == Role.RECURSIVE else name,
-                                  stats)
+                                  node.report_stats())
             except Exception:  # reports are best effort; the node keeps serving
                 log.debug("report from %s failed", name, exc_info=True)
         await clock.sleep(every)
