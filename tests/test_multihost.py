@@ -21,7 +21,6 @@ import pytest
 from network_fixtures import free_topology
 from test_cli_up import REPO, Up, check_demo_record, get_json
 from topology import demo
-from topology.cluster import default_processes
 from topology.ports import find_ports_in_use
 from topology.tomlio import save
 
@@ -76,9 +75,7 @@ def test_two_shares_on_two_addresses_resolve_across_them(tmp_path: Path) -> None
         shutil.copy2(first / "logins.json", second / "logins.json")
         b = stack.enter_context(idsim_host(topology, f"@{OTHER}", second))
         state = b.wait_ready()
-        # its nodes together, in one process per core (sharing their ports)
-        assert [p["nodes"] for p in state["processes"]] == \
-            [["88.101", "88.118", "88.201"]] * default_processes()
+        assert [p["nodes"] for p in state["processes"]] == [["88.101", "88.118", "88.201"]]
         urls = {n["name"]: n["httpUrl"] for n in state["nodes"]}
         port = int(urls["88.118"].rsplit(":", 1)[1])
         assert urls["88.118"].startswith(f"http://{OTHER}:")
