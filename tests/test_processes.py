@@ -240,3 +240,33 @@ async def test_processes_of_one_node_report_it_whole(tmp_path):
             s.close()
         for n in nodes + tops:
             await n.close()
+
+
+async def test_authority_memos_follow_what_another_process_wrote():
+    """The store changed under the node (another process's write, no ``forget`` here): a
+    remembered login and a remembered admin decision are decided again from the new bytes."""
+    from resolver import auth, errors, records
+    from resolver.authority import prefix_record
+    from resolver.nodes import SecondaryNode
+    from resolver.store import open_store
+    node = SecondaryNode("88.118", open_store("memory:"), ["88.118"])
+    await node.bootstrap("node-secret")
+    admin = auth.Identity(auth.SECRET_INDEX, "0.NA/88.118")
+    assert node.authenticate(admin, "node-secret") == admin
+    assert node.administers(admin, "88.118.8")
+    na = node.parse("0.NA/88.118")
+
+    async def elsewhere(values) -> None:  # as another process writes: straight to the store
+        await node.store.put_many([(na.key, records.encode(na.text, values))])
+    await elsewhere(prefix_record(na.text, "changed-secret", now=0))
+    with pytest.raises(errors.HandleError) as info:
+        node.authenticate(admin, "node-secret")
+    assert info.value.code == errors.AUTHENTICATION_FAILED
+    assert node.authenticate(admin, "changed-secret") == admin
+    other = auth.Identity(auth.SECRET_INDEX, "0.NA/88.999")
+    await elsewhere([v if v.type != "HS_VLIST" else records.Value(
+        v.index, v.type, [{"index": auth.SECRET_INDEX, "handle": other.handle}], v.format)
+        for v in prefix_record(na.text, "changed-secret", now=0)])
+    assert not node.administers(admin, "88.118.8")  # no longer in the admin group
+    assert node.administers(other, "88.118.8")
+    await node.close()
