@@ -270,3 +270,45 @@ async def test_authority_memos_follow_what_another_process_wrote():
     assert not node.administers(admin, "88.118.8")  # no longer in the admin group
     assert node.administers(other, "88.118.8")
     await node.close()
+
+
+async def test_refuse_closes_and_reopens_ports_every_process_shares(tmp_path):
+    """Two servings of the top-level node on the same HTTP and RPC ports (as two processes
+    of it): a refuse fault closes both (the ports refuse), clearing it reopens both, each
+    again beside the other (SO_REUSEPORT)."""
+    import random
+    import socket
+
+    from benchmarks.network import free_preset
+    from resolver.clock import SYSTEM
+    from resolver.config import Config
+    from resolver.fault_inject import Injector
+    from resolver.faults import FaultState, fault_from
+    from topology.wiring import start_nodes
+    topo = free_preset("mini")
+    logins = cluster.make_logins(topo)
+    injectors = [Injector(FaultState(SYSTEM, random.Random(1)), SYSTEM) for _ in range(2)]
+    runs = []
+    try:
+        for inj in injectors:
+            runs.append(await start_nodes(topo, ["top"], Config(), data_dir=tmp_path,
+                                          logins=logins, store="memory", reuse_port=True,
+                                          faults=inj))
+
+        def accepts(port: int) -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+        ports = (topo.top.http_port, topo.top.rpc_port)
+        assert all(map(accepts, ports))
+        for inj in injectors:
+            inj.state.set(fault_from({"kind": "refuse", "node": "top"}, SYSTEM()))
+            await inj.update()
+        assert not any(map(accepts, ports))
+        for inj in injectors:
+            inj.state.clear()
+            await inj.update()  # the second reopens beside the first: SO_REUSEPORT
+        assert all(map(accepts, ports))
+        assert all(not t.refused for inj in injectors for t in inj.targets.values())
+    finally:
+        for run in runs:
+            await run.close()
