@@ -149,8 +149,9 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     the nodes' RPC keys too: every RPC server and client of a node proves it is that node.
 
     ``reuse_port``: several processes serve these nodes' ports (``SO_REUSEPORT``; a recursive
-    node's each with its own cache); they build a node one at a time (``one_at_a_time``). ``standalone``: no top-level node to
-    register with or report to, and no RPC port (``idsim node``). ``case_sensitive``: keys
+    node's each with its own cache); they build a node one at a time (``one_at_a_time``).
+    ``standalone``: no top-level node to register with or report to, and no RPC port
+    (``idsim node``). ``case_sensitive``: keys
     keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
     ``access_log``: node name -> its ``resolver.access_log.AccessLog`` (None: no access log).
     ``faults``: a ``resolver.fault_inject.Injector`` every node is attached to (None: none).
