@@ -68,13 +68,16 @@ def cpu_us_per_request(pid: int, url: str, seconds: float, script: str, env: dic
     return measure(pid, url, seconds, script, env)[0]
 
 
-def measure(pid: int, url: str, seconds: float, script: str, env: dict) -> tuple[float, float]:
+def measure(pid: int | list[int], url: str, seconds: float, script: str, env: dict,
+            connections: int = 32) -> tuple[float, float]:
     """(µs of CPU ``pid`` spends per request, req/s) over one wrk run (user + system time, all
-    threads); RuntimeError when any answer was an error (the figure would not be real work)."""
-    proc = psutil.Process(pid)
-    before = sum(proc.cpu_times()[:2])
-    res = wrk.run(url, seconds, script=script, env=env, threads=1, connections=32)
-    spent = sum(proc.cpu_times()[:2]) - before
+    threads; with its child processes, and several pids summed: every process serving the
+    node); RuntimeError when any answer was an error (the figure would not be real work)."""
+    procs_ = [psutil.Process(p) for p in ([pid] if isinstance(pid, int) else pid)]
+    procs_ += [c for p in procs_ for c in p.children(recursive=True)]
+    before = sum(sum(p.cpu_times()[:2]) for p in procs_)
+    res = wrk.run(url, seconds, script=script, env=env, threads=1, connections=connections)
+    spent = sum(sum(p.cpu_times()[:2]) for p in procs_) - before
     if res.non2xx or any(res.socket_errors.values()):
         raise RuntimeError(f"{url}: {res.non2xx} error answers, socket errors "
                            f"{res.socket_errors}: the CPU figure would not be of real work")
@@ -82,20 +85,24 @@ def measure(pid: int, url: str, seconds: float, script: str, env: dict) -> tuple
 
 
 def start_node(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
-    """An ``idsim node`` with 10,000 demo identifiers: its pid, URL and an enterprise login."""
+    """An ``idsim node`` with 10,000 demo identifiers: its pid (its processes are that one and
+    its children), URL and an enterprise login, once every process serves."""
     port = procs.free_port()
     node = procs.spawn([sys.executable, "-m", "topology.cli", "node", "--code", "88.118",
                         "--enterprise", "88.118.8", "--demo", "10000", "--port", str(port),
                         "--data", str(tmp / name), *extra],
-                       stdout=subprocess.DEVNULL, cwd=HERE.parent)
+                       stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
     procs.wait_port(port, timeout=60, proc=node)
+    for line in node.stdout:  # its banner comes once every process serves
+        if "serving http://" in line:
+            break
     login = json.loads((tmp / name / "logins.json").read_text())["enterprises"][0]
     auth = basic_header(login["username"], login["secret"]).removeprefix("Basic ")
     return node.pid, f"http://127.0.0.1:{port}", auth
 
 
-def start_recursive(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
-    """An ``idsim up --preset mini`` cluster: the pid of the process serving its recursive
+def start_recursive(tmp: Path, name: str, *extra: str) -> tuple[list[int], str, str]:
+    """An ``idsim up --preset mini`` cluster: the pids of the processes serving its recursive
     node, that node's URL and the demo prefixes (``IDSIM_PREFIXES``)."""
     port = procs.free_port(20000, 31000)
     data = tmp / name
@@ -108,8 +115,8 @@ def start_recursive(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
             raise RuntimeError(f"idsim up ({name}) did not start; see {data / 'logs'}")
         time.sleep(0.2)  # polling a subprocess
     state = json.loads((data / "cluster.json").read_text())
-    pid = next(p["pid"] for p in state["processes"] if p["nodes"] == ["recursive"])
-    return pid, state["recursiveUrl"], ",".join(state["prefixes"])
+    pids = [p["pid"] for p in state["processes"] if p["nodes"] == ["recursive"]]  # all
+    return pids, state["recursiveUrl"], ",".join(state["prefixes"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also measure nodes with metrics.enabled=0 (the metrics' cost)")
     p.add_argument("--recursive", action="store_true",
                    help="also measure the recursive node's warm path (a mini cluster)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="processes serving the node (idsim node --processes; default: its "
+                        "default, one per core); their CPU is summed")
     args = p.parse_args(argv)
     procs.install_handlers()
     tmp = Path(tempfile.mkdtemp(prefix="idsim-cpu-"))
@@ -138,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         variants = [("", ())] + ([(", metrics off", ("--set", "metrics.enabled=0"))]
                                  if args.metrics_off else [])
         for suffix, extra in variants:
-            pid, url, auth = start_node(tmp, "node" + suffix.replace(" ", "-"), *extra)
+            processes = ("--processes", str(args.processes)) if args.processes else ()
+            pid, url, auth = start_node(tmp, "node" + suffix.replace(" ", "-"), *extra,
+                                        *processes)
             runs["resolve GET" + suffix] = (pid, url, resolve, {"IDSIM_PREFIXES": "88.118.8",
                                                                 "IDSIM_COUNT": "10000"})
             runs["register PUT" + suffix] = (pid, url, register, {"IDSIM_PREFIX": "88.118.8",

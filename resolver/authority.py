@@ -15,7 +15,7 @@ level deep). The rules:
 - admin-read values (HS_SECKEY…) are shown to the record's admins only.
 
 ``Authority`` reads records through ``read`` (handle text -> decoded values, or None when
-absent) and holds no store and no node. It memoises what it read and what it decided, for the
+absent) and ``fetch`` (key -> stored bytes) and holds no store and no node. It memoises what it read and what it decided, for the
 register path (one decision per identifier). Invariants:
 
 - each memo is an LRU of at most ``max_entries`` entries (0 keeps none); when the memo of
@@ -25,7 +25,12 @@ register path (one decision per identifier). Invariants:
   so distinct wrong secrets (or identities) cost a hash check each, never memory (their rate
   is bounded by ``resolver.ratelimit``);
 - a caller that writes a record must call ``forget`` with the written keys, before and after
-  the write, so no decision outlives a record it was drawn from. No I/O, no clock.
+  the write, so no decision outlives a record it was drawn from;
+- other processes write the same store (several serve one node): with ``fetch`` (store key ->
+  the bytes stored now), every memo hit is checked against the store, a record by its bytes
+  as fetched before it was read, a decision by those of every record it was drawn from; one
+  that differs drops every memo (one key lookup and a bytes comparison per record, no
+  decoding and no hash). Without ``fetch`` the memos hold until ``forget``. No clock.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from resolver.identifiers import Handle
 from resolver.records import Value
 
 Reader = Callable[[str], "list[Value] | None"]
+Fetcher = Callable[[bytes], "bytes | None"]  # store key -> the bytes stored now (None: absent)
 
 # Handle.Net's layout of 0.NA/<prefix>, which pyhandle's defaults expect: HS_ADMIN names the
 # group at index 200, whose HS_VLIST lists the owner's HS_SECKEY at index 300. Protocol data,
@@ -67,50 +73,81 @@ class Authority:
     """The rules above, reading through ``read``, with bounded memos (see the module doc)."""
 
     def __init__(self, read: Reader, *, case_sensitive: bool = False,
-                 max_entries: int = 100_000, verifier: auth.Verifier | None = None) -> None:
+                 max_entries: int = 100_000, verifier: auth.Verifier | None = None,
+                 fetch: Fetcher | None = None) -> None:
         self.read = read
+        self.fetch = fetch
         self.case_sensitive = case_sensitive
         self.max_entries = max_entries
         self.verifier = verifier or auth.Verifier()
-        self._consulted: OrderedDict[bytes, list[Value] | None] = OrderedDict()  # key -> read
-        self._decisions: OrderedDict[tuple, bool] = OrderedDict()
+        # key -> (its stored bytes as fetched before reading, the values read)
+        self._consulted: OrderedDict[bytes, tuple[object, list[Value] | None]] = OrderedDict()
+        # decision -> (the answer, the keys of the records it was drawn from)
+        self._decisions: OrderedDict[tuple, tuple[bool, tuple[bytes, ...]]] = OrderedDict()
+        self._drawing: list[bytes] | None = None  # keys consulted by the decision being made
 
     # ---------------------------------------------------------------- memo
     def consult(self, text: str, *, keep: bool = True) -> list[Value] | None:
         """The values of ``text`` as ``read`` gave them (None: absent), remembered when
-        ``keep`` until ``forget`` or until the LRU lets it go."""
+        ``keep`` until ``forget``, until the LRU lets it go, or until the store holds other
+        bytes for it (another process wrote it)."""
         key = identifiers.make_key(text, self.case_sensitive)
         consulted = self._consulted
-        values = consulted.get(key, _UNREAD)
-        if values is not _UNREAD:
-            consulted.move_to_end(key)
-            return values
+        entry = consulted.get(key)
+        if entry is not None:
+            if self._unchanged(key, entry[0]):
+                consulted.move_to_end(key)
+                self._note(key)
+                return entry[1]
+            self.clear()  # written elsewhere: every decision drawn from it goes too
+        # fetched before reading: a write in between leaves a stamp that no longer matches
+        # (the entry is read again next time), never values older than their stamp
+        stamp = self.fetch(key) if self.fetch is not None else None
         values = self.read(text)
         if keep:
-            self._keep(key, values)
+            self._keep(key, values, stamp)
+        self._note(key)
         return values
 
-    def _keep(self, key: bytes, values: list[Value] | None) -> None:
+    def _unchanged(self, key: bytes, stamp: object) -> bool:
+        return self.fetch is None or self.fetch(key) == stamp
+
+    def _note(self, key: bytes) -> None:
+        if self._drawing is not None:
+            self._drawing.append(key)
+
+    def _keep(self, key: bytes, values: list[Value] | None, stamp: object = None) -> None:
         consulted = self._consulted
         if not self.max_entries:
             return
-        consulted[key] = values
+        consulted[key] = (stamp, values)
         if len(consulted) > self.max_entries:
             consulted.popitem(last=False)
             self._decisions.clear()  # some may have been drawn from the record let go
 
-    def _decide(self, decided: tuple, ok: bool) -> bool:
+    def _decide(self, decided: tuple, ok: bool, drawn: Iterable[bytes]) -> bool:
         if self.max_entries:
             decisions = self._decisions
-            decisions[decided] = ok
+            decisions[decided] = (ok, tuple(dict.fromkeys(drawn)))
             if len(decisions) > self.max_entries:
                 decisions.popitem(last=False)
         return ok
 
     def _decided(self, decided: tuple) -> bool | None:
-        ok = self._decisions.get(decided)
-        if ok is not None:
-            self._decisions.move_to_end(decided)
+        """A remembered decision, if every record it was drawn from is still as it was read."""
+        entry = self._decisions.get(decided)
+        if entry is None:
+            return None
+        ok, drawn = entry
+        consulted = self._consulted
+        for key in drawn:
+            held = consulted.get(key)
+            if held is None or not self._unchanged(key, held[0]):
+                self.clear()  # written elsewhere (or let go): decide again
+                return None
+        self._decisions.move_to_end(decided)
+        for key in drawn:
+            self._note(key)
         return ok
 
     def forget(self, keys: Iterable[bytes]) -> bool:
@@ -136,14 +173,16 @@ class Authority:
         # keyed by a digest: a memo entry costs the same however long the secret sent
         decided = ("login", identity, hashlib.sha256(secret.encode()).digest())
         if self._decided(decided) is None:
+            key = identifiers.make_key(identity.handle, self.case_sensitive)
+            stamp = self.fetch(key) if self.fetch is not None else None  # as in consult
             values = self.consult(identity.handle, keep=False)
             if not any(v.index == identity.index and v.type == "HS_SECKEY"
                        and isinstance(v.value, str) and self.verifier.verify(secret, v.value)
                        for v in values or ()):  # a failure is not remembered (module doc)
                 raise errors.HandleError(errors.AUTHENTICATION_FAILED,
                                          f"Identity not verified: {identity}")
-            self._keep(identifiers.make_key(identity.handle, self.case_sensitive), values)
-            self._decide(decided, True)
+            self._keep(key, values, stamp)
+            self._decide(decided, True, [key])
         return identity
 
     def names(self, identity: auth.Identity, entries: Iterable[tuple[int, str]]) -> bool:
@@ -169,10 +208,17 @@ class Authority:
         if known is not None:
             return known
         segs = prefix.split(".")
-        return self._decide(decided, any(
-            self.names(identity, records.admins(values))
-            for n in range(len(segs), 0, -1)
-            if (values := self.consult(f"{identifiers.NA_PREFIX}/{'.'.join(segs[:n])}"))))
+        outer, self._drawing = self._drawing, []
+        try:
+            ok = any(self.names(identity, records.admins(values))
+                     for n in range(len(segs), 0, -1)
+                     if (values := self.consult(f"{identifiers.NA_PREFIX}/{'.'.join(segs[:n])}")))
+            drawn = self._drawing
+        finally:
+            self._drawing = outer
+        if outer is not None:
+            outer.extend(drawn)
+        return self._decide(decided, ok, drawn)
 
     def may_read_hidden(self, identity: auth.Identity, handle: Handle, rows: list[list]) -> bool:
         """Admin-read values (HS_SECKEY…) are shown to the record's admins only: admins of its

@@ -10,7 +10,9 @@ server (``wiring.start_nodes`` calls it once per node, one hook line). ``Injecto
   without such a fault has neither: the class's ``dispatch`` and the original handlers serve,
   so the cost of this module with no fault active is nothing per request.
 - ``refuse`` closes the node's listening sockets (HTTP site and RPC server, dropping their
-  connections) and opens them again on the same addresses when it ends.
+  connections) and opens them again on the same addresses when it ends (with
+  ``SO_REUSEPORT`` when other processes serve the node too: ``topology.fault_control`` sets a
+  fault in every process serving the node, so each closes its own).
 
 Behaviour per request with a fault: ``down`` waits until the node is up again (the client
 times out; aiohttp cancels the handler when the client goes); ``slow`` sleeps on the injected
@@ -44,7 +46,7 @@ class Target:
     runner: web.BaseRunner
     rpc: object | None
     http_where: tuple = ()          # (host, port, ssl_context, reuse_port) to reopen with
-    rpc_where: tuple = ()           # (host, port)
+    rpc_where: tuple = ()           # (host, port, reuse_port)
     handlers: dict = field(default_factory=dict)  # the original RPC handlers
     wrapped: bool = False
     refused: bool = False
@@ -68,7 +70,8 @@ class Injector:
         """Register a started node: its ``NodeAPI``, HTTP runner and RPC server (or None)."""
         site = next(iter(runner.sites))
         http = (site._host, runner.addresses[0][1], site._ssl_context, site._reuse_port)
-        rpc_where = () if rpc is None else (rpc._server.sockets[0].getsockname()[0], rpc.port)
+        rpc_where = () if rpc is None else (rpc._server.sockets[0].getsockname()[0], rpc.port,
+                                            bool(http[3]))  # shared with other processes
         target = Target(name, api, runner, rpc, http, rpc_where,
                         dict(rpc._handlers) if rpc is not None else {})
         target.up.set()
@@ -139,7 +142,8 @@ class Injector:
                            reuse_port=reuse_port, backlog=1024)
         await site.start()
         if target.rpc is not None:
-            await target.rpc.start(*target.rpc_where)
+            host, port, reuse_port = target.rpc_where
+            await target.rpc.start(host, port, reuse_port=reuse_port)
         target.refused = False
         log.warning("fault: %s accepts connections again", target.name)
 

@@ -70,7 +70,8 @@ class SecondaryNode:
         # called with each prefix allocated here, before it is stored (see topology.wiring)
         self.announce: Callable[[str], Awaitable] | None = None
         self.authority = Authority(self.values_of, case_sensitive=case_sensitive,
-                                   max_entries=self.config.cache.memo_entries)
+                                   max_entries=self.config.cache.memo_entries,
+                                   fetch=store.get)  # memos checked: other processes write too
         self.clock = clock
         self.locks = KeyLocks()
         self.stats: Counter[str] = Counter()

@@ -326,11 +326,14 @@ class RpcServer:
         self._conns.discard(conn)
         self._unproven.pop(conn, None)
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "RpcServer":
-        """Listen on host:port (port 0: any free port, then see ``port``)."""
+    async def start(self, host: str = "127.0.0.1", port: int = 0, *,
+                    reuse_port: bool = False) -> "RpcServer":
+        """Listen on host:port (port 0: any free port, then see ``port``); ``reuse_port``:
+        with the other processes serving this node (``SO_REUSEPORT``)."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: _ServerConnection(self), host, port,
-                                                reuse_address=True)
+                                                reuse_address=True,
+                                                reuse_port=reuse_port or None)
         self._port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -25,6 +25,7 @@ import pytest
 from benchmarks.network import free_preset
 from network_fixtures import basic_token
 from topology import demo
+from topology.cluster import default_processes
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 60.0
@@ -107,12 +108,12 @@ def is_our_host(pid: int, data: Path) -> bool:
 
 
 @contextmanager
-def idsim_up(base: int, data: Path, tag: str, workers: int = 2):
+def idsim_up(base: int, data: Path, tag: str, workers: int = 2, *extra: str):
     log = data.parent / f"up-{tag}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "topology.cli", "up", "--preset", "mini", "--port", str(base),
-             "--data", str(data), "--workers", str(workers)],
+             "--data", str(data), "--workers", str(workers), *extra],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True)  # our SIGINT reaches the launcher only
     up = Up(proc, data, log)
@@ -174,7 +175,8 @@ def test_up_status_and_ctrl_c(tmp_path: Path, base_port: int) -> None:
     with idsim_up(base_port, data, "1") as up:
         state = up.wait_ready()
         assert state["topology"] == "mini"
-        assert len(state["pids"]) == 2  # --workers 2
+        # --workers 2: top and secondaries | recursive, each in default_processes() processes
+        assert len(state["pids"]) == 2 * default_processes()
         assert state["recursiveUrl"] == f"http://127.0.0.1:{base_port}"
         examples = state["examples"]
         assert examples and all(e.endswith("/" + demo.suffix(0)) for e in examples)
@@ -345,7 +347,8 @@ def answers(url: str) -> bool:
 def test_a_killed_host_is_restarted_while_the_others_serve(tmp_path: Path,
                                                            base_port: int) -> None:
     data = tmp_path / "data"
-    with idsim_up(base_port, data, "1", workers=4) as up:  # top | recursive | 2 | 88.118
+    with idsim_up(base_port, data, "1", 4,  # top | recursive | 2 | 88.118, one process each
+                  "--node-processes", "1") as up:
         state = up.wait_ready()
         http = {n["name"]: n["httpUrl"] for n in state["nodes"]}
         example = {ex.rpartition(".")[0]: ex for ex in state["examples"]}  # node -> handle

@@ -30,6 +30,7 @@ from benchmarks.procs import free_port
 from network_fixtures import basic_token
 from test_cli_up import Up, assert_stopped, get_json, send_json  # noqa: I001 - tests/ is on sys.path
 from topology.cli import build_parser, main
+from topology.cluster import default_processes
 
 REPO = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (INFO|WARNING|ERROR|CRITICAL) "
@@ -293,7 +294,8 @@ def test_hosts_log_start_and_ready_and_access_lines(cluster):
     assert lines and all(STAMP.match(x) for x in lines), lines
     for node in cluster.state["nodes"]:
         assert any(f"[{node['name']}] ready: serving {node['httpUrl']}" in x for x in lines)
-    assert sum(" starting pid " in x for x in lines) == 2
+    # --workers 2: top and secondaries | recursive, each in default_processes() processes
+    assert sum(" starting pid " in x for x in lines) == 2 * default_processes()
 
     path = f"/api/handles/{cluster.state['examples'][1]}"
     assert get_json(cluster.state["recursiveUrl"] + path)[0] == 200
@@ -317,8 +319,9 @@ def test_up_reuses_the_port_its_data_ran_on_and_keeps_allocated_logins(tmp_path)
     finally:
         up.kill_all()
     stops = [x for p in (data / "logs").glob("host-*.log") for x in p.read_text().splitlines()]
-    assert sum(x.endswith("stopping (SIGTERM)") for x in stops) == 2, stops
-    assert sum(x.endswith("] stopped") for x in stops) == 2, stops
+    hosts = 2 * default_processes()  # --workers 2, each group in default_processes()
+    assert sum(x.endswith("stopping (SIGTERM)") for x in stops) == hosts, stops
+    assert sum(x.endswith("] stopped") for x in stops) == hosts, stops
 
     again = launch(data, "2")  # no --port
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 import time
@@ -35,7 +34,7 @@ from topology.cli_fault import add_fault_command
 from topology.cli_load import DEFAULT_PORT, add_load_command
 from topology.cli_report import add_report_command  # idsim report RUN_A RUN_B (run records)
 from topology.cli_capacity import add_capacity_command  # idsim capacity
-from topology.cluster import (Cluster, last_port, plan_workers, read_state, running_pids,
+from topology.cluster import (Cluster, default_processes, last_port, read_state, running_pids,
                               stop_recorded)
 from topology.presets import PRESETS, get_preset
 from topology.supervisor import OnExit
@@ -116,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "redis-cluster://HOST:PORT,...: a Redis Cluster (README)")
     node.add_argument("--case-sensitive", action="store_true",
                       help="tell handles apart by ASCII case (Handle.Net folds it by default)")
+    node.add_argument("--processes", type=int, default=None,
+                      help="processes serving the node's port (SO_REUSEPORT; default: one per "
+                           "core, 1 with --store memory)")
     add_access_log_args(node)
     add_wan_arg(node)
     add_config_args(node)
@@ -132,13 +134,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data", default=DEFAULT_DATA, help="data directory (kept across restarts)")
     up.add_argument("--demo", type=int, default=None,
                     help="demo identifiers per enterprise (preset default: 10)")
-    up.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="host processes (default: one per core)")
+    up.add_argument("--workers", type=int, default=None,
+                    help="groups of nodes in separate host processes: the top-level node with "
+                         "the secondary nodes for 2 or less, else the top-level node alone and "
+                         "the secondary nodes spread over the rest (default: 2, or one per "
+                         "core with --node-processes 1)")
     up.add_argument("--store", default="lmdb", type=store_kind,
                     help="lmdb: durable, in <data>/<node>; memory: gone when it stops; "
                          "redis-cluster://HOST:PORT,...: a Redis Cluster (README)")
-    up.add_argument("--recursive-processes", type=int, default=1,
-                    help="processes sharing the recursive node's port (SO_REUSEPORT)")
+    up.add_argument("--recursive-processes", type=int, default=default_processes(),
+                    help="processes sharing the recursive node's ports (SO_REUSEPORT; "
+                         "default: one per core)")
+    up.add_argument("--node-processes", type=int, default=None,
+                    help="processes sharing each other node's ports (SO_REUSEPORT; default: "
+                         "one per core, 1 with --store memory; 1: one process per node)")
     up.add_argument("--answer-cache", type=int, default=None,
                     help="recursive node's answer cache, entries (0: off, every resolve asks "
                          "the serving node; delegations stay cached); = --set "
@@ -195,16 +204,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_node(args) -> int:
-    from topology.cli_node import run_node
+    from topology.cli_node import serve_node
     try:
         config = effective_config(args, {**access_log_flags(args), **wan_flags(args)})
     except (configuration.ConfigError, ValueError) as exc:
         print(f"idsim node: {exc}", file=sys.stderr)
         return 2
     try:
-        return _run(run_node(args, config))
+        return serve_node(args, config)
     except OSError as exc:  # the port is taken or not ours to bind, the data not writable
         raise UserError(f"cannot run node {args.code} on {args.host}:{args.port}: {exc}") from None
+
+
+def up_processes(args) -> tuple[int, int]:
+    """``idsim up``'s (node processes, workers) from its options and their defaults."""
+    memory = args.store == "memory"
+    nodes = args.node_processes or (1 if memory else default_processes())
+    if nodes < 1 or args.recursive_processes < 1 or (args.workers or 1) < 1:
+        raise ValueError("--node-processes, --recursive-processes and --workers are at least 1")
+    if memory and nodes > 1:
+        raise ValueError("--store memory keeps each process's records to itself: "
+                         "--node-processes 1 with it")
+    return nodes, args.workers or (2 if nodes > 1 else default_processes())
 
 
 def cmd_up(args) -> int:
@@ -256,14 +277,20 @@ def cmd_up(args) -> int:
     except (configuration.ConfigError, ValueError) as exc:
         console.print(f"[red]idsim up:[/] {exc}")
         return 2
-    cluster = Cluster(topo, Path(args.data), workers=args.workers, store=args.store,
+    try:
+        node_processes, workers = up_processes(args)
+    except ValueError as exc:
+        console.print(f"[red]idsim up:[/] {exc}")
+        return 2
+    cluster = Cluster(topo, Path(args.data), workers=workers, store=args.store,
                       recursive_processes=args.recursive_processes, config=config,
+                      node_processes=node_processes,
                       on_exit=OnExit(args.on_exit), access_log=args.access_log,
                       say=lambda msg: console.print(msg, style="yellow", markup=False,
                                                     highlight=False, soft_wrap=True))
     total = len(topo.enterprises) * topo.identifiers_per_enterprise * (topo.population == "demo")
     t0 = time.perf_counter()
-    processes = len(plan_workers(topo, args.workers, args.recursive_processes))
+    processes = len(cluster.plan())
     console.print(f"starting [bold]{topo.name}[/]: {len(topo.node_names())} nodes in "
                   f"{processes} processes, data in {args.data}")
     # idsim down (SIGTERM) stops as Ctrl-C does, from the start on

@@ -6,7 +6,8 @@ The topology file gives every node its address, so nodes can be on different mac
 and names its own nodes (``--nodes`` takes names — ``top``, ``recursive``,
 ``recursive-<city>``, node codes — or ``@ADDRESS`` for every node served on that address).
 The nodes run in host processes under the one supervisor (``topology.supervisor``), as with
-``idsim up``: each recursive node alone in a process, the others together; they restart with
+``idsim up``: each recursive node alone in a process, the others together, each group in
+``--processes`` processes (default one per core) sharing its ports; they restart with
 back-off when they exit; Ctrl-C or SIGTERM (``idsim down --data DIR``) stops them.
 
 Shared secrets: every node proves who it is over RPC with its key in ``logins.json`` (and
@@ -52,6 +53,9 @@ def add_host_command(sub) -> None:
                         "only, then copy it to every other host's --data")
     p.add_argument("--store", default="lmdb", choices=["lmdb", "memory"],
                    help="lmdb: durable, in <data>/<node>; memory: gone when it stops")
+    p.add_argument("--processes", type=int, default=None,
+                   help="processes serving each of this host's nodes, sharing its ports "
+                        "(SO_REUSEPORT; default: one per core, 1 with --store memory)")
     add_config_args(p)
     p.set_defaults(func=cmd_host)
 
@@ -78,11 +82,23 @@ def share_names(topo, spec: str) -> list[str]:
     return [n for n in known if n in wanted]
 
 
-def share_plan(names: list[str]) -> list[list[str]]:
+def share_plan(names: list[str], processes: int = 1) -> list[list[str]]:
     """Host processes for a share: each recursive node alone, the other nodes together (so
-    the top-level and a recursive node never share a process, as in ``cluster.plan_workers``)."""
+    the top-level and a recursive node never share a process, as in ``cluster.plan_workers``),
+    each group in ``processes`` processes sharing its ports (the copies after the first round)."""
     rest = [n for n in names if role_of(n) != Role.RECURSIVE]
-    return [[n] for n in names if role_of(n) == Role.RECURSIVE] + ([rest] if rest else [])
+    plan = [[n] for n in names if role_of(n) == Role.RECURSIVE] + ([rest] if rest else [])
+    return plan * max(1, processes)
+
+
+def share_processes(args) -> int:
+    """``--processes``, or its default: one per core (1 for a memory store, one process's)."""
+    from topology.cluster import default_processes
+    memory = args.store == "memory"
+    n = args.processes if args.processes is not None else 1 if memory else default_processes()
+    if n < 1 or (memory and n > 1):
+        raise UserError("--processes is at least 1, and 1 with --store memory")
+    return n
 
 
 def shared_logins(topo, data: Path, names: list[str], make: bool) -> None:
@@ -126,6 +142,7 @@ def cmd_host(args) -> int:
     except (OSError, ValueError) as exc:  # TopologyError and ConfigError too
         raise UserError(f"cannot start: {exc}") from None
     names = share_names(topo, args.nodes)
+    processes = share_processes(args)
     data.mkdir(parents=True, exist_ok=True)
     shared_logins(topo, data, names, args.new_logins)
     if topo.uses_tls:
@@ -148,10 +165,11 @@ def cmd_host(args) -> int:
     t0 = time.perf_counter()
     try:
         try:
-            for i, group in enumerate(share_plan(names)):
+            for i, group in enumerate(share_plan(names, processes)):
                 sup.spawn(f"host-{i}", host_command(
                     data / "topology.toml", data, group, "--store", args.store,
-                    "--config", str(data / "config.toml")), group)
+                    "--config", str(data / "config.toml"),
+                    *(["--reuse-port"] if processes > 1 else [])), group)
             sup.wait_ready(*sup.children)
             readiness.wait_ready([topo.address_of(n).http_url for n in names], config,
                                  config.host.ready_timeout, pki.client_context_for(data))

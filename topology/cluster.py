@@ -71,14 +71,23 @@ def make_logins(topo: Topology, old: dict | None = None) -> dict:
     }
 
 
-def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1) -> list[list[str]]:
+def default_processes() -> int:
+    """How many processes serve a node by default (``idsim up``, ``idsim node``): one per
+    core, at least 1."""
+    return max(1, os.cpu_count() or 1)
+
+
+def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1,
+                 node_processes: int = 1) -> list[list[str]]:
     """Which nodes each process runs. The top-level and the recursive node never share a
     process (losing one must not lose both): the recursive node runs alone, the top-level node
     with the secondary nodes when ``workers`` is 2 or less, else alone too, the secondary
-    nodes then spread over the other ``workers - 2`` processes. Then ``recursive_processes -
-    1`` more processes serving the recursive node's port alone, then each further recursive
-    node (``recursive-<city>``) alone in a process of its own, then the mirrors' processes
-    (``topology.mirrors.plan``: never a mirror with its primary)."""
+    nodes then spread over the other ``workers - 2`` processes. Each of those groups is served
+    by ``node_processes`` processes sharing its ports (``SO_REUSEPORT``): the copies follow
+    the first round. Then ``recursive_processes - 1`` more processes serving the recursive
+    node's ports alone, then each further recursive node (``recursive-<city>``) alone in a
+    process of its own, then the mirrors' processes (``topology.mirrors.plan``: never a mirror
+    with its primary; one process per mirror, since one follower applies its log)."""
     codes = [s.code for s in topo.secondaries]
     if workers <= 2:
         plan = [[Role.TOP, *codes], [Role.RECURSIVE]]
@@ -86,7 +95,9 @@ def plan_workers(topo: Topology, workers: int, recursive_processes: int = 1) -> 
         plan = [[Role.TOP], [Role.RECURSIVE]] + [[] for _ in range(workers - 2)]
         for i, code in enumerate(codes):
             plan[2 + i % (workers - 2)].append(code)
-    return ([[str(n) for n in p] for p in plan if p]
+    plan = [[str(n) for n in p] for p in plan if p]
+    copies = [p for p in plan if p != [str(Role.RECURSIVE)]] * (max(1, node_processes) - 1)
+    return (plan + copies
             + [[str(Role.RECURSIVE)] for _ in range(recursive_processes - 1)]
             + [[r.name] for r in topo.more_recursive]
             + mirrors.plan(topo, workers))  # mirrors (issue 11): their own processes
@@ -113,6 +124,7 @@ class Cluster:
     workers: int = max(1, os.cpu_count() or 1)
     store: str = "lmdb"
     recursive_processes: int = 1
+    node_processes: int = 1  # processes serving each other node's ports (SO_REUSEPORT)
     on_exit: OnExit = OnExit.RESTART
     say: Callable[[str], None] | None = None
     config: Config = field(default_factory=Config)
@@ -125,6 +137,8 @@ class Cluster:
 
     def prepare(self) -> dict:
         validate(self.topology)
+        if self.store == "memory" and self.node_processes > 1:  # each its own memory
+            raise ValueError("a memory store is one process's: use node_processes 1 with it")
         busy = find_ports_in_use(self.topology)
         if busy:
             raise RuntimeError("ports in use (another idsim up? use --port or idsim down):\n  "
@@ -163,10 +177,9 @@ class Cluster:
                                      on_event=forward, on_restart=lambda _: self.write_state(),
                                      say=self.say)
         try:
-            for i, nodes in enumerate(plan_workers(self.topology, self.workers,
-                                                   self.recursive_processes)):
+            for i, nodes in enumerate(self.plan()):
                 flags = ["--store", self.store, "--config", str(data / "config.toml")]
-                if self.recursive_processes > 1 and Role.RECURSIVE in nodes:
+                if self.processes_of(nodes[0]) > 1:  # shares its ports with the others
                     flags.append("--reuse-port")
                 if self.access_log:
                     flags += ["--access-log", str(data / "logs" / f"access-host-{i}.jsonl")]
@@ -182,6 +195,15 @@ class Cluster:
         finally:
             starting.clear()
         self.write_state()
+
+    def plan(self) -> list[list[str]]:
+        """The nodes of each host process (``plan_workers``)."""
+        return plan_workers(self.topology, self.workers, self.recursive_processes,
+                            self.node_processes)
+
+    def processes_of(self, name: str) -> int:
+        """How many host processes serve ``name``."""
+        return sum(name in nodes for nodes in self.plan())
 
     def node_urls(self) -> list[str]:
         """Every node's HTTP URL (h6: idsim up waits on their /readyz)."""

@@ -5,11 +5,12 @@ control API (``topology.control``) of each host process recorded in ``cluster.js
 the token in ``<data>/control/token``. A spec is a ``resolver.faults.fault_from`` object,
 or ``{"kind": "kill"|"restart", "node": N}``:
 
-A fault is set in every host process running N (``--recursive-processes`` runs the recursive
-node in several); a partition also in those running its peer.
+A fault is set in every host process running N (``--node-processes`` and
+``--recursive-processes`` run a node in several, sharing its ports); a partition also in those
+running its peer.
 
 - ``kill``: SIGKILL to the host process running N (every node of that process goes with it;
-  of several, the first).
+  of several, the first: the node's other processes keep serving its ports).
   ``idsim up``'s supervisor then follows its ``--on-exit``: ``restart`` starts it again after
   its back-off, ``keep`` leaves it down, ``stop`` stops the whole network.
 - ``restart``: SIGTERM to that process (a clean stop) and wait (``[faults] restart_wait``) until
@@ -62,7 +63,8 @@ def hosts(data_dir: Path) -> list[dict]:
 
 
 def _hosts_of(data_dir: Path, node: str) -> list[dict]:
-    """Every host process running ``node`` (several: ``--recursive-processes``)."""
+    """Every host process running ``node`` (several: ``--node-processes``,
+    ``--recursive-processes``)."""
     found = [host for host in hosts(data_dir) if node in host["nodes"]]
     if found:
         return found
@@ -140,7 +142,7 @@ def active(data_dir: Path, config: Config | None = None) -> list[dict]:
 
 
 def _signal(data_dir: Path, kind: str, node: str, config: Config) -> dict:
-    host = _hosts_of(data_dir, node)[0]  # of several (--recursive-processes): the first
+    host = _hosts_of(data_dir, node)[0]  # of several (--node-processes): the first
     try:
         os.kill(host["pid"], SIGNALS[kind])
     except ProcessLookupError:

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topology", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--store", default="lmdb", type=store_kind)
-    p.add_argument("--reuse-port", action="store_true")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="other processes serve these nodes' ports too (SO_REUSEPORT)")
     p.add_argument("--config", help="the effective config (TOML sections), as the launcher "
                                      "wrote it; absent: the defaults")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -22,7 +22,9 @@ RPC client a node makes carries the WAN link from that node to its peer (``resol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
@@ -67,6 +69,8 @@ class Running:
     tasks: list[asyncio.Task] = field(default_factory=list)
     clients: list[RpcClient] = field(default_factory=list)
     links: object = None  # resolver.link.Links when [wan] enabled (faults set .blocked)
+    # node name -> its resolver.metrics_share.Sharing, when several processes serve it
+    sharing: dict[str, metrics_share.Sharing] = field(default_factory=dict)
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -189,9 +193,10 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     """Start the named nodes of ``topo``. ``logins`` holds every secret (``cluster.make_logins``),
     the nodes' RPC keys too: every RPC server and client of a node proves it is that node.
 
-    ``reuse_port`` lets several processes serve the recursive node's HTTP port (each with its
-    own cache; only the first serves its RPC port). ``standalone``: no top-level node to
-    register with or report to, and no RPC port (``idsim node``). ``case_sensitive``: keys
+    ``reuse_port``: several processes serve these nodes' ports (``SO_REUSEPORT``; a recursive
+    node's each with its own cache); they build a node one at a time (``one_at_a_time``).
+    ``standalone``: no top-level node to register with or report to, and no RPC port
+    (``idsim node``). ``case_sensitive``: keys
     keep ASCII case (Handle.Net's ``case_sensitive`` server option; default folded).
     ``access_log``: node name -> its ``resolver.access_log.AccessLog`` (None: no access log).
     ``faults``: a ``resolver.fault_inject.Injector`` every node is attached to (None: none).
@@ -202,27 +207,35 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
     running.links = None if standalone else build_links(config, topo, clock)  # [wan] enabled
     try:
         for name in names:
-            node, addr = await _build(topo, name, config, data_dir=data_dir, logins=logins,
-                                      store=store, clock=clock, progress=progress,
-                                      case_sensitive=case_sensitive, tls=tls,
-                                      keyring=keyring, links=running.links)
+            async with one_at_a_time(data_dir, name, reuse_port and store != "memory"):
+                node, addr = await _build(topo, name, config, data_dir=data_dir,
+                                          logins=logins, store=store, clock=clock,
+                                          progress=progress, case_sensitive=case_sensitive,
+                                          tls=tls, keyring=keyring, links=running.links)
             running.nodes[name] = node
-            shared = reuse_port and name == Role.RECURSIVE
+            # reuse_port: several processes serve this node's ports (SO_REUSEPORT), HTTP and
+            # RPC alike (long-lived RPC connections spread over them); they share metrics,
+            # counts and the top-level node's reports (resolver.metrics_share)
             api = NodeAPI(node)
             running.runners.append(await server.serve(
-                api, addr.host, addr.http_port, config.http, reuse_port=shared,
+                api, addr.host, addr.http_port, config.http, reuse_port=reuse_port,
                 ssl_context=tls.server if tls and addr.scheme == "https" else None,
                 access_log=access_log and access_log(name)))
-            if shared and api.metrics is not None:  # metrics: one port, many processes
-                running.tasks.append(metrics_share.start(api.metrics, data_dir / "metrics",
-                                                         config.metrics, clock))
-            if not (shared or standalone):
+            if reuse_port:
+                sharing, task = metrics_share.start(api.metrics, data_dir / "metrics",
+                                                    config.metrics, clock, node=node)
+                running.sharing[name] = sharing
+                running.tasks.append(task)
+                if node.role != Role.RECURSIVE:  # its processes report as one (@pid: apart)
+                    node.report_stats = sharing.report_stats
+            if not standalone:
                 rpc = RpcServer(node.rpc_handlers(), config.rpc, clock=clock,
                                 trust=Trust(node.name, keyring))
-                running.rpc_servers.append(await rpc.start(addr.host, addr.rpc_port))
+                running.rpc_servers.append(await rpc.start(addr.host, addr.rpc_port,
+                                                           reuse_port=reuse_port))
             if faults is not None:  # w3: faults set while running (resolver.fault_inject)
                 faults.attach(name, node, api, running.runners[-1],
-                              None if shared or standalone else running.rpc_servers[-1])
+                              None if standalone else running.rpc_servers[-1])
         if not standalone:
             await _join_network(running, topo, config, keyring, clock)
         readiness.attach(running, topo, config, clock, standalone=standalone,  # /readyz
@@ -231,6 +244,23 @@ async def start_nodes(topo: Topology, names: list[str], config: Config, *, data_
         await running.close()
         raise
     return running
+
+
+@contextlib.asynccontextmanager
+async def one_at_a_time(data_dir: Path, name: str, on: bool):
+    """With ``on``, hold ``<data>/locks/<name>.lock`` (``flock``): processes sharing a node's
+    ports open, bootstrap and seed it in turn, the first doing the work, the others finding it
+    done (two creating one prefix at once would refuse the second)."""
+    if not on:
+        yield
+        return
+    (data_dir / "locks").mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / "locks" / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 async def _join_network(running: Running, topo: Topology, config: Config, keyring: Keyring,
