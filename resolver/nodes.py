@@ -155,15 +155,18 @@ class SecondaryNode:
         data = self.store.get(self.key(text))
         return None if not data else records.decode(data)[1]  # b"": a tombstone
 
-    async def _store(self, puts: list[tuple[bytes, bytes]], delete: bytes | None = None) -> None:
-        """The one way this node writes its store: durable on return, authority memos kept true."""
+    async def _store(self, puts: list[tuple[bytes, bytes]], delete: bytes | None = None, *,
+                     absent: Iterable[bytes] = ()) -> set[bytes]:
+        """The one way this node writes its store: durable on return, authority memos kept
+        true. ``absent``: keys being created; those another process created since they were
+        read (several processes serve one node) are not written, and are returned."""
         keys = [k for k, _ in puts] + ([delete] if delete is not None else [])
         self.authority.forget(keys)
-        if puts:
-            await self.store.put_many(puts)
+        taken = await self.store.put_many(puts, absent) if puts else set()
         if delete is not None:
             await self.store.delete(delete)
         self.authority.forget(keys)  # read again while the commit ran
+        return taken or set()
 
     def list_handles(self, prefix: str, page: int, page_size: int) -> tuple[int, list[str]]:
         """One page of the handles registered under ``prefix``: the population's first, then
@@ -230,7 +233,11 @@ class SecondaryNode:
                                        int(self.clock()))
             writes.check_strict_rows(self, handle, rows, {})
             extra, tomb = overlay.on_write(self.population, handle.key, stored)
-            await self._store([(handle.key, self._encode_rows(text, rows)), *extra], delete=tomb)
+            absent = (handle.key,) if current is None and not overwrite else ()
+            if await self._store([(handle.key, self._encode_rows(text, rows)), *extra],
+                                 delete=tomb, absent=absent):  # created meanwhile elsewhere
+                raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
+                                         handle=handle.text)
         self.stats["registrations"] += current is None
         return current is None
 

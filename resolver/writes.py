@@ -131,6 +131,7 @@ async def register_many(node, items: list[tuple[object, object]], *,
     strict: dict = {}  # prefix -> its template's name or None (strict_template)
     may_create: set[str] = set()  # prefixes this identity may create identifiers under
     population, read, encode = node.population, node.read, node._encode_rows
+    creating: list[bytes] = []  # checked again inside the commit (another process may create)
     async with node.locks.hold(todo):
         for key, (pos, handle, name, is_prefix, rows) in todo.items():
             try:
@@ -149,6 +150,8 @@ async def register_many(node, items: list[tuple[object, object]], *,
                 if is_prefix or strict.get(handle.prefix, True) is not None:
                     check_strict_rows(node, handle, rows, strict)
                 writes.append((key, encode(name, rows)))
+                if data is None and not overwrite:
+                    creating.append(key)
                 extra, tomb = overlay.on_write(population, key, stored)
                 if extra:
                     writes += extra
@@ -156,7 +159,10 @@ async def register_many(node, items: list[tuple[object, object]], *,
                     tombs.append(tomb)
             except errors.HandleError as exc:
                 results[pos] = exc.with_handle(name).body()
-        await node._store(writes)
+        for key in await node._store(writes, absent=creating):
+            pos, _, name = todo[key][:3]
+            results[pos] = errors.HandleError(errors.HANDLE_ALREADY_EXISTS,
+                                              "Handle already exists", handle=name).body()
         for tomb in tombs:  # identifiers registered again after a delete (rare)
             await node._store([], delete=tomb)
     node.stats["registrations"] += sum(1 for r in results if r["responseCode"] == 1)

@@ -92,6 +92,19 @@ async def test_overwrite(store):
     assert store.count(b"88.118.8") == 1
 
 
+async def test_absent_keys_that_hold_a_record_are_neither_written_nor_hidden(store):
+    """Creating a key another process created since it was read (several processes serve
+    one node): the store says so and keeps what is there; a tombstone (b"") counts as free."""
+    await store.put_many([(b"88.118.8/A", b"theirs"), (b"88.118.8/T", b"")])
+    taken = await store.put_many([(b"88.118.8/A", b"mine"), (b"88.118.8/B", b"b"),
+                                  (b"88.118.8/T", b"t")],
+                                 absent=[b"88.118.8/A", b"88.118.8/B", b"88.118.8/T"])
+    assert taken == {b"88.118.8/A"}
+    assert store.get(b"88.118.8/A") == b"theirs"
+    assert store.get(b"88.118.8/B") == b"b" and store.get(b"88.118.8/T") == b"t"
+    assert await store.put_many([(b"88.118.8/C", b"c")]) == set()
+
+
 async def test_same_key_twice_in_one_batch(store):
     await store.put_many([(b"88.118.8/A", b"1"), (b"88.118.8/A", b"2")])
     assert store.get(b"88.118.8/A") == b"2"

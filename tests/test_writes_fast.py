@@ -254,3 +254,29 @@ def test_the_benchmarks_spliced_msgpack_batch_is_the_document_it_claims():
     handles = [f"88.118.8/B-{i}" for i in range(300)]
     assert msgpack_batch(handles) == msgpack.packb(
         {"handles": [{"handle": h, "values": VALUES} for h in handles]})
+
+
+async def test_a_create_that_another_process_beat_is_refused_not_overwritten():
+    """Two processes of one node may both read "absent" and both create: the store checks
+    again inside its commit, so the second create is 'already exists' (PUT and batch) and
+    the first one's record stays."""
+    node = await make_node()
+    theirs = records.encode("88.118.8/RACE", [records.Value(1, "URL", "https://theirs")])
+    handle, real_read = node.parse("88.118.8/RACE"), node.read
+
+    def read_before_their_commit(key):  # this process read the key before theirs landed
+        return (None, None) if key == handle.key else real_read(key)
+    node.read = read_before_their_commit
+    await node.store.put_many([(handle.key, theirs)])  # the other process's create
+    owner = I8  # the enterprise 88.118.8's own login
+    with pytest.raises(errors.HandleError) as err:
+        await node.put(handle, [records.Value(1, "URL", "https://mine")], identity=owner,
+                       overwrite=False)
+    assert err.value.code == errors.HANDLE_ALREADY_EXISTS
+    results = await node.register_many(
+        [("88.118.8/RACE", {"values": [{"index": 1, "type": "URL", "data": "https://mine"}]}),
+         ("88.118.8/FREE", {"values": [{"index": 1, "type": "URL", "data": "https://free"}]})],
+        identity=owner)
+    assert [r["responseCode"] for r in results] == [errors.HANDLE_ALREADY_EXISTS, 1]
+    assert node.store.get(handle.key) == theirs
+    assert node.store.get(node.key("88.118.8/FREE")) is not None

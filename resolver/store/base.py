@@ -13,7 +13,8 @@ commit (group commit). Counts are kept per *group*: the part of the key before t
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, NamedTuple, Protocol, Sequence, runtime_checkable
+from typing import (TYPE_CHECKING, Collection, Iterable, NamedTuple, Protocol, Sequence,
+                    runtime_checkable)
 
 if TYPE_CHECKING:
     from resolver.config import ReplicationConfig, StoreConfig
@@ -41,8 +42,11 @@ class RecordStore(Protocol):
     def get(self, key: bytes) -> bytes | None:
         """The stored bytes, or None."""
 
-    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
-        """Store all items in one durable transaction; returns after the commit."""
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]],
+                       absent: Collection[bytes] = ()) -> set[bytes]:
+        """Store all items in one durable transaction; returns after the commit. Keys of
+        ``absent`` that hold a record when the transaction runs (another process created
+        them after they were read) are not written, and are returned."""
 
     async def delete(self, key: bytes) -> bool:
         """Remove a key durably; False if it was not there."""

@@ -33,7 +33,7 @@ import os
 import struct
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import lmdb
 import msgpack
@@ -45,8 +45,8 @@ _COUNT = struct.Struct("<q")
 _SEQ = struct.Struct(">Q")  # txlog keys: big-endian, so key order is sequence order
 _TIME = struct.Struct("<d")  # a txlog value: commit time, then msgpack [key, value or None]
 EPOCH, LAST_SEQ, FOLLOW = b"log_epoch", b"log_seq", b"follow"  # keys of the meta database
-# one queued write: (puts, delete key or None, future)
-_Op = tuple[Sequence[tuple[bytes, bytes]], "bytes | None", asyncio.Future]
+# one queued write: (puts, delete key or None, future, keys that must hold no record)
+_Op = tuple[Sequence[tuple[bytes, bytes]], "bytes | None", asyncio.Future, "Collection[bytes]"]
 
 
 class LmdbStore:
@@ -101,16 +101,20 @@ class LmdbStore:
             return [(k, _COUNT.unpack(v)[0]) for k, v in txn.cursor()]
 
     # ----------------------------------------------------------------- writes
-    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
-        if items:
-            await self._submit(items, None)
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]],
+                       absent: Collection[bytes] = ()) -> set[bytes]:
+        """Store ``items`` durably; the keys of ``absent`` that hold a record at commit time
+        (another process created them since they were read) are returned and not written."""
+        if not items:
+            return set()
+        return await self._submit(items, None, absent)
 
     async def delete(self, key: bytes) -> bool:
         return await self._submit((), key)
 
-    def _submit(self, puts, delete) -> asyncio.Future:
+    def _submit(self, puts, delete, absent: Collection[bytes] = ()) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append((puts, delete, fut))
+        self._queue.append((puts, delete, fut, absent))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_loop())
         return fut
@@ -122,11 +126,11 @@ class LmdbStore:
             try:
                 results = await loop.run_in_executor(self._pool, self._commit, batch)
             except Exception as exc:  # the whole transaction failed: nothing was written
-                for _, _, fut in batch:
+                for _, _, fut, _ in batch:
                     if not fut.done():
                         fut.set_exception(exc)
                 continue
-            for (_, _, fut), result in zip(batch, results):
+            for (_, _, fut, _), result in zip(batch, results):
                 if not fut.done():
                     fut.set_result(result)
             self._signal_commit()
@@ -136,12 +140,15 @@ class LmdbStore:
         results: list = []
         changes: list[tuple[bytes, bytes | None]] = []
         with self.env.begin(write=True) as txn:
-            for puts, delete, _ in batch:
+            for puts, delete, _, absent in batch:
+                taken = {k for k in absent if txn.get(k, db=self._records)}  # b"": a tombstone
                 for key, value in puts:
+                    if key in taken:
+                        continue
                     self._change(txn, key, value, deltas)
                     changes.append((key, value))
                 if delete is None:
-                    results.append(None)
+                    results.append(taken)
                 else:
                     existed = self._change(txn, delete, None, deltas)
                     if existed:

@@ -13,7 +13,7 @@ import asyncio
 import os
 import time
 from collections import Counter, deque
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 from resolver.config import ReplicationConfig
 from resolver.store.base import LogRead, group_of
@@ -36,10 +36,14 @@ class MemoryStore:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
-    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]],
+                       absent: Collection[bytes] = ()) -> set[bytes]:
+        taken = {k for k in absent if self._data.get(k)}  # b"": a tombstone
+        items = [(k, v) for k, v in items if k not in taken]
         for key, value in items:
             self._change(key, value)
-        self._append(list(items))
+        self._append(items)
+        return taken
 
     async def delete(self, key: bytes) -> bool:
         if not self._change(key, None):

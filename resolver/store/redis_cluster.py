@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Collection, Sequence
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import redis.asyncio.cluster as aio_cluster
@@ -201,7 +201,13 @@ class RedisClusterStore:
         return [(g, n) for g, n in zip(names, pipe.execute() if names else []) if n]
 
     # ----------------------------------------------------------------- writes
-    async def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+    async def put_many(self, items: Sequence[tuple[bytes, bytes]],
+                       absent: Collection[bytes] = ()) -> set[bytes]:
+        """As the protocol says, except that ``absent`` is checked just before the write,
+        not atomically with it: two processes creating one key at the same instant may both
+        succeed (LMDB checks inside its write transaction)."""
+        taken = {k for k in absent if await self.get_async(k)}
+        items = [(k, v) for k, v in items if k not in taken]
         by_group: dict[bytes, list[bytes]] = {}
         for key, value in items:
             by_group.setdefault(group_of(key), []).extend((key, value))
@@ -214,6 +220,7 @@ class RedisClusterStore:
             self._known.update(new)
         async with self._slots:
             await self._write([(PUT, self._keys(g), args) for g, args in by_group.items()])
+        return taken
 
     async def delete(self, key: bytes) -> bool:
         if not self._ready:
