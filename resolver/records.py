@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import re
 import time
 from dataclasses import dataclass
@@ -104,35 +105,72 @@ def decode(data: bytes) -> tuple[str, list[Value]]:
 
 
 class Answer:
-    """A record as a node answers it: the stored bytes, decoded once and rendered once.
+    """A record as a node answers it: rendered once, kept small.
 
     The recursive node caches these, so a warm resolve renders nothing: ``public_json`` (the
     REST ``values`` array an anonymous, unfiltered GET gets) is made here and kept, with the
-    value TTLs. The decoded rows are not kept (measured: ~6 KiB of Python objects per cached
-    record against ~0.6 KiB for the bytes); the rare filtered or authorised read decodes again.
+    value TTLs. The stored bytes are not kept: ``_rest`` holds only what ``public_json`` lacks
+    (the registered text, the permissions, any value without public read, in msgpack), and
+    the rare filtered, authorised or RPC read rebuilds ``data`` and ``rows`` from the two
+    (exactly: msgpack packs equal objects to equal bytes). Measured per cached demo record:
+    ~1 KiB with the stored bytes kept beside the JSON, ~0.7 KiB without (tracemalloc,
+    tests/test_records.py); decoded rows would cost ~6 KiB.
     """
 
-    __slots__ = ("data", "public_json", "ttls")
+    __slots__ = ("public_json", "ttls", "_rest")
 
     def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.render(decode_rows(data)[1])
+        text, rows = decode_rows(data)
+        self.render(rows)
+        hidden, perms = [], []
+        for pos, row in enumerate(rows):
+            if row[6] & PUBLIC_READ:
+                perms.append(row[6])
+            else:
+                hidden.append([pos, row])
+        same = len(set(perms)) <= 1
+        self._rest = msgpack.packb([text, perms[0] if same and perms else perms, hidden],
+                                   use_bin_type=True)
 
     def render(self, rows: list[list]) -> None:
         """``public_json`` and ``ttls`` from the rows ``data`` decodes to."""
         # a right-sized copy: orjson's bytes keep ~4 KiB of spare capacity (measured: 4,098 B
         # held for 403 B of JSON), ten times the answer, for as long as the cache keeps it
         self.public_json = bytes(memoryview(orjson.dumps(rest_values(rows))))
-        self.ttls = tuple(r[4] for r in rows)
+        ttls = tuple(r[4] for r in rows)
+        # one shared tuple per distinct TTL list (most records have the same): ~150 B less each
+        self.ttls = _TTLS.setdefault(ttls, ttls) if len(_TTLS) < 4096 else _TTLS.get(ttls, ttls)
 
     def __len__(self) -> int:
-        """Bytes it costs in a cache, roughly: both byte strings, this object, its TTLs, and
-        the cache's key, entry and LRU link (~300 B of CPython objects, tracemalloc)."""
-        return len(self.data) + len(self.public_json) + 300
+        """Bytes it costs in a cache, roughly: both byte strings (33 B of object each), this
+        object, and the cache's key, entry and LRU link (~370 B of CPython objects,
+        tracemalloc; tests/test_records.py holds it to what is really held)."""
+        return len(self.public_json) + len(self._rest) + 370
+
+    @property
+    def data(self) -> bytes:
+        """The stored bytes, rebuilt (the same bytes the node sent)."""
+        text, perms, hidden = msgpack.unpackb(self._rest, raw=False, use_list=True)
+        values = orjson.loads(self.public_json)
+        if isinstance(perms, int):
+            perms = [perms] * len(values)
+        rows = [[v["index"], v["type"], v["data"]["format"], v["data"]["value"], v["ttl"],
+                 epoch_seconds(v["timestamp"]), p] for v, p in zip(values, perms)]
+        for pos, row in hidden:
+            rows.insert(pos, row)
+        return msgpack.packb([text, rows], use_bin_type=True)
 
     @property
     def rows(self) -> list[list]:
         return decode_rows(self.data)[1]
+
+
+_TTLS: dict[tuple, tuple] = {}  # Answer.ttls, shared (bounded: distinct TTL lists are few)
+
+
+def epoch_seconds(iso: str) -> int:
+    """The inverse of ``iso_timestamp``."""
+    return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
 
 
 def rest_values(rows: list[list], *, types: Iterable[str] = (), indexes: Iterable[int] = (),
