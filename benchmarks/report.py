@@ -44,16 +44,18 @@ def fmt_target(t: Target) -> str:
 
 def cache_memory(store: dict, default_entries: int = 1_000_000) -> dict | None:
     """What one cached answer costs the recursive processes in anonymous memory: their RssAnon
-    after the recursive pass over the large store minus before it (the same processes, their
-    answer caches empty before), over the answers they cached; beside it, what the caches
+    after the recursive pass over the large store minus before it (the same processes, after
+    a short first pass), over the answers the pass added; beside it, what the caches
     count per entry (``cacheBytes / cacheEntries``, as reported to the top-level node). The
     answers are plain demo records (``benchmarks.stores``)."""
     rss = store.get("recursive_rss_anon_kib") or {}
     rows = [r for r in (store.get("recursive_stats") or {}).values() if r.get("cacheEntries")]
     entries = sum(r["cacheEntries"] for r in rows)
-    if not rss.get("after") or not entries:
+    before = sum(r.get("cacheEntries", 0)
+                 for r in (store.get("recursive_stats_before") or {}).values())
+    if not rss.get("after") or entries <= before:
         return None
-    per_entry = (rss["after"] - rss["before"]) * 1024 / entries
+    per_entry = (rss["after"] - rss["before"]) * 1024 / (entries - before)
     counted = sum(r.get("cacheBytes", 0) for r in rows) / entries
     return {"entries": entries, "processes": len(rows), "per_entry_bytes": per_entry,
             "counted_per_entry_bytes": counted,

@@ -79,6 +79,11 @@ def store_phase(s: Settings, tmp: Path) -> dict:
         log(f"  recursive pass over the {large:,} store ({s.seconds} s) before measuring "
             f"the whole network's memory")
         recursive = [h for h in nets[large].hosts if h.label.startswith("warm")]
+        # first connections and code paths (a few answers), so that the memory the pass adds
+        # is its answers: their count and RssAnon before and after it
+        wrk_resolve(nets[large].http("recursive"), [stores.PREFIX], 1000, 1)
+        time.sleep(1.2)  # one report interval: the top-level node has the caches' sizes
+        stats_before = top_stats(nets[large].http("top")).get("recursive")
         rss_before = sum(procs.rss_anon_kib(h.pid) or 0 for h in recursive)
         recursive_pass = wrk_resolve(nets[large].http("recursive"), [stores.PREFIX], large,
                                      s.seconds)
@@ -104,4 +109,5 @@ def store_phase(s: Settings, tmp: Path) -> dict:
             "cluster_rss_anon_total_kib": total, "cluster_pids": cluster_pids,
             "recursive_pass": recursive_pass, "recursive_stats": recursive_stats,
             "recursive_rss_anon_kib": {"before": rss_before, "after": rss_after},
+            "recursive_stats_before": stats_before,
             "log_problems": problems}

@@ -105,32 +105,26 @@ def decode(data: bytes) -> tuple[str, list[Value]]:
 
 
 class Answer:
-    """A record as a node answers it: rendered once, kept small.
+    """A record as a node answers it: rendered once, and kept small in a cache.
 
     The recursive node caches these, so a warm resolve renders nothing: ``public_json`` (the
     REST ``values`` array an anonymous, unfiltered GET gets) is made here and kept, with the
-    value TTLs. The stored bytes are not kept: ``_rest`` holds only what ``public_json`` lacks
-    (the registered text, the permissions, any value without public read, in msgpack), and
-    the rare filtered, authorised or RPC read rebuilds ``data`` and ``rows`` from the two
-    (exactly: msgpack packs equal objects to equal bytes). Measured per cached demo record:
-    ~1 KiB with the stored bytes kept beside the JSON, ~0.7 KiB without (tracemalloc,
-    tests/test_records.py); decoded rows would cost ~6 KiB.
+    value TTLs. An answer put in a cache is compact: ``len(answer)``, what a cache charges
+    for it (so called as it is put), drops the stored bytes and keeps only what
+    ``public_json`` lacks (``_rest``: the registered text, the permissions, any value without
+    public read, in msgpack); the rare filtered, authorised or RPC read of a cached answer
+    rebuilds ``data`` and ``rows`` from the two, exactly (msgpack packs equal objects to
+    equal bytes). Until then ``data`` is the bytes given, at no cost. Measured per cached demo
+    record (tracemalloc, tests/test_answer_memory.py): ~1,250 B with the stored bytes kept
+    beside the JSON, ~890 B compact; decoded rows would cost ~6 KiB.
     """
 
-    __slots__ = ("public_json", "ttls", "_rest")
+    __slots__ = ("public_json", "ttls", "_data", "_rest")
 
     def __init__(self, data: bytes) -> None:
-        text, rows = decode_rows(data)
-        self.render(rows)
-        hidden, perms = [], []
-        for pos, row in enumerate(rows):
-            if row[6] & PUBLIC_READ:
-                perms.append(row[6])
-            else:
-                hidden.append([pos, row])
-        same = len(set(perms)) <= 1
-        self._rest = msgpack.packb([text, perms[0] if same and perms else perms, hidden],
-                                   use_bin_type=True)
+        self._data: bytes | None = data
+        self._rest: bytes | None = None
+        self.render(decode_rows(data)[1])
 
     def render(self, rows: list[list]) -> None:
         """``public_json`` and ``ttls`` from the rows ``data`` decodes to."""
@@ -142,14 +136,31 @@ class Answer:
         self.ttls = _TTLS.setdefault(ttls, ttls) if len(_TTLS) < 4096 else _TTLS.get(ttls, ttls)
 
     def __len__(self) -> int:
-        """Bytes it costs in a cache, roughly: both byte strings (33 B of object each), this
-        object, and the cache's key, entry and LRU link (~370 B of CPython objects,
-        tracemalloc; tests/test_records.py holds it to what is really held)."""
-        return len(self.public_json) + len(self._rest) + 370
+        """Bytes it costs in a cache, once compact (see the class): both byte strings (33 B
+        of object each), this object, and the cache's key, entry and LRU link (~370 B of
+        CPython objects, tracemalloc; tests/test_answer_memory.py holds it to what is held)."""
+        if getattr(self, "_data", None) is not None:
+            self._compact()
+        return len(self.public_json) + len(getattr(self, "_rest", None) or b"") + 370
+
+    def _compact(self) -> None:
+        text, rows = decode_rows(self._data)
+        hidden, perms = [], []
+        for pos, row in enumerate(rows):
+            if row[6] & PUBLIC_READ:
+                perms.append(row[6])
+            else:
+                hidden.append([pos, row])
+        same = len(set(perms)) <= 1
+        self._rest = msgpack.packb([text, perms[0] if same and perms else perms, hidden],
+                                   use_bin_type=True)
+        self._data = None
 
     @property
     def data(self) -> bytes:
-        """The stored bytes, rebuilt (the same bytes the node sent)."""
+        """The stored bytes: as given, or rebuilt once compact (the same bytes)."""
+        if self._data is not None:
+            return self._data
         text, perms, hidden = msgpack.unpackb(self._rest, raw=False, use_list=True)
         values = orjson.loads(self.public_json)
         if isinstance(perms, int):
@@ -168,9 +179,13 @@ class Answer:
 _TTLS: dict[tuple, tuple] = {}  # Answer.ttls, shared (bounded: distinct TTL lists are few)
 
 
+@lru_cache(maxsize=4096)
 def epoch_seconds(iso: str) -> int:
-    """The inverse of ``iso_timestamp``."""
-    return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+    """The inverse of ``iso_timestamp`` (``YYYY-MM-DDTHH:MM:SSZ``, read by position)."""
+    if len(iso) != 20:  # a year before 1000 is not zero-padded by strftime
+        return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+    return calendar.timegm((int(iso[:4]), int(iso[5:7]), int(iso[8:10]), int(iso[11:13]),
+                            int(iso[14:16]), int(iso[17:19])))
 
 
 def rest_values(rows: list[list], *, types: Iterable[str] = (), indexes: Iterable[int] = (),

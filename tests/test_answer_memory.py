@@ -42,7 +42,10 @@ URL = {"index": 1, "type": "URL", "data": "https://ex.com/a"}
 def test_an_answer_rebuilds_the_stored_bytes_and_rows_exactly(values):
     data = stored("88.118.8/Mixed-Case", values)
     ans = records.Answer(data)
-    assert ans.data == data
+    assert ans.data is data  # not yet in a cache: the bytes given, at no cost
+    size = len(ans)          # what a cache charges, as it puts the answer: now compact
+    assert ans.data == data and ans.data is not data
+    assert len(ans) == size
     assert ans.rows == records.decode_rows(data)[1]
     assert ans.public_json == records.Answer(ans.data).public_json
     public = [r for r in records.decode_rows(data)[1] if r[6] & records.PUBLIC_READ]

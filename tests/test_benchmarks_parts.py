@@ -289,5 +289,8 @@ def test_memory_per_cached_answer_is_the_growth_of_the_same_processes_over_what_
     cm = report.cache_memory(store)
     assert cm["entries"] == 9_000 and cm["processes"] == 2
     assert cm["per_entry_bytes"] == pytest.approx(9_000 * 1024 / 9_000)
+    store["recursive_stats_before"] = {"recursive@1": {"cacheEntries": 600},
+                                       "recursive@2": {"cacheEntries": 400}}
+    assert report.cache_memory(store)["per_entry_bytes"] == pytest.approx(9_000 * 1024 / 8_000)
     assert cm["counted_per_entry_bytes"] == pytest.approx(900)
     assert report.cache_memory({"recursive_stats": {}}) is None
