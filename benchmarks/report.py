@@ -260,7 +260,8 @@ def result_rows(res: dict, checks: list[Check]) -> list[dict]:
     def scen(name: str, unit: str = "req/s", key: str = "rps") -> str:
         s = summ.get(name) or {}
         cpu = f", {s['cpu_us']:.1f} µs CPU/request" if s.get("cpu_us") is not None else ""
-        procs = f" [{s['processes']} processes]" if s.get("processes") else ""
+        n = s.get("processes")
+        procs = f" [{n} process{'es' if n > 1 else ''}]" if n else ""
         return _rate(s.get(key), unit) + _lat(s) + cpu + procs
 
     aio = scen("aiohttp")

@@ -51,7 +51,8 @@ serving a scenario spent over its wrk run, divided by the requests wrk got answe
 far better than rates while other work shares the machine. Every idsim figure runs as a user
 starts it: as many processes per node as `topology.cluster.default_processes()`
 ({res['resolve'].get('processes', {}).get('recursive', '?')} for the recursive node,
-{res['resolve'].get('processes', {}).get('secondary', '?')} for the secondary node here).
+{res['resolve'].get('processes', {}).get('secondary', '?')} for the secondary node here; one
+where the tree has no `default_processes()` yet, as a secondary node then ran in one).
 
 ## Latest run
 
