@@ -116,10 +116,10 @@ Store size (one secondary node process, random lookups over the whole key range)
   pass over the large store minus before it, ÷ the answers they cached then (plain demo
   records of ~490 B of JSON, as in `benchmarks.stores`), beside what the caches count against
   their byte budget. `tests/test_answer_memory.py` measures the same with tracemalloc. The
-  resolve network's demo records carry an industry template (~1,250 B of JSON each): those
-  cost about that much more.
+  resolve network's demo records carry an industry template (~1,250 B of JSON each, kept as
+  it is sent): those cost ~760 B more each.
 - **whole network RssAnon**: the sum over every process of the network holding the large
-  store (top-level + other secondaries, the large node, 2 recursive processes), after one
+  store (top-level + other secondaries, the large node, the recursive processes), after one
   {s['seconds']} s wrk pass through the recursive node over the large store's range filled its
   caches.
 
