@@ -109,12 +109,12 @@ class Answer:
 
     The recursive node caches these, so a warm resolve renders nothing: ``public_json`` (the
     REST ``values`` array an anonymous, unfiltered GET gets) is made here and kept, with the
-    value TTLs. An answer put in a cache is compact: ``len(answer)``, what a cache charges
-    for it (so called as it is put), drops the stored bytes and keeps only what
-    ``public_json`` lacks (``_rest``: the registered text, the permissions, any value without
-    public read, in msgpack); the rare filtered, authorised or RPC read of a cached answer
-    rebuilds ``data`` and ``rows`` from the two, exactly (msgpack packs equal objects to
-    equal bytes). Until then ``data`` is the bytes given, at no cost. Measured per cached demo
+    value TTLs, and ``_rest``, what ``public_json`` lacks of the record (``_remainder``: the
+    registered text, the permissions, any value without public read; ~25 B usually). An
+    answer put in a cache is compact: ``len(answer)``, what a cache charges for it (so called
+    as it is put), drops the stored bytes; the rare filtered, authorised or RPC read of a
+    cached answer rebuilds ``data`` and ``rows`` from the two, exactly (msgpack packs equal
+    objects to equal bytes). Until then ``data`` is the bytes given, at no cost. Per cached demo
     record (tracemalloc, tests/test_answer_memory.py): ~1,250 B with the stored bytes kept
     beside the JSON, ~890 B compact; decoded rows would cost ~6 KiB.
     """
@@ -122,9 +122,10 @@ class Answer:
     __slots__ = ("public_json", "ttls", "_data", "_rest")
 
     def __init__(self, data: bytes) -> None:
+        text, rows = decode_rows(data)
         self._data: bytes | None = data
-        self._rest: bytes | None = None
-        self.render(decode_rows(data)[1])
+        self.render(rows)
+        self._rest = _remainder(text, rows)
 
     def render(self, rows: list[list]) -> None:
         """``public_json`` and ``ttls`` from the rows ``data`` decodes to."""
@@ -139,32 +140,22 @@ class Answer:
         """Bytes it costs in a cache, once compact (see the class): both byte strings (33 B
         of object each), this object, and the cache's key, entry and LRU link (~370 B of
         CPython objects, tracemalloc; tests/test_answer_memory.py holds it to what is held)."""
-        if getattr(self, "_data", None) is not None:
-            self._compact()
-        return len(self.public_json) + len(getattr(self, "_rest", None) or b"") + 370
-
-    def _compact(self) -> None:
-        text, rows = decode_rows(self._data)
-        hidden, perms = [], []
-        for pos, row in enumerate(rows):
-            if row[6] & PUBLIC_READ:
-                perms.append(row[6])
-            else:
-                hidden.append([pos, row])
-        same = len(set(perms)) <= 1
-        self._rest = msgpack.packb([text, perms[0] if same and perms else perms, hidden],
-                                   use_bin_type=True)
+        if getattr(self, "_rest", None) is None:  # no remainder (a SyntheticAnswer)
+            return len(self.public_json) + 370
         self._data = None
+        return len(self.public_json) + len(self._rest) + 370
 
     @property
     def data(self) -> bytes:
         """The stored bytes: as given, or rebuilt once compact (the same bytes)."""
         if self._data is not None:
             return self._data
-        text, perms, hidden = msgpack.unpackb(self._rest, raw=False, use_list=True)
+        rest = self._rest
         values = orjson.loads(self.public_json)
-        if isinstance(perms, int):
-            perms = [perms] * len(values)
+        if rest[0] == _MIXED:
+            text, perms, hidden = msgpack.unpackb(rest[1:], raw=False, use_list=True)
+        else:
+            text, perms, hidden = rest[1:].decode(), [rest[0]] * len(values), ()
         rows = [[v["index"], v["type"], v["data"]["format"], v["data"]["value"], v["ttl"],
                  epoch_seconds(v["timestamp"]), p] for v, p in zip(values, perms)]
         for pos, row in hidden:
@@ -177,6 +168,22 @@ class Answer:
 
 
 _TTLS: dict[tuple, tuple] = {}  # Answer.ttls, shared (bounded: distinct TTL lists are few)
+_MIXED = 0xFF  # first byte of a remainder that is not "every value public, one permission set"
+
+
+def _remainder(text: str, rows: list[list]) -> bytes:
+    """What ``public_json`` lacks of the stored record: in the usual case (every value public,
+    all with the same permissions) their permission bits then the text (~0.3 µs); otherwise
+    ``_MIXED`` then msgpack ``[text, permissions of the public values, [[position, row] of
+    each value without public read]]``."""
+    perms = {r[6] for r in rows}
+    if len(perms) == 1:
+        p = perms.pop()
+        if p & PUBLIC_READ and 0 <= p < _MIXED:
+            return bytes((p,)) + text.encode()
+    hidden = [[pos, r] for pos, r in enumerate(rows) if not r[6] & PUBLIC_READ]
+    public = [r[6] for r in rows if r[6] & PUBLIC_READ]
+    return bytes((_MIXED,)) + msgpack.packb([text, public, hidden], use_bin_type=True)
 
 
 @lru_cache(maxsize=4096)
