@@ -114,9 +114,8 @@ class Answer:
     answer put in a cache is compact: ``len(answer)``, what a cache charges for it (so called
     as it is put), drops the stored bytes; the rare filtered, authorised or RPC read of a
     cached answer rebuilds ``data`` and ``rows`` from the two, exactly (msgpack packs equal
-    objects to equal bytes). Until then ``data`` is the bytes given, at no cost. Per cached demo
-    record (tracemalloc, tests/test_answer_memory.py): ~1,250 B with the stored bytes kept
-    beside the JSON, ~890 B compact; decoded rows would cost ~6 KiB.
+    objects to equal bytes). Until then ``data`` is the bytes given, at no cost. A cached demo
+    record holds ~890 B compact, ~1,250 B with its stored bytes (tests/test_answer_memory.py).
     """
 
     __slots__ = ("public_json", "ttls", "_data", "_rest")
