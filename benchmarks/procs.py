@@ -71,6 +71,21 @@ def rss_anon_kib(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds (all threads) the processes ``pids`` have spent so far, with
+    their children (nginx's workers); a process that is gone counts 0. Taken before and after
+    a load run, the difference over the requests answered is the CPU per request."""
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                total += sum(p.cpu_times()[:2])
+        except psutil.Error:
+            continue
+    return total
+
+
 def free_port(low: int = 20000, high: int = 32000) -> int:
     """A loopback port that binds now, below the kernel's ephemeral range (32768-60999), so
     client sockets (wrk's, ours) can never be holding it when a server binds it."""

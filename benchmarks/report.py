@@ -1,83 +1,24 @@
 """Summaries, target checks, the README table, plots and the machine description.
 
-``check``, ``median`` and ``summarise_ratio`` are pure: tests use them without wrk or nginx.
+The targets and verdicts are ``benchmarks.targets`` (pure; re-exported here); the README's
+prose is ``benchmarks.report_readme``.
 """
 from __future__ import annotations
 
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
+
+from benchmarks.targets import TARGETS, Check, Target, check, median, ratio  # noqa: F401
 
 GiB = 2**30
 
 
 # ------------------------------------------------------------------ pure parts
-
-def median(values) -> float | None:
-    vals = [v for v in values if v is not None]
-    return statistics.median(vals) if vals else None
-
-
-def ratio(value: float | None, reference: float | None) -> float | None:
-    if value is None or not reference:
-        return None
-    return value / reference
-
-
-@dataclass(frozen=True)
-class Target:
-    name: str
-    kind: str      # "min": value must be at least limit; "max": at most
-    limit: float
-    unit: str      # "×", "ids/s", "GiB"
-    reference: str = ""
-
-
-@dataclass(frozen=True)
-class Check:
-    target: Target
-    value: float | None
-    passed: bool
-    shortfall: float | None  # fraction of the limit missed (0 when passed; None if no value)
-
-    @property
-    def mark(self) -> str:
-        return "PASS" if self.passed else "MISS"
-
-    def describe(self) -> str:
-        if self.value is None:
-            return "MISS (not measured)"
-        if self.passed:
-            return "PASS"
-        word = "short" if self.target.kind == "min" else "over"
-        return f"MISS ({self.shortfall:.0%} {word})"
-
-    def as_dict(self) -> dict:
-        return {**asdict(self.target), "value": self.value, "passed": self.passed,
-                "shortfall": self.shortfall, "result": self.describe()}
-
-
-def check(target: Target, value: float | None) -> Check:
-    """PASS when ``value`` meets the target; the shortfall is how far off, as a fraction of
-    the limit (``min`` 0.20, value 0.15 → 0.25 short; ``max`` 1.5, value 1.8 → 0.2 over)."""
-    if value is None:
-        return Check(target, None, False, None)
-    if target.kind == "min":
-        ok = value >= target.limit
-        miss = (target.limit - value) / target.limit
-    elif target.kind == "max":
-        ok = value <= target.limit
-        miss = (value - target.limit) / target.limit
-    else:
-        raise ValueError(f"target kind must be 'min' or 'max', not {target.kind!r}")
-    return Check(target, value, ok, 0.0 if ok else miss)
-
 
 def fmt_value(value: float | None, unit: str) -> str:
     if value is None:
@@ -90,6 +31,8 @@ def fmt_value(value: float | None, unit: str) -> str:
         return f"{value:,.0f} MiB"
     if unit == "ms":
         return f"{value:.2f} ms"
+    if unit == "µs":
+        return f"{value:.1f} µs"
     return f"{value:,.0f} {unit}".rstrip()
 
 
@@ -99,37 +42,26 @@ def fmt_target(t: Target) -> str:
     return f"{op} {limit}" + (f" {t.reference}" if t.unit == "×" and t.reference else "")
 
 
-def cache_memory(resolve: dict, default_entries: int = 1_000_000) -> dict | None:
-    """What one cached answer costs a recursive process in anonymous memory, estimated as
-    (mean RssAnon of the warm processes − that of the cold ones, which cache no answers)
-    / answers cached per warm process; beside it, what the cache itself counts per entry
-    (``cacheBytes / cacheEntries`` as reported to the top-level node)."""
-    rss = resolve.get("rss_anon_kib") or {}
-    rows = list(((resolve.get("recursive_cache") or {}).get("after") or {}).values())
-    warm_rss = [v for k, v in rss.items() if k.startswith("warm") and v]
-    cold_all = [v for k, v in rss.items() if k.startswith("cold") and v]
-    warm_rows = [r for r in rows if r.get("cacheEntries")]
-    if not warm_rss or not cold_all or not warm_rows:
+def cache_memory(store: dict, default_entries: int = 1_000_000) -> dict | None:
+    """What one cached answer costs the recursive processes in anonymous memory: their RssAnon
+    after the recursive pass over the large store minus before it (the same processes, after
+    a short first pass), over the answers the pass added; beside it, what the caches
+    count per entry (``cacheBytes / cacheEntries``, as reported to the top-level node). The
+    answers are plain demo records (``benchmarks.stores``)."""
+    rss = store.get("recursive_rss_anon_kib") or {}
+    rows = [r for r in (store.get("recursive_stats") or {}).values() if r.get("cacheEntries")]
+    entries = sum(r["cacheEntries"] for r in rows)
+    before = sum(r.get("cacheEntries", 0)
+                 for r in (store.get("recursive_stats_before") or {}).values())
+    if not rss.get("after") or entries <= before:
         return None
-    cold_rss = sum(cold_all) / len(cold_all)
-    entries = sum(r["cacheEntries"] for r in warm_rows) / len(warm_rows)
-    per_entry = (sum(warm_rss) / len(warm_rss) - cold_rss) * 1024 / entries
-    counted = sum(r.get("cacheBytes", 0) for r in warm_rows) / sum(r["cacheEntries"] for r in warm_rows)
-    return {"entries_per_process": entries, "per_entry_bytes": per_entry,
+    per_entry = (rss["after"] - rss["before"]) * 1024 / (entries - before)
+    counted = sum(r.get("cacheBytes", 0) for r in rows) / entries
+    return {"entries": entries, "processes": len(rows), "per_entry_bytes": per_entry,
             "counted_per_entry_bytes": counted,
             "undercount": per_entry / counted if counted else None,
             "default_entries": default_entries,
             "projected_gib_per_process": per_entry * default_entries / GiB}
-
-
-TARGETS = {
-    "warm": Target("warm resolve vs nginx", "min", 0.20, "×", "nginx"),
-    "cold": Target("cold resolve vs warm resolve", "min", 0.5, "×", "warm"),
-    "register": Target("durable single registrations vs warm resolve", "min", 0.5, "×", "warm"),
-    "batch": Target("batch registration", "min", 50_000, "ids/s"),
-    "store": Target("resolve rate, large store vs small store", "min", 0.8, "×", "small store"),
-    "memory": Target("cluster anonymous memory with the large store", "max", 1.5, "GiB"),
-}
 
 
 # ------------------------------------------------------------------ machine
@@ -199,26 +131,33 @@ def table(rows: list[dict]) -> str:
 
 
 def detail_table(summary: dict) -> str:
-    head = ("| scenario | req/s | p50 | p99 | non-2xx | ratio to nginx |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: |")
+    """Each resolve scenario: rate, latency and CPU per request, set against bare aiohttp."""
+    head = ("| scenario | processes | req/s | p50 | p99 | CPU/request | non-2xx | "
+            "req/s × bare aiohttp | CPU × bare aiohttp | req/s × nginx |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     lines = [head]
     for name, label in LABELS.items():
         s = summary.get(name)
-        if not s:
+        if not s or name.startswith("register"):
             continue
-        lines.append(f"| {label} | {fmt_value(s.get('rps', s.get('rate')), '')} | {fmt_value(s['p50_ms'], 'ms')} | "
-                     f"{fmt_value(s['p99_ms'], 'ms')} | {s['non2xx']} | "
+        lines.append(f"| {label} | {s.get('processes') or ''} | {fmt_value(s['rps'], '')} | "
+                     f"{fmt_value(s['p50_ms'], 'ms')} | {fmt_value(s['p99_ms'], 'ms')} | "
+                     f"{fmt_value(s.get('cpu_us'), 'µs')} | {s['non2xx']} | "
+                     f"{fmt_value(s.get('ratio_to_aiohttp'), '×')} | "
+                     f"{fmt_value(s.get('cpu_to_aiohttp'), '×')} | "
                      f"{fmt_value(s.get('ratio_to_nginx'), '×')} |")
     return "\n".join(lines)
 
 
 LABELS = {
     "nginx": "nginx, fixed answer (ceiling)",
-    "warm": "warm resolve via recursive node (2 processes)",
+    "aiohttp": "bare aiohttp+uvloop, fixed answer (reference)",
+    "warm": "warm resolve via recursive node",
+    "warm_nometrics": "warm resolve via recursive node, metrics.enabled=0",
     "cold": "cold resolve via recursive node, answer cache off",
     "secondary": "resolve directly at a secondary node",
-    "register": "durable single registrations (PUT, 201), 2 nodes in 2 processes",
-    "register_one": "durable single registrations (PUT, 201), 1 node (1 process)",
+    "register": "durable single registrations (PUT, 201), 2 nodes at once",
+    "register_one": "durable single registrations (PUT, 201), 1 node",
 }
 
 
@@ -229,19 +168,20 @@ def plot_resolve(summary: dict, rounds: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["nginx", "warm", "cold", "secondary"]
-    labels = ["nginx\n(fixed answer)", "warm\n(recursive, cached)", "cold\n(recursive, no cache)",
-              "secondary\n(direct)"]
+    names = [n for n in ("nginx", "aiohttp", "warm", "cold", "secondary") if n in summary]
+    labels = [{"nginx": "nginx\n(fixed answer)", "aiohttp": "bare aiohttp\n(reference)",
+               "warm": "warm\n(recursive, cached)", "cold": "cold\n(recursive, no cache)",
+               "secondary": "secondary\n(direct)"}[n] for n in names]
     meds = [summary[n]["rps"] or 0 for n in names]
     lows = [min(r[n]["rps"] for r in rounds) for n in names]
     highs = [max(r[n]["rps"] for r in rounds) for n in names]
     fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
-    bars = ax.bar(labels, meds, color=["#999999", "#2b7bba", "#7fb3de", "#e08a2c"],
+    bars = ax.bar(labels, meds, color=["#999999", "#555555", "#2b7bba", "#7fb3de", "#e08a2c"][:len(names)],
                   yerr=[[m - lo for m, lo in zip(meds, lows)], [hi - m for m, hi in zip(meds, highs)]],
                   capsize=5)
     for bar, n in zip(bars, names):
-        r = summary[n].get("ratio_to_nginx")
-        ax.annotate(f"{bar.get_height():,.0f} req/s\n{r:.2f}× nginx" if r else "",
+        r = summary[n].get("ratio_to_aiohttp")
+        ax.annotate(f"{bar.get_height():,.0f} req/s\n{r:.2f}× aiohttp" if r else "",
                     (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                     xytext=(0, 4), textcoords="offset points", ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("requests/s (median of rounds; bars: min–max)")
@@ -300,73 +240,77 @@ def _lat(s: dict) -> str:
 
 
 def result_rows(res: dict, checks: list[Check]) -> list[dict]:
+    """One row per target (its figure, the reference, the ratio and PASS / MISS by how much),
+    then the figures no target judges."""
     summ = res["resolve"]["summary"]
     store = res["store_size"]
-    by = {c.target.name: c for c in checks}
     T = TARGETS
-
-    def verdict(key: str) -> dict:
-        c = by[T[key].name]
-        return {"target": fmt_target(T[key]), "result": c.describe()}
+    by = {c.target.name: c for c in checks}
     small, large = (str(x) for x in store["sizes"])
+    cm = res.get("cache_memory") or {}
+
+    def row(key: str, figure: str, value: str, reference: str = "—", shown=None) -> dict:
+        c = by[T[key].name]
+        t = T[key]
+        ratio_text = fmt_value(c.value, "×") if t.unit == "×" else ""
+        return {"figure": figure, "value": value, "reference": reference,
+                "ratio": ratio_text if shown is None else shown, "target": fmt_target(t),
+                "result": c.describe()}
+
+    def scen(name: str, unit: str = "req/s", key: str = "rps") -> str:
+        s = summ.get(name) or {}
+        cpu = f", {s['cpu_us']:.1f} µs CPU/request" if s.get("cpu_us") is not None else ""
+        n = s.get("processes")
+        procs = f" [{n} process{'es' if n > 1 else ''}]" if n else ""
+        return _rate(s.get(key), unit) + _lat(s) + cpu + procs
+
+    aio = scen("aiohttp")
     rows = [
-        {"figure": LABELS["nginx"], "value": _rate(summ["nginx"]["rps"]) + _lat(summ["nginx"]),
-         "reference": "—", "ratio": "1.00×", "target": "—", "result": "reference"},
-        {"figure": LABELS["warm"], "value": _rate(summ["warm"]["rps"]) + _lat(summ["warm"]),
-         "reference": "nginx", "ratio": fmt_value(summ["warm"]["ratio_to_nginx"], "×"),
-         **verdict("warm")},
-        {"figure": LABELS["cold"], "value": _rate(summ["cold"]["rps"]) + _lat(summ["cold"]),
-         "reference": "warm resolve", "ratio": fmt_value(summ["cold"]["ratio_to_warm"], "×"),
-         **verdict("cold")},
-        {"figure": LABELS["secondary"],
-         "value": _rate(summ["secondary"]["rps"]) + _lat(summ["secondary"]),
-         "reference": "nginx", "ratio": fmt_value(summ["secondary"]["ratio_to_nginx"], "×"),
-         "target": "—", "result": ""},
-        {"figure": LABELS["register"],
-         "value": _rate(summ["register"]["rate"], "reg/s") + _lat(summ["register"]),
-         "reference": "warm resolve", "ratio": fmt_value(summ["register"]["ratio_to_warm"], "×"),
-         **verdict("register")},
-        {"figure": LABELS["register_one"],
-         "value": _rate(summ["register_one"]["rate"], "reg/s") + _lat(summ["register_one"]),
-         "reference": "warm resolve",
-         "ratio": fmt_value(summ["register_one"]["ratio_to_warm"], "×"),
-         "target": "—", "result": ""},
-        {"figure": "batch registration (POST /api/batch/register, 1,000 per batch, 1 node)",
-         "value": _rate(summ["batch"]["rate"], "ids/s"),
-         "reference": "single registrations, 1 node",
-         "ratio": fmt_value(summ["batch"]["ratio_to_register"], "×"), **verdict("batch")},
-        {"figure": "warm resolve through Locust (1 process)",
-         "value": _rate(summ["locust"]["rps"]) + (f" (Locust CPU {summ['locust']['cpu']:.0%} of a core)"
-                                                  if summ["locust"]["cpu"] is not None else ""),
-         "reference": "wrk warm resolve", "ratio": fmt_value(summ["locust"]["ratio_to_warm"], "×"),
-         "target": "—", "result": ""},
-        {"figure": f"random lookups at a secondary node, {int(small):,} identifiers",
-         "value": _rate(store["summary"][small]["rps"]) + _lat(store["summary"][small]),
-         "reference": "—", "ratio": "", "target": "—", "result": "reference"},
-        {"figure": f"random lookups at a secondary node, {int(large):,} identifiers",
-         "value": _rate(store["summary"][large]["rps"]) + _lat(store["summary"][large]),
-         "reference": f"{int(small):,} store", "ratio": fmt_value(store["ratio"], "×"),
-         **verdict("store")},
-        {"figure": f"serving process RssAnon, {int(small):,} / {int(large):,} identifiers",
-         "value": " / ".join(fmt_value((store["rss_anon_kib"][k] or 0) / 1024, "MiB")
-                             for k in (small, large)),
-         "reference": "—", "ratio": "", "target": "—", "result": ""},
-        {"figure": f"whole network RssAnon, {int(large):,}-identifier store loaded",
-         "value": fmt_value(store["cluster_rss_anon_total_kib"] / 2**20, "GiB"),
-         "reference": "—", "ratio": "", **verdict("memory")},
-        *([{"figure": "recursive answer cache: anonymous memory per cached answer",
-            "value": f"{cm['per_entry_bytes']:,.0f} B (the cache counts "
-                     f"{cm['counted_per_entry_bytes']:,.0f} B)",
-            "reference": "cold process (no answers cached)",
-            "ratio": fmt_value(cm["undercount"], "×"),
-            "target": "—",
-            "result": f"{cm['projected_gib_per_process']:.1f} GiB per process at "
-                      f"{cm['default_entries']:,} entries"}]
-          if (cm := res.get("cache_memory")) else []),
-        {"figure": "unexpected answers (non-2xx, socket errors, failed registrations)",
-         "value": f"{res['unexpected_answers']:,}", "reference": "—", "ratio": "",
-         "target": "0", "result": "PASS" if res["unexpected_answers"] == 0 else "MISS"},
+        {"figure": LABELS["nginx"], "value": scen("nginx"), "reference": "—", "ratio": "",
+         "target": "—", "result": "ceiling"},
+        {"figure": LABELS["aiohttp"], "value": aio, "reference": "—", "ratio": "1.00×",
+         "target": "—", "result": "reference"},
+        row("warm_rate", LABELS["warm"], scen("warm"), "bare aiohttp"),
+        row("warm_p99", LABELS["warm"] + ", p99", fmt_value((summ.get("warm") or {}).get("p99_ms"),
+                                                             "ms")),
+        row("warm_cpu", LABELS["warm"] + ", CPU per request",
+            fmt_value((summ.get("warm") or {}).get("cpu_us"), "µs"), "bare aiohttp"),
+        row("secondary_rate", LABELS["secondary"], scen("secondary"), "bare aiohttp"),
+        row("secondary_cpu", LABELS["secondary"] + ", CPU per request",
+            fmt_value((summ.get("secondary") or {}).get("cpu_us"), "µs"), "bare aiohttp"),
+        row("cold", LABELS["cold"], scen("cold"), "warm resolve"),
+        row("register", LABELS["register_one"],
+            scen("register_one", "reg/s", "rate"), "warm resolve"),
+        row("batch", "batch registration (POST /api/batch/register, 1,000 per batch, 1 node)",
+            _rate((summ.get("batch") or {}).get("rate"), "ids/s")),
+        row("metrics", LABELS["warm"] + ": CPU per request with metrics on vs off",
+            f"{fmt_value((summ.get('warm') or {}).get('cpu_us'), 'µs')} on, "
+            f"{fmt_value((summ.get('warm_nometrics') or {}).get('cpu_us'), 'µs')} off",
+            "metrics.enabled=0"),
+        row("answer_memory", "recursive answer cache: anonymous memory per cached demo answer",
+            (f"{cm['per_entry_bytes']:,.0f} B (the cache counts "
+             f"{cm['counted_per_entry_bytes']:,.0f} B; {cm['entries']:,} answers)") if cm else "—",
+            "the same processes before"),
+        row("warm_nginx", LABELS["warm"] + " vs the ceiling", scen("warm"), "nginx"),
+        row("store", f"random lookups at a secondary node, {int(large):,} identifiers",
+            _rate(store["summary"][large]["rps"]) + _lat(store["summary"][large]),
+            f"{int(small):,} store"),
+        row("memory", f"whole network RssAnon, {int(large):,}-identifier store loaded",
+            fmt_value(store["cluster_rss_anon_total_kib"] / 2**20, "GiB")),
     ]
+    info = [
+        ("register", "reg/s", "rate", "warm resolve", "ratio_to_warm"),
+        ("locust", "req/s", "rps", "wrk warm resolve", "ratio_to_warm"),
+    ]
+    for name, unit, key, ref, rkey in info:
+        if summ.get(name):
+            rows.append({"figure": LABELS.get(name, "warm resolve through Locust (1 process)"),
+                         "value": scen(name, unit, key), "reference": ref,
+                         "ratio": fmt_value(summ[name].get(rkey), "×"), "target": "—",
+                         "result": ""})
+    rows.append({"figure": "unexpected answers (non-2xx, socket errors, failed registrations)",
+                 "value": f"{res['unexpected_answers']:,}", "reference": "—", "ratio": "",
+                 "target": "0", "result": "PASS" if res["unexpected_answers"] == 0 else "MISS"})
     return rows
 
 
@@ -386,109 +330,3 @@ def store_table(store: dict) -> str:
                      f"{fmt_value(s['p50_ms'], 'ms')} | {fmt_value(s['p99_ms'], 'ms')} | "
                      f"{fmt_value((store['rss_anon_kib'][k] or 0) / 1024, 'MiB')} |")
     return "\n".join(lines)
-
-
-def readme(res: dict, checks: list[Check]) -> str:
-    m = res["machine"]
-    s = res["settings"]
-    store = res["store_size"]
-    small, large = store["sizes"]
-    cache = res["resolve"].get("recursive_cache", {})
-    hit = cache.get("hit_share")
-    pk = ", ".join(f"{k} {v}" for k, v in m["packages"].items() if v)
-    problems = {**{f"resolve network: {k}": v for k, v in res["resolve"]["log_problems"].items()},
-                **{f"{int(size):,} store network: {k}": v
-                   for size, logs in store["log_problems"].items() for k, v in logs.items()}}
-    prob_text = ("\n".join(f"- {where}: `{lines[0][:200]}`" + (f" (+{len(lines) - 1} more lines)"
-                                                              if len(lines) > 1 else "")
-                           for where, lines in problems.items())
-                 if problems else "None: no tracebacks, errors or warnings in any host log.")
-    return f"""\
-# Benchmarks
-
-```sh
-python benchmarks/run.py            # full suite: 3 rounds of 10 s runs, 1M and 10M stores (~10 min)
-python benchmarks/run.py --quick    # smoke run: 1 round of 3 s runs, 100k and 1M stores (< 2 min)
-```
-
-It installs wrk and nginx with apt-get if they are missing, starts everything it measures on
-127.0.0.1 (temporary data directories, free ports), stops it all at the end (also on Ctrl-C),
-and writes `results/latest.json` (every raw number), `results/resolve.png`,
-`results/store_size.png` and this file. Large stores are built once and cached in
-`.cache/` (git-ignored) by size.
-
-**Why ratios.** The machine is small (2 cores) and shared, so absolute rates wander from run to
-run. Every figure is set against a reference measured in the same round (nginx answering a
-fixed ~200-byte Handle-like JSON is the ceiling; each target names its own reference), the
-scenarios run in interleaved rounds (the resolve scenarios in rotated order), and the table
-shows the median over rounds of each value and of each per-round ratio.
-
-## Latest run
-
-{m['date']}, `{res['mode']}` mode: {s['rounds']} round(s) of {s['seconds']} s runs,
-wrk `-t2 -c64 --latency`, {s['per_enterprise']:,} demo identifiers per enterprise
-(12 enterprises), took {res['duration_s']:.0f} s. Commit `{(m['git_commit'] or '?')[:12]}`
-{f"(with uncommitted changes, diff sha1 `{m.get('git_diff_sha1')}`)" if m['git_dirty'] else ""}.
-
-Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']},
-Python {m['python']}; {m['wrk']}; {m['nginx']}; {pk}. Load average at start
-{', '.join(f'{x:.2f}' for x in m['loadavg_start'])}, at end
-{', '.join(f'{x:.2f}' for x in m.get('loadavg_end', ()))}.
-
-{results_table(res, checks)}
-
-Resolve scenarios in detail (medians over rounds):
-
-{detail_table(res['resolve']['summary'])}
-
-Store size (one secondary node process, random lookups over the whole key range):
-
-{store_table(store)}
-
-![resolve throughput](results/resolve.png)
-![store size](results/store_size.png)
-
-## What each figure means
-
-- **nginx, fixed answer**: `return 200 '<json>'` with 2 workers, no access log. No real
-  server on this machine answers faster, so it calibrates the machine and the load generator.
-- **warm resolve**: `GET /api/handles/<prefix>/SN…` through the recursive node (2 processes
-  sharing its port with SO_REUSEPORT), identifiers picked uniformly from all
-  {12 * s['per_enterprise']:,} demo identifiers, after one warm-up pass. Answer-cache hits
-  over the measured runs: {f"{hit:.0%}" if hit is not None else "unknown"}.
-- **cold resolve**: the same through a recursive node with `--answer-cache 0`: every request
-  makes an RPC to the secondary node (delegations stay cached). Its target is relative to warm.
-- **resolve directly at a secondary node**: the same picks over that node's own prefixes, no
-  recursion; the secondary shares one process with the top-level node, the other two
-  secondary nodes run in a second process.
-- **durable single registrations**: wrk PUTs new handles (`?overwrite=false`) with the
-  enterprise's Basic login to the node serving it; only `201 Created` answers are counted,
-  and each is on disk (fsync, group commit) before it is answered. Measured at one node (one
-  process: what one secondary node takes) and at two nodes served by two processes at once,
-  half the connections each (every core in use, as in the warm resolve figure it is set
-  against: the target is judged on this one).
-- **batch registration**: an aiohttp client keeps {s['batch_concurrency']} POSTs of
-  {s['batch_size']:,} new identifiers in flight for {s['seconds']} s; identifiers registered per
-  second (each batch is one durable commit).
-- **Locust**: the warm resolve load (same uniform picks) from `loadtest.runner` with
-  {s['locust_users']} users in one Locust process. The gap to wrk is the load generator's cost:
-  Locust measures itself once its CPU nears one core.
-- **store size**: node 88.118 serving {small:,} or {large:,} demo identifiers under 88.118.8
-  (written straight into LMDB with the store API; the node adds its own `0.NA` records when it
-  starts), the store file read into the page cache first, wrk picking uniformly over the whole
-  range. RssAnon (anonymous resident memory, from `/proc/PID/status`) shows the records stay
-  in the file-backed memory map, not the Python heap.
-- **recursive answer cache memory**: (RssAnon of a warm recursive process − RssAnon of the
-  cold one) ÷ answers it caches, after the resolve rounds; the ratio is that over what the
-  cache counts against its byte budget, and the result projects it to the default
-  `--answer-cache` size. An estimate (the processes differ in more than their caches), but
-  it shows whether the cache's budget means what it says.
-- **whole network RssAnon**: the sum over every process of the network holding the large
-  store (top-level + other secondaries, the large node, 2 recursive processes), after one
-  {s['seconds']} s wrk pass through the recursive node over the large store's range filled its
-  caches.
-
-## Host log findings
-
-{prob_text}
-"""

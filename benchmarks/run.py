@@ -8,12 +8,15 @@ rounds, and the median over rounds is reported.
 
 Phases:
 1. tools: wrk and nginx (apt-get installs them if missing);
-2. resolve & register: nginx + an idsim ``mini`` network (top and secondaries in one process,
-   a warm recursive node in two processes on one port, a cold one (also two) with its answer
-   cache off; the secondary nodes in two processes),
-   R rounds of nginx / warm / cold / secondary resolves, durable single registrations at one
-   node and at two nodes in two processes at once (all cores, like the warm figure), batch
-   registrations and the same warm resolve load through Locust;
+2. resolve & register: nginx, the bare aiohttp reference (``cpu_per_request.REFERENCE_SERVER``)
+   and an idsim ``mini`` network: the measured secondary node in its own processes, the top
+   and the other secondaries in one more, a warm recursive node, the same with
+   ``metrics.enabled=0`` and a cold one with its answer cache off, each node in as many
+   processes as a user gets by default (``cluster.default_processes()``, SO_REUSEPORT);
+   R rounds of nginx / aiohttp / warm / warm without metrics / cold / secondary resolves (each
+   with the CPU per request of its serving processes), durable single registrations at one
+   node and at two nodes at once, batch registrations and the same warm resolve load through
+   Locust;
 3. store size: one secondary node serving a small and a large cached LMDB store, R rounds of
    random lookups over each whole key range, anonymous memory of the serving processes and of
    the whole network holding the large store;
@@ -23,16 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-import urllib.request
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,17 +42,18 @@ if sys.path and Path(sys.path[0]).resolve() == HERE:
 elif str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import nginx, procs, readme_sections, report, stores, tools, wrk  # noqa: E402
+from benchmarks import nginx, procs, readme_sections, report, targets, tools  # noqa: E402
+from benchmarks.report_readme import readme  # noqa: E402
 from benchmarks.network import Network, free_preset  # noqa: E402
+from benchmarks.scenarios import (basic_token, describe, locust_resolve, node_processes,  # noqa: E402
+                                  rotate, start_reference, top_stats, with_cpu, wrk_plain,
+                                  wrk_register, wrk_register_spread, wrk_resolve)
+from benchmarks.store_phase import store_phase  # noqa: E402
 from benchmarks.procs import log  # noqa: E402
-from resolver import auth  # noqa: E402
 
-RESOLVE_LUA = str(HERE / "resolve.lua")
-REGISTER_LUA = str(HERE / "register.lua")
 RESULTS = HERE / "results"
-CACHE = HERE / ".cache"
 GiB_KiB = 2**20
-RESOLVES = ["nginx", "warm", "cold", "secondary"]
+RESOLVES = targets.RESOLVES
 SECONDARY = "88.118"            # the node measured directly, and whose enterprise registers
 ENTERPRISE = "88.118.8"
 OTHER_NODE = "88.201"           # served by a second process: registrations use both
@@ -76,55 +76,8 @@ FULL = Settings(False, seconds=10, rounds=3, per_enterprise=1000,
                 store_sizes=(1_000_000, 10_000_000))
 
 
-def rotate(items: list, by: int) -> list:
-    by %= len(items)
-    return items[by:] + items[:by]
-
-
 # ================================================================== scenarios
 
-def wrk_resolve(url: str, prefixes: list[str], count: int, seconds: float) -> dict:
-    res = wrk.run(url, seconds, script=RESOLVE_LUA,
-                  env={"IDSIM_PREFIXES": ",".join(prefixes), "IDSIM_COUNT": str(count)})
-    return res.as_dict()
-
-
-def wrk_plain(url: str, seconds: float) -> dict:
-    return wrk.run(url, seconds).as_dict()
-
-
-def basic_token(login: dict) -> str:
-    """The base64 token of ``auth.basic_header`` (wrk's register.lua prepends "Basic ")."""
-    return auth.basic_header(login["username"], login["secret"]).removeprefix("Basic ")
-
-
-def wrk_register(url: str, login: dict, seconds: float, threads: int = 2,
-                 connections: int = 64) -> dict:
-    res = wrk.run(url, seconds, script=REGISTER_LUA, threads=threads, connections=connections,
-                  env={"IDSIM_PREFIX": login["prefix"], "IDSIM_AUTH": basic_token(login),
-                       "IDSIM_TAG": uuid.uuid4().hex[:10]})
-    out = res.as_dict()
-    out["created"] = int(res.extra.get("created", 0))
-    out["other"] = int(res.extra.get("other", 0))
-    out["first_other_status"] = int(res.extra.get("first_other", 0))
-    out["rate"] = out["created"] / res.seconds if res.seconds else 0.0
-    return out
-
-
-def wrk_register_spread(targets: list[tuple[str, dict]], seconds: float) -> dict:
-    """Durable single registrations at several nodes at once (one wrk each, half the
-    connections): what the network takes with every core in use, as the warm resolve figure
-    has. Rates add up; latencies are the worst of the nodes'."""
-    with ThreadPoolExecutor(len(targets)) as pool:
-        parts = list(pool.map(lambda t: wrk_register(t[0], t[1], seconds, threads=1,
-                                                     connections=64 // len(targets)), targets))
-    out = {k: sum(p[k] for p in parts) for k in ("created", "other", "rate")}
-    out.update(p50_ms=max(p["p50_ms"] for p in parts), p99_ms=max(p["p99_ms"] for p in parts),
-               non2xx=sum(p["non2xx"] for p in parts), rps=out["rate"],
-               socket_errors={k: sum(p["socket_errors"].get(k, 0) for p in parts)
-                              for k in set().union(*(p["socket_errors"] for p in parts))},
-               nodes=parts)
-    return out
 
 
 def batch_register(url: str, login: dict, s: Settings) -> dict:
@@ -135,98 +88,76 @@ def batch_register(url: str, login: dict, s: Settings) -> dict:
                             s.batch_concurrency))
 
 
-def locust_resolve(url: str, data_dir: Path, s: Settings) -> dict:
-    """The warm resolve load through Locust: uniform picks over every demo identifier, no
-    unknowns (the same workload as wrk's resolve.lua)."""
-    from loadtest import runner
-
-    res = runner.run("resolve", url, str(data_dir), seconds=s.seconds, users=s.locust_users,
-                     spawn_rate=s.locust_users, processes=1,
-                     extra=["--zipf-s", "0", "--unknown-share", "0"])
-    t = res.total
-    return {"rps": t.rps, "requests": t.requests, "failures": t.failures, "p50_ms": t.p50,
-            "p99_ms": t.p99, "cpu": res.cpu_per_process, "saturated": res.saturated,
-            "users": s.locust_users, "seconds": res.seconds}
-
-
-def top_stats(url: str) -> dict:
-    try:
-        with urllib.request.urlopen(f"{url}/api/stats", timeout=5) as resp:
-            return json.loads(resp.read())
-    except OSError as exc:
-        return {"error": str(exc)}
-
-
-def describe(name: str, r: dict, ref: float | None = None, ref_name: str = "nginx") -> str:
-    rate = r.get("rate", r.get("rps")) or 0
-    parts = [f"{name:<10} {rate:>10,.0f}/s"]
-    if r.get("p50_ms") is not None:
-        parts.append(f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms")
-    if "non2xx" in r:
-        parts.append(f"non-2xx {r['non2xx']}")
-    if ref:
-        parts.append(f"({rate / ref:.2f}× {ref_name})")
-    return "  ".join(parts)
-
-
 # ================================================================== phase 2: resolve network
 
-def start_resolve_network(s: Settings, tmp: Path) -> tuple[Network, dict]:
+def start_resolve_network(s: Settings, tmp: Path) -> tuple[Network, dict, dict]:
+    """The mini network, its URLs and the pids serving each measured scenario."""
     topo = free_preset("mini", identifiers_per_enterprise=s.per_enterprise)
     net = Network(topo, tmp / "resolve-net")
     codes = [n.code for n in topo.secondaries]
+    n = node_processes()
     log(f"  idsim mini network on ports {topo.recursive.http_port}..; seeding "
-        f"{s.per_enterprise:,} identifiers × {len(topo.enterprises)} enterprises")
+        f"{s.per_enterprise:,} identifiers × {len(topo.enterprises)} enterprises; "
+        f"{n['recursive']} processes per recursive node, {n['secondary']} for node {SECONDARY}")
     t0 = time.monotonic()
-    # the secondary nodes in two processes, as registrations at more than one node use them
-    net.start("core", ["top", SECONDARY])
-    net.start("core-2", [c for c in codes if c != SECONDARY])
-    cold_port = procs.free_port()
-    warm = [net.spawn(f"warm-{i}", ["recursive"], "--reuse-port") for i in range(2)]
-    # the cold node gets the same two processes as the warm one: the ratio compares like
-    # with like (all cores used), and differs only by the answer cache
-    cold = [net.spawn(f"cold-{i}", ["recursive"], "--set", "cache.answer_entries=0", "--reuse-port",
-                      "--recursive-port", str(cold_port)) for i in range(2)]
-    net.wait_ready(*warm, *cold)
+    net.start("core", ["top", *(c for c in codes if c != SECONDARY)])
+    shared = ("--reuse-port",) if n["secondary"] > 1 else ()
+    secondary = [net.start(f"secondary-{i}", [SECONDARY], *shared) for i in range(n["secondary"])]
+
+    def recursive(label: str, *flags: str) -> tuple[list, str]:
+        port = procs.free_port()
+        hosts = [net.spawn(f"{label}-{i}", ["recursive"], "--reuse-port", "--recursive-port",
+                           str(port), *flags) for i in range(n["recursive"])]
+        return hosts, f"http://127.0.0.1:{port}"
+    # every recursive node gets the same processes: the ratios compare like with like
+    warm = [net.spawn(f"warm-{i}", ["recursive"], "--reuse-port") for i in range(n["recursive"])]
+    nometrics, nometrics_url = recursive("nometrics", "--set", "metrics.enabled=0")
+    cold, cold_url = recursive("cold", "--set", "cache.answer_entries=0")
+    net.wait_ready(*warm, *nometrics, *cold)
     net.write_state()
     log(f"  network ready in {time.monotonic() - t0:.1f} s")
-    urls = {"warm": topo.recursive.http_url, "cold": f"http://127.0.0.1:{cold_port}",
+    urls = {"warm": topo.recursive.http_url, "warm_nometrics": nometrics_url, "cold": cold_url,
             "secondary": net.http(SECONDARY), "other": net.http(OTHER_NODE),
             "top": topo.top.http_url}
-    return net, urls
+    pids = {"warm": [h.pid for h in warm], "warm_nometrics": [h.pid for h in nometrics],
+            "cold": [h.pid for h in cold], "secondary": [h.pid for h in secondary]}
+    return net, urls, pids
 
 
 def resolve_phase(s: Settings, tmp: Path, nginx_bin: str) -> dict:
     port = procs.free_port()
     ng = nginx.start(nginx_bin, tmp / "nginx", port)
-    log(f"  nginx on 127.0.0.1:{port} (pid {ng.pid})")
+    ref, ref_url = start_reference()
+    log(f"  nginx on 127.0.0.1:{port} (pid {ng.pid}), bare aiohttp at {ref_url} (pid {ref.pid})")
     net = None
     try:
-        net, urls = start_resolve_network(s, tmp)
-        urls["nginx"] = f"http://127.0.0.1:{port}"
+        net, urls, pids = start_resolve_network(s, tmp)
+        urls.update(nginx=f"http://127.0.0.1:{port}", aiohttp=ref_url)
+        pids.update(nginx=[ng.pid], aiohttp=[ref.pid])
         all_prefixes = net.prefixes()
         login = net.logins["enterprises"][ENTERPRISE]
         other_login = net.logins["enterprises"][net.prefixes(OTHER_NODE)[0]]
-        runs = {
-            "nginx": lambda: wrk_plain(urls["nginx"], s.seconds),
-            "warm": lambda: wrk_resolve(urls["warm"], all_prefixes, s.per_enterprise, s.seconds),
-            "cold": lambda: wrk_resolve(urls["cold"], all_prefixes, s.per_enterprise, s.seconds),
-            "secondary": lambda: wrk_resolve(urls["secondary"], net.prefixes(SECONDARY),
-                                             s.per_enterprise, s.seconds),
-        }
-        log(f"  warming: one wrk pass through the warm recursive node ({s.seconds} s), "
+
+        def resolve(name: str, prefixes: list[str]):
+            return lambda: wrk_resolve(urls[name], prefixes, s.per_enterprise, s.seconds)
+        runs = {name: resolve(name, all_prefixes)
+                for name in ("aiohttp", "warm", "warm_nometrics", "cold")}
+        runs["nginx"] = lambda: wrk_plain(urls["nginx"], s.seconds)
+        runs["secondary"] = resolve("secondary", net.prefixes(SECONDARY))
+        log(f"  warming: one wrk pass through each warm recursive node ({s.seconds} s), "
             f"a short one through the cold one")
-        warmup = {"warm": runs["warm"](),
-                  "cold": wrk_resolve(urls["cold"], all_prefixes, s.per_enterprise, 1)}
+        warmup = {name: runs[name]() for name in ("warm", "warm_nometrics")}
+        warmup["cold"] = wrk_resolve(urls["cold"], all_prefixes, s.per_enterprise, 1)
         stats_before = top_stats(urls["top"])
         rounds = []
         for r in range(s.rounds):
             log(f"  round {r + 1}/{s.rounds}")
             rnd: dict = {"order": rotate(RESOLVES, r)}
             for name in rnd["order"]:
-                rnd[name] = runs[name]()
+                rnd[name] = with_cpu(pids[name], runs[name])
             for name in RESOLVES:
-                log("    " + describe(name, rnd[name], rnd["nginx"]["rps"]))
+                log("    " + describe(name, rnd[name], rnd["aiohttp"]["rps"], "aiohttp")
+                    + f"  CPU {rnd[name]['cpu_us']:.1f} µs/request")
             rnd["register_one"] = wrk_register(urls["secondary"], login, s.seconds)
             log("    " + describe("reg 1 node", rnd["register_one"], rnd["warm"]["rps"], "warm")
                 + f"  (201: {rnd['register_one']['created']:,}, "
@@ -246,13 +177,15 @@ def resolve_phase(s: Settings, tmp: Path, nginx_bin: str) -> dict:
         time.sleep(1.2)  # one report interval, so the top-level node has the final counters
         stats_after = top_stats(urls["top"])
         memory = net.rss_anon_kib()
-        pids = {h.label: h.pid for h in net.hosts}
+        host_pids = {h.label: h.pid for h in net.hosts}
     finally:
         if net is not None:
             net.stop()
+        procs.stop(ref)
         procs.stop(ng)
-    return {"urls": urls, "warmup": warmup, "rounds": rounds, "summary": summarise(rounds),
-            "rss_anon_kib": memory, "pids": pids,
+    return {"urls": urls, "warmup": warmup, "rounds": rounds,
+            "summary": targets.summarise(rounds), "processes": node_processes(),
+            "rss_anon_kib": memory, "pids": host_pids,
             "recursive_cache": cache_share(stats_before, stats_after),
             "log_problems": net.log_problems() if net else {}}
 
@@ -270,152 +203,16 @@ def cache_share(before: dict, after: dict) -> dict:
             "hit_share": (h1 - h0) / (n1 - n0) if n1 > n0 else None, "after": after.get("recursive")}
 
 
-def summarise(rounds: list[dict]) -> dict:
-    med = report.median
-
-    def per_round(name: str, key: str, ref: str | None = None, ref_key: str = "rps"):
-        vals = []
-        for r in rounds:
-            v = r[name].get(key)
-            vals.append(report.ratio(v, r[ref].get(ref_key)) if ref else v)
-        return med(vals)
-
-    out = {}
-    for name in RESOLVES:
-        out[name] = {"rps": per_round(name, "rps"), "p50_ms": per_round(name, "p50_ms"),
-                     "p99_ms": per_round(name, "p99_ms"),
-                     "non2xx": sum(r[name]["non2xx"] for r in rounds),
-                     "socket_errors": sum(sum(r[name]["socket_errors"].values()) for r in rounds),
-                     "ratio_to_nginx": per_round(name, "rps", "nginx")}
-    out["cold"]["ratio_to_warm"] = per_round("cold", "rps", "warm")
-    out["register"] = {"rate": per_round("register", "rate"), "rps": per_round("register", "rate"),
-                       "p50_ms": per_round("register", "p50_ms"),
-                       "p99_ms": per_round("register", "p99_ms"),
-                       "non2xx": sum(r["register"]["other"] for r in rounds),
-                       "socket_errors": sum(sum(r["register"]["socket_errors"].values())
-                                            for r in rounds),
-                       "ratio_to_warm": per_round("register", "rate", "warm"),
-                       "ratio_to_nginx": per_round("register", "rate", "nginx")}
-    out["register_one"] = {"rate": per_round("register_one", "rate"),
-                           "rps": per_round("register_one", "rate"),
-                           "p50_ms": per_round("register_one", "p50_ms"),
-                           "p99_ms": per_round("register_one", "p99_ms"),
-                           "non2xx": sum(r["register_one"]["other"] for r in rounds),
-                           "socket_errors": sum(sum(r["register_one"]["socket_errors"].values())
-                                                for r in rounds),
-                           "ratio_to_warm": per_round("register_one", "rate", "warm")}
-    out["batch"] = {"rate": per_round("batch", "rate"),
-                    "failed": sum(r["batch"]["failed"] + r["batch"]["http_errors"] for r in rounds),
-                    "batch_p50_ms": per_round("batch", "batch_p50_ms"),
-                    "ratio_to_register": per_round("batch", "rate", "register_one", "rate")}
-    out["locust"] = {"rps": per_round("locust", "rps"), "cpu": per_round("locust", "cpu"),
-                     "failures": sum(r["locust"]["failures"] for r in rounds),
-                     "p50_ms": per_round("locust", "p50_ms"), "p99_ms": per_round("locust", "p99_ms"),
-                     "ratio_to_warm": per_round("locust", "rps", "warm")}
-    return out
-
-
-# ================================================================== phase 3: store size
-
-def start_store_network(size: int, build: dict, tmp: Path, with_recursive: bool) -> Network:
-    """A mini network whose node 88.118 serves the cached store (symlinked into the data dir);
-    the logins it bootstrapped with are kept beside the store."""
-    cdir = Path(build["dir"])
-    saved = cdir / "logins.json"
-    old = json.loads(saved.read_text()) if saved.exists() else None
-    topo = free_preset("mini", identifiers_per_enterprise=10)
-    data = tmp / f"store-{size}"
-    data.mkdir(parents=True)
-    (data / stores.NODE).symlink_to(cdir / stores.NODE)
-    net = Network(topo, data, logins=old)
-    shutil.copyfile(data / "logins.json", saved)
-    saved.chmod(0o600)
-    others = [n.code for n in topo.secondaries if n.code != stores.NODE]
-    net.start("core", ["top", *others])
-    net.start("node", [stores.NODE])
-    if with_recursive:
-        warm = [net.spawn(f"warm-{i}", ["recursive"], "--reuse-port") for i in range(2)]
-        net.wait_ready(*warm)
-    return net
-
-
-def store_phase(s: Settings, tmp: Path) -> dict:
-    sizes = list(s.store_sizes)
-    small, large = sizes
-    log(f"  stores of {small:,} and {large:,} identifiers (cache: {CACHE})")
-    builds = {size: stores.ensure(CACHE, size) for size in sizes}
-    nets: dict[int, Network] = {}
-    try:
-        for size in sizes:
-            t0 = time.monotonic()
-            nets[size] = start_store_network(size, builds[size], tmp, with_recursive=size == large)
-            secs = stores.preload(Path(builds[size]["dir"]) / stores.NODE)
-            log(f"  node serving {size:,} ready in {time.monotonic() - t0:.1f} s "
-                f"(store read into the page cache in {secs:.1f} s)")
-
-        def lookups(size: int, seconds: float) -> dict:
-            return wrk_resolve(nets[size].http(stores.NODE), [stores.PREFIX], size, seconds)
-
-        for size in sizes:
-            lookups(size, 1)  # first requests: connections, code paths
-        rounds = []
-        for r in range(s.rounds):
-            rnd = {"order": rotate(sizes, r)}
-            for size in rnd["order"]:
-                rnd[str(size)] = lookups(size, s.seconds)
-            rnd["ratio"] = report.ratio(rnd[str(large)]["rps"], rnd[str(small)]["rps"])
-            log(f"  round {r + 1}/{s.rounds}: " + "; ".join(
-                describe(f"{size:,}", rnd[str(size)]) for size in sizes)
-                + f"  → {rnd['ratio']:.2f}× ")
-            rounds.append(rnd)
-        node_rss = {str(size): nets[size].rss_anon_kib()["node"] for size in sizes}
-        log(f"  recursive pass over the {large:,} store ({s.seconds} s) before measuring "
-            f"the whole network's memory")
-        recursive_pass = wrk_resolve(nets[large].http("recursive"), [stores.PREFIX], large,
-                                     s.seconds)
-        log("    " + describe("recursive", recursive_pass))
-        time.sleep(1.2)  # one report interval: the top-level node has the caches' final sizes
-        recursive_stats = top_stats(nets[large].http("top")).get("recursive")
-        cluster = nets[large].rss_anon_kib()
-        cluster_pids = {h.label: h.pid for h in nets[large].hosts}
-    finally:
-        for net in nets.values():
-            net.stop()
-        problems = {str(size): net.log_problems() for size, net in nets.items()}
-    summary = {str(size): {"rps": report.median(r[str(size)]["rps"] for r in rounds),
-                           "p50_ms": report.median(r[str(size)]["p50_ms"] for r in rounds),
-                           "p99_ms": report.median(r[str(size)]["p99_ms"] for r in rounds),
-                           "non2xx": sum(r[str(size)]["non2xx"] for r in rounds)}
-               for size in sizes}
-    total = sum(v for v in cluster.values() if v)
-    return {"sizes": sizes, "builds": {str(k): v for k, v in builds.items()}, "rounds": rounds,
-            "summary": summary, "ratio": report.median(r["ratio"] for r in rounds),
-            "rss_anon_kib": node_rss, "cluster_rss_anon_kib": cluster,
-            "cluster_rss_anon_total_kib": total, "cluster_pids": cluster_pids,
-            "recursive_pass": recursive_pass, "recursive_stats": recursive_stats,
-            "log_problems": problems}
-
-
 # ================================================================== phase 4: verdicts and output
 
 def evaluate(res: dict) -> list[report.Check]:
-    summ = res["resolve"]["summary"]
-    store = res["store_size"]
-    T = report.TARGETS
-    return [
-        report.check(T["warm"], summ["warm"]["ratio_to_nginx"]),
-        report.check(T["cold"], summ["cold"]["ratio_to_warm"]),
-        report.check(T["register"], summ["register"]["ratio_to_warm"]),
-        report.check(T["batch"], summ["batch"]["rate"]),
-        report.check(T["store"], store["ratio"]),
-        report.check(T["memory"], store["cluster_rss_anon_total_kib"] / GiB_KiB),
-    ]
+    return targets.evaluate(res["resolve"]["summary"], res["store_size"], res.get("cache_memory"))
 
 
 def unexpected_answers(res: dict) -> int:
     summ = res["resolve"]["summary"]
     n = sum(summ[k]["non2xx"] + summ[k]["socket_errors"]
-            for k in [*RESOLVES, "register", "register_one"])
+            for k in [*RESOLVES, "register", "register_one"] if k in summ)
     n += summ["batch"]["failed"] + summ["locust"]["failures"]
     n += sum(v["non2xx"] for v in res["store_size"]["summary"].values())
     return n
@@ -478,7 +275,7 @@ class Outputs:
 
 def finish(res: dict, out: Outputs) -> None:
     """Derived figures, target verdicts, then every output file."""
-    res["cache_memory"] = report.cache_memory(res["resolve"])
+    res["cache_memory"] = report.cache_memory(res["store_size"])
     checks = evaluate(res)
     res["targets"] = [c.as_dict() for c in checks]
     res["unexpected_answers"] = unexpected_answers(res)
@@ -494,7 +291,7 @@ def write_outputs(res: dict, checks: list[report.Check], out: Outputs) -> None:
     report.plot_resolve(res["resolve"]["summary"], res["resolve"]["rounds"],
                         out.results / "resolve.png")
     report.plot_store(res["store_size"], out.results / "store_size.png")
-    out.readme.write_text(readme_sections.keep(report.readme(res, checks), out.readme))
+    out.readme.write_text(readme_sections.keep(readme(res, checks), out.readme))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import re
 import time
 from dataclasses import dataclass
@@ -119,35 +120,93 @@ def decode(data: bytes) -> tuple[str, list[Value]]:
 
 
 class Answer:
-    """A record as a node answers it: the stored bytes, decoded once and rendered once.
+    """A record as a node answers it: rendered once, and kept small in a cache.
 
     The recursive node caches these, so a warm resolve renders nothing: ``public_json`` (the
     REST ``values`` array an anonymous, unfiltered GET gets) is made here and kept, with the
-    value TTLs. The decoded rows are not kept (measured: ~6 KiB of Python objects per cached
-    record against ~0.6 KiB for the bytes); the rare filtered or authorised read decodes again.
+    value TTLs, and ``_rest``, what ``public_json`` lacks of the record (``_remainder``: the
+    registered text, the permissions, any value without public read; ~25 B usually). An
+    answer put in a cache is compact: ``len(answer)``, what a cache charges for it (so called
+    as it is put), drops the stored bytes; the rare filtered, authorised or RPC read of a
+    cached answer rebuilds ``data`` and ``rows`` from the two, exactly (msgpack packs equal
+    objects to equal bytes). Until then ``data`` is the bytes given, at no cost. A cached demo
+    record holds ~890 B compact, ~1,250 B with its stored bytes (tests/test_answer_memory.py).
     """
 
-    __slots__ = ("data", "public_json", "ttls")
+    __slots__ = ("public_json", "ttls", "_data", "_rest")
 
     def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.render(decode_rows(data)[1])
+        text, rows = decode_rows(data)
+        self._data: bytes | None = data
+        self.render(rows)
+        self._rest = _remainder(text, rows)
 
     def render(self, rows: list[list]) -> None:
         """``public_json`` and ``ttls`` from the rows ``data`` decodes to."""
         # a right-sized copy: orjson's bytes keep ~4 KiB of spare capacity (measured: 4,098 B
         # held for 403 B of JSON), ten times the answer, for as long as the cache keeps it
         self.public_json = bytes(memoryview(orjson.dumps(rest_values(rows))))
-        self.ttls = tuple(r[4] for r in rows)
+        ttls = tuple(r[4] for r in rows)
+        # one shared tuple per distinct TTL list (most records have the same): ~150 B less each
+        self.ttls = _TTLS.setdefault(ttls, ttls) if len(_TTLS) < 4096 else _TTLS.get(ttls, ttls)
 
     def __len__(self) -> int:
-        """Bytes it costs in a cache, roughly: both byte strings, this object, its TTLs, and
-        the cache's key, entry and LRU link (~300 B of CPython objects, tracemalloc)."""
-        return len(self.data) + len(self.public_json) + 300
+        """Bytes it costs in a cache, once compact (see the class): both byte strings (33 B
+        of object each), this object, and the cache's key, entry and LRU link (~370 B of
+        CPython objects, tracemalloc; tests/test_answer_memory.py holds it to what is held)."""
+        if getattr(self, "_rest", None) is None:  # no remainder (a SyntheticAnswer)
+            return len(self.public_json) + 370
+        self._data = None
+        return len(self.public_json) + len(self._rest) + 370
+
+    @property
+    def data(self) -> bytes:
+        """The stored bytes: as given, or rebuilt once compact (the same bytes)."""
+        if self._data is not None:
+            return self._data
+        rest = self._rest
+        values = orjson.loads(self.public_json)
+        if rest[0] == _MIXED:
+            text, perms, hidden = msgpack.unpackb(rest[1:], raw=False, use_list=True)
+        else:
+            text, perms, hidden = rest[1:].decode(), [rest[0]] * len(values), ()
+        rows = [[v["index"], v["type"], v["data"]["format"], v["data"]["value"], v["ttl"],
+                 epoch_seconds(v["timestamp"]), p] for v, p in zip(values, perms)]
+        for pos, row in hidden:
+            rows.insert(pos, row)
+        return msgpack.packb([text, rows], use_bin_type=True)
 
     @property
     def rows(self) -> list[list]:
         return decode_rows(self.data)[1]
+
+
+_TTLS: dict[tuple, tuple] = {}  # Answer.ttls, shared (bounded: distinct TTL lists are few)
+_MIXED = 0xFF  # first byte of a remainder that is not "every value public, one permission set"
+
+
+def _remainder(text: str, rows: list[list]) -> bytes:
+    """What ``public_json`` lacks of the stored record: in the usual case (every value public,
+    all with the same permissions) their permission bits then the text (~0.3 µs); otherwise
+    ``_MIXED`` then msgpack ``[text, permissions of the public values, [[position, row] of
+    each value without public read]]``."""
+    perms = {r[6] for r in rows}
+    if len(perms) == 1:
+        p = perms.pop()
+        if p & PUBLIC_READ and 0 <= p < _MIXED:
+            return bytes((p,)) + text.encode()
+    hidden = [[pos, r] for pos, r in enumerate(rows) if not r[6] & PUBLIC_READ]
+    public = [r[6] for r in rows if r[6] & PUBLIC_READ]
+    return bytes((_MIXED,)) + msgpack.packb([text, public, hidden], use_bin_type=True)
+
+
+@lru_cache(maxsize=4096)
+def epoch_seconds(iso: str) -> int:
+    """The inverse of ``iso_timestamp`` (``YYYY-MM-DDTHH:MM:SSZ``, read by position)."""
+    if len(iso) != 20:  # a year before 1000 is not zero-padded by strftime
+        return calendar.timegm(time.strptime(iso, "%Y-%m-%dT%H:%M:%SZ"))
+    return calendar.timegm((int(iso[:4]), int(iso[5:7]), int(iso[8:10]), int(iso[11:13]),
+                            int(iso[14:16]), int(iso[17:19])))
 
 
 def rest_values(rows: list[list], *, types: Iterable[str] = (), indexes: Iterable[int] = (),

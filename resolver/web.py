@@ -30,8 +30,8 @@ from resolver.http_output import answer, error_answer, record_json
 from resolver.mirror import refuse_write
 from resolver.roles import Role
 from resolver.web_admin import (ask_serving_node, batch_register, batch_resolve, create_prefix,
-                                list_handles, list_prefixes, not_allocated, stats,
-                                write_elsewhere)
+                                list_handles, list_prefixes, stats, write_elsewhere)
+from resolver.writes import not_allocated
 
 log = logging.getLogger("idsim.web")
 

@@ -14,7 +14,6 @@ from resolver import errors, identifiers, records
 from resolver.http_input import identity_of, int_param, json_body, parse_lookup
 from resolver.http_output import answer
 from resolver.nodes import STATS_NOTES  # /api/stats says what its counters count
-from resolver.writes import not_allocated  # noqa: F401 (resolver.web answers with it too)
 from resolver.roles import Role
 
 MAX_SECRET = 1024  # characters of a secret chosen at prefix allocation (protocol data, not tuning)

@@ -28,17 +28,19 @@ def test_quick_benchmark_runs_and_reports(tmp_path):
     res = json.loads((tmp_path / "results" / "latest.json").read_text())
     assert res["mode"] == "quick" and res["unexpected_answers"] == 0
     summary = res["resolve"]["summary"]
-    for scenario in ("nginx", "warm", "cold", "secondary", "register"):
-        key = "rate" if scenario == "register" else "rps"
-        assert summary[scenario][key] > 0, scenario
+    for scenario in ("nginx", "aiohttp", "warm", "warm_nometrics", "cold", "secondary"):
+        assert summary[scenario]["rps"] > 0 and summary[scenario]["cpu_us"] > 0, scenario
+        assert summary[scenario]["ratio_to_aiohttp"] > 0, scenario
+    assert summary["register"]["rate"] > 0 and summary["register_one"]["rate"] > 0
     assert summary["batch"]["rate"] > 0 and summary["locust"]["rps"] > 0
-    assert len(res["targets"]) == 6  # each judged on a value measured in this run
+    assert len(res["targets"]) == 13  # each judged on a value measured in this run
     assert all(isinstance(t["value"], float) and isinstance(t["passed"], bool)
                for t in res["targets"]), res["targets"]
     for png in ("resolve.png", "store_size.png"):
         assert (tmp_path / "results" / png).read_bytes()[:4] == b"\x89PNG"
     readme = (tmp_path / "README.md").read_text()
     assert "python benchmarks/run.py" in readme and "| figure |" in readme
+    assert "bare aiohttp" in readme and ("PASS" in readme or "MISS" in readme)
 
 
 @pytest.mark.timeout(300)
