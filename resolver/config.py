@@ -225,13 +225,23 @@ class DayConfig:
     register_share: float = 0.01          # share of requests that register an identifier
 
 
+# a secondary node's rendered answers (resolver.answer_cache), per serving process
+@dataclass(frozen=True, slots=True)
+class AnswersConfig:
+    """Hot answers a secondary (or top-level) node keeps rendered, checked against the store
+    on every hit (``resolver.answer_cache``)."""
+    entries: int = 100_000                # 0 turns the rendered-answer cache off
+    max_bytes: int = 64 * MiB             # rendered bytes kept (plus ~320 B per entry)
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
                              "observe": ObserveConfig, "auth": AuthConfig,
                              "metrics": MetricsConfig, "wan": WanConfig,
                              "faults": FaultsConfig,
                              "openmodel": OpenModelConfig, "capacity": CapacityConfig,
-                             "day": DayConfig}
+                             "day": DayConfig,
+                             "answers": AnswersConfig}  # resolver.answer_cache
 DEFAULT_SOURCE = "default"
 
 
@@ -261,6 +271,7 @@ class Config:
     openmodel: OpenModelConfig = field(default_factory=OpenModelConfig)
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     day: DayConfig = field(default_factory=DayConfig)
+    answers: AnswersConfig = field(default_factory=AnswersConfig)  # resolver.answer_cache
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -48,7 +48,7 @@ async def get_handle(node, request: web.BaseRequest) -> web.Response:
     plain = not request.query_string and "Authorization" not in request.headers
     as_json = MSGPACK not in request.headers.get("Accept", "")
     if plain and as_json:
-        ans = node.cached(text)  # the warm path of a recursive node
+        ans = node.cached(text)  # the warm path: a recursive node's cache, a secondary's answers
         if ans is not None:
             return record_json(text, ans)
     handle = parse_lookup(node, text)
