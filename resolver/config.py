@@ -231,7 +231,7 @@ class AnswersConfig:
     """Hot answers a secondary (or top-level) node keeps rendered, checked against the store
     on every hit (``resolver.answer_cache``)."""
     entries: int = 100_000                # 0 turns the rendered-answer cache off
-    max_bytes: int = 64 * MiB             # rendered bytes kept (plus ~320 B per entry)
+    max_bytes: int = 64 * MiB             # rendered bytes kept (plus ~360 B per entry)
 
 
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
