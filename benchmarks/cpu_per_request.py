@@ -12,11 +12,11 @@ medians are printed with the ratio to the reference. ``--metrics-off`` adds a se
 started with ``--set metrics.enabled=0`` and prints what the metrics cost per request (the
 ratio of the node with metrics on to the one without). ``--recursive`` adds the recursive
 node's warm path (answers from its cache): an ``idsim up --preset mini`` cluster (two, with
-``--metrics-off``), measuring the CPU of the process serving the recursive node. ``--cold``
+``--metrics-off``), measuring the CPU of the processes serving the recursive node. ``--cold``
 adds the cold path: a second mini cluster whose recursive node has its answer cache off
 (``--answer-cache 0``), so every GET is an RPC ``resolve`` at a secondary node; it prints the
-CPU per request of the recursive process, of the process serving the secondaries and their
-sum (ratios to the reference), and the cold path's requests/s against the warm path's
+CPU per request of the recursive node's processes, of those serving the secondaries and
+their sum (ratios to the reference), and the cold path's requests/s against the warm path's
 (``--cold`` measures the warm path too), rounds interleaved.
 """
 from __future__ import annotations
@@ -106,16 +106,10 @@ def start_node(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
     return node.pid, f"http://127.0.0.1:{port}", auth
 
 
-def start_recursive(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
-    """An ``idsim up --preset mini`` cluster: the pid of the process serving its recursive
-    node, that node's URL and the demo prefixes (``IDSIM_PREFIXES``)."""
-    pids, url, prefixes = start_cluster(tmp, name, *extra)
-    return pids[0], url, prefixes
-
-
-def start_cluster(tmp: Path, name: str, *extra: str) -> tuple[list[int], str, str]:
-    """As ``start_recursive``: [pid of the recursive node's process, pid of the process
-    serving the secondary nodes], the recursive node's URL and the demo prefixes."""
+def start_cluster(tmp: Path, name: str, *extra: str) -> tuple[list[list[int]], str, str]:
+    """An ``idsim up --preset mini`` cluster: [pids of the processes serving its recursive
+    node, pids of those serving secondary nodes], that node's URL and the demo prefixes
+    (``IDSIM_PREFIXES``)."""
     port = procs.free_port(20000, 31000)
     data = tmp / name
     up = procs.spawn([sys.executable, "-m", "topology.cli", "up", "--preset", "mini",
@@ -128,10 +122,10 @@ def start_cluster(tmp: Path, name: str, *extra: str) -> tuple[list[int], str, st
         time.sleep(0.2)  # polling a subprocess
     state = json.loads((data / "cluster.json").read_text())
     procs_ = state["processes"]
-    pid = next(p["pid"] for p in procs_ if p["nodes"] == ["recursive"])
-    homes = next(p["pid"] for p in procs_ if "recursive" not in p["nodes"]
-                 and any(n != "top" and "." in n for n in p["nodes"]))
-    return [pid, homes], state["recursiveUrl"], ",".join(state["prefixes"])
+    recursive = [p["pid"] for p in procs_ if p["nodes"] == ["recursive"]]
+    homes = [p["pid"] for p in procs_ if "recursive" not in p["nodes"]
+             and any(n != "top" and "." in n for n in p["nodes"])]
+    return [recursive, homes], state["recursiveUrl"], ",".join(state["prefixes"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,30 +165,35 @@ def main(argv: list[str] | None = None) -> int:
             rows += [("resolve GET" + suffix, "reference GET"),
                      ("register PUT" + suffix, "reference PUT")]
             if args.recursive or (args.cold and not suffix):
-                pid, url, prefixes = start_recursive(tmp, "up" + suffix.replace(" ", "-"),
-                                                     *extra)
-                runs["recursive GET (warm)" + suffix] = (pid, url, resolve, {
+                groups, url, prefixes = start_cluster(tmp, "up" + suffix.replace(" ", "-"),
+                                                      *extra)
+                runs["recursive GET (warm)" + suffix] = (groups[:1], url, resolve, {
                     "IDSIM_PREFIXES": prefixes, "IDSIM_COUNT": "100"})
                 rows.append(("recursive GET (warm)" + suffix, "reference GET"))
         if args.cold:
-            pids, url, prefixes = start_cluster(tmp, "cold", "--answer-cache", "0")
-            runs["recursive GET (cold)"] = (pids, url, resolve, {"IDSIM_PREFIXES": prefixes,
+            groups, url, prefixes = start_cluster(tmp, "cold", "--answer-cache", "0")
+            runs["recursive GET (cold)"] = (groups, url, resolve, {"IDSIM_PREFIXES": prefixes,
                                                                   "IDSIM_COUNT": "100"})
             rows.append(("recursive GET (cold)", "reference GET"))
         for name, (pid, url, script, env) in runs.items():  # warm caches, LMDB pages, JITs
             wrk.run(url, 1, script=script, env=dict(env, IDSIM_TAG="warm"), threads=1,
                     connections=32)
         got: dict[str, list[float]] = {name: [] for name in runs}
-        split: dict[str, list[list[float]]] = {}  # the cold path: per process
+        split: dict[str, list[list[float]]] = {}  # per group of processes
         rates: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
             for name, (pid, url, script, env) in runs.items():
                 env = dict(env, IDSIM_TAG=f"cpu{r}")
-                each, rps = measure_split(pid if isinstance(pid, list) else [pid], url,
-                                          args.seconds, script, env)
+                groups = pid if isinstance(pid, list) else [[pid]]  # [[pid, ...], ...]
+                each, rps = measure_split([p for g in groups for p in g], url, args.seconds,
+                                          script, env)
+                per_group, at = [], 0
+                for g in groups:
+                    per_group.append(sum(each[at:at + len(g)]))
+                    at += len(g)
                 got[name].append(sum(each))
                 rates[name].append(rps)
-                split.setdefault(name, []).append(each)
+                split.setdefault(name, []).append(per_group)
             procs.log(f"round {r + 1}/{args.rounds}: " +
                       ", ".join(f"{n} {v[-1]:.0f} µs" for n, v in got.items()))
         med = {name: statistics.median(v) for name, v in got.items()}
@@ -204,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cold:
             name, ref_us = "recursive GET (cold)", med["reference GET"]
             parts = [statistics.median(v[i] for v in split[name]) for i in range(2)]
-            procs.log(f"\n{'cold path, CPU per process':<34}{'µs':>8}{'ratio':>10}")
-            for label, us in (("recursive process", parts[0]),
-                              ("secondary process", parts[1]), ("both", sum(parts))):
+            procs.log(f"\n{'cold path, CPU by node':<34}{'µs':>8}{'ratio':>10}")
+            for label, us in (("recursive node's processes", parts[0]),
+                              ("secondary nodes' processes", parts[1]), ("both", sum(parts))):
                 procs.log(f"{label:<34}{us:>8.1f}{us / ref_us:>9.2f}×")
             warm = rates["recursive GET (warm)"]
             per_round = [c / w for c, w in zip(rates[name], warm)]
