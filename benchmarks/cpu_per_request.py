@@ -12,7 +12,12 @@ medians are printed with the ratio to the reference. ``--metrics-off`` adds a se
 started with ``--set metrics.enabled=0`` and prints what the metrics cost per request (the
 ratio of the node with metrics on to the one without). ``--recursive`` adds the recursive
 node's warm path (answers from its cache): an ``idsim up --preset mini`` cluster (two, with
-``--metrics-off``), measuring the CPU of the process serving the recursive node.
+``--metrics-off``), measuring the CPU of the processes serving the recursive node. ``--cold``
+adds the cold path: a second mini cluster whose recursive node has its answer cache off
+(``--answer-cache 0``), so every GET is an RPC ``resolve`` at a secondary node; it prints the
+CPU per request of the recursive node's processes, of those serving the secondaries and
+their sum (ratios to the reference), and the cold path's requests/s against the warm path's
+(``--cold`` measures the warm path too), rounds interleaved.
 """
 from __future__ import annotations
 
@@ -25,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
@@ -71,17 +75,23 @@ def cpu_us_per_request(pid: int, url: str, seconds: float, script: str, env: dic
 def measure(pid: int | list[int], url: str, seconds: float, script: str, env: dict,
             connections: int = 32) -> tuple[float, float]:
     """(µs of CPU ``pid`` spends per request, req/s) over one wrk run (user + system time, all
-    threads; with its child processes, and several pids summed: every process serving the
-    node); RuntimeError when any answer was an error (the figure would not be real work)."""
-    procs_ = [psutil.Process(p) for p in ([pid] if isinstance(pid, int) else pid)]
-    procs_ += [c for p in procs_ for c in p.children(recursive=True)]
-    before = sum(sum(p.cpu_times()[:2]) for p in procs_)
+    threads; each pid with its child processes, several pids summed: every process serving
+    the node); RuntimeError when any answer was an error (the figure would not be real work)."""
+    spent, rps = measure_split([pid] if isinstance(pid, int) else list(pid), url, seconds,
+                               script, env, connections)
+    return sum(spent), rps
+
+
+def measure_split(pids: list[int], url: str, seconds: float, script: str, env: dict,
+                  connections: int = 32) -> tuple[list[float], float]:
+    """As ``measure``, for several processes at once: ([µs per request of each pid], req/s)."""
+    before = [procs.cpu_seconds([pid]) for pid in pids]
     res = wrk.run(url, seconds, script=script, env=env, threads=1, connections=connections)
-    spent = sum(sum(p.cpu_times()[:2]) for p in procs_) - before
+    spent = [procs.cpu_seconds([pid]) - b for pid, b in zip(pids, before)]
     if res.non2xx or any(res.socket_errors.values()):
         raise RuntimeError(f"{url}: {res.non2xx} error answers, socket errors "
                            f"{res.socket_errors}: the CPU figure would not be of real work")
-    return spent / max(1, res.requests) * 1e6, res.rps
+    return [s / max(1, res.requests) * 1e6 for s in spent], res.rps
 
 
 def start_node(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
@@ -101,9 +111,10 @@ def start_node(tmp: Path, name: str, *extra: str) -> tuple[int, str, str]:
     return node.pid, f"http://127.0.0.1:{port}", auth
 
 
-def start_recursive(tmp: Path, name: str, *extra: str) -> tuple[list[int], str, str]:
-    """An ``idsim up --preset mini`` cluster: the pids of the processes serving its recursive
-    node, that node's URL and the demo prefixes (``IDSIM_PREFIXES``)."""
+def start_cluster(tmp: Path, name: str, *extra: str) -> tuple[list[list[int]], str, str]:
+    """An ``idsim up --preset mini`` cluster: [pids of the processes serving its recursive
+    node, pids of those serving secondary nodes], that node's URL and the demo prefixes
+    (``IDSIM_PREFIXES``)."""
     port = procs.free_port(20000, 31000)
     data = tmp / name
     up = procs.spawn([sys.executable, "-m", "topology.cli", "up", "--preset", "mini",
@@ -115,8 +126,11 @@ def start_recursive(tmp: Path, name: str, *extra: str) -> tuple[list[int], str, 
             raise RuntimeError(f"idsim up ({name}) did not start; see {data / 'logs'}")
         time.sleep(0.2)  # polling a subprocess
     state = json.loads((data / "cluster.json").read_text())
-    pids = [p["pid"] for p in state["processes"] if p["nodes"] == ["recursive"]]  # all
-    return pids, state["recursiveUrl"], ",".join(state["prefixes"])
+    procs_ = state["processes"]
+    recursive = [p["pid"] for p in procs_ if p["nodes"] == ["recursive"]]
+    homes = [p["pid"] for p in procs_ if "recursive" not in p["nodes"]
+             and any(n != "top" and "." in n for n in p["nodes"])]
+    return [recursive, homes], state["recursiveUrl"], ",".join(state["prefixes"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--processes", type=int, default=None,
                    help="processes serving the node (idsim node --processes; default: its "
                         "default, one per core); their CPU is summed")
+    p.add_argument("--cold", action="store_true",
+                   help="also measure the cold path (answer cache off: RPC to a secondary) "
+                        "and its req/s against the warm path's")
     args = p.parse_args(argv)
     procs.install_handlers()
     tmp = Path(tempfile.mkdtemp(prefix="idsim-cpu-"))
@@ -157,26 +174,54 @@ def main(argv: list[str] | None = None) -> int:
                                                                   "IDSIM_AUTH": auth})
             rows += [("resolve GET" + suffix, "reference GET"),
                      ("register PUT" + suffix, "reference PUT")]
-            if args.recursive:
-                pid, url, prefixes = start_recursive(tmp, "up" + suffix.replace(" ", "-"),
-                                                     *extra)
-                runs["recursive GET (warm)" + suffix] = (pid, url, resolve, {
+            if args.recursive or (args.cold and not suffix):
+                groups, url, prefixes = start_cluster(tmp, "up" + suffix.replace(" ", "-"),
+                                                      *extra)
+                runs["recursive GET (warm)" + suffix] = (groups[:1], url, resolve, {
                     "IDSIM_PREFIXES": prefixes, "IDSIM_COUNT": "100"})
                 rows.append(("recursive GET (warm)" + suffix, "reference GET"))
+        if args.cold:
+            groups, url, prefixes = start_cluster(tmp, "cold", "--answer-cache", "0")
+            runs["recursive GET (cold)"] = (groups, url, resolve, {"IDSIM_PREFIXES": prefixes,
+                                                                  "IDSIM_COUNT": "100"})
+            rows.append(("recursive GET (cold)", "reference GET"))
         for name, (pid, url, script, env) in runs.items():  # warm caches, LMDB pages, JITs
             wrk.run(url, 1, script=script, env=dict(env, IDSIM_TAG="warm"), threads=1,
                     connections=32)
         got: dict[str, list[float]] = {name: [] for name in runs}
+        split: dict[str, list[list[float]]] = {}  # per group of processes
+        rates: dict[str, list[float]] = {name: [] for name in runs}
         for r in range(args.rounds):
             for name, (pid, url, script, env) in runs.items():
                 env = dict(env, IDSIM_TAG=f"cpu{r}")
-                got[name].append(cpu_us_per_request(pid, url, args.seconds, script, env))
+                groups = pid if isinstance(pid, list) else [[pid]]  # [[pid, ...], ...]
+                each, rps = measure_split([p for g in groups for p in g], url, args.seconds,
+                                          script, env)
+                per_group, at = [], 0
+                for g in groups:
+                    per_group.append(sum(each[at:at + len(g)]))
+                    at += len(g)
+                got[name].append(sum(each))
+                rates[name].append(rps)
+                split.setdefault(name, []).append(per_group)
             procs.log(f"round {r + 1}/{args.rounds}: " +
                       ", ".join(f"{n} {v[-1]:.0f} µs" for n, v in got.items()))
         med = {name: statistics.median(v) for name, v in got.items()}
         procs.log(f"\n{'server CPU per request (median)':<34}{'µs':>8}{'ratio':>10}")
         for name, ref_name in rows:
             procs.log(f"{name:<34}{med[name]:>8.1f}{med[name] / med[ref_name]:>9.2f}×")
+        if args.cold:
+            name, ref_us = "recursive GET (cold)", med["reference GET"]
+            parts = [statistics.median(v[i] for v in split[name]) for i in range(2)]
+            procs.log(f"\n{'cold path, CPU by node':<34}{'µs':>8}{'ratio':>10}")
+            for label, us in (("recursive node's processes", parts[0]),
+                              ("secondary nodes' processes", parts[1]), ("both", sum(parts))):
+                procs.log(f"{label:<34}{us:>8.1f}{us / ref_us:>9.2f}×")
+            warm = rates["recursive GET (warm)"]
+            per_round = [c / w for c, w in zip(rates[name], warm)]
+            procs.log(f"\n{'req/s (median)':<34}{'cold':>8}{'warm':>10}{'ratio':>10}")
+            procs.log(f"{'cold / warm':<34}{statistics.median(rates[name]):>8.0f}"
+                      f"{statistics.median(warm):>10.0f}{statistics.median(per_round):>9.2f}×")
         pairs = [name for name in runs if name + ", metrics off" in runs]
         if pairs:
             procs.log(f"\n{'metrics on / metrics off':<34}{'µs on':>8}{'µs off':>10}{'ratio':>10}")

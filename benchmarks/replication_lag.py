@@ -31,7 +31,7 @@ if str(HERE.parent) not in sys.path:
     sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.procs import free_port  # noqa: E402
-from resolver import auth, records  # noqa: E402
+from resolver import auth, record_input
 from resolver.config import Config  # noqa: E402
 from resolver.nodes import SecondaryNode  # noqa: E402
 from resolver.replication import digest  # noqa: E402
@@ -94,7 +94,7 @@ async def run_primary(rate: float, seconds: float, tmp: Path) -> dict:
     try:
         assert child.stdout.readline().strip() == "ready"
         commit: list[float] = []
-        values = records.values_from_json([{"index": 1, "type": "URL", "data": {
+        values = record_input.values_from_json([{"index": 1, "type": "URL", "data": {
             "format": "string", "value": "https://example.com/item"}}], now=0, max_data=1 << 16)
 
         async def write(i: int) -> None:

@@ -1,7 +1,9 @@
 """Every tunable default of a node, in one place, and where each effective value came from.
 
-A ``Config`` is frozen data in sections (``cache``, ``rpc``, ``http``, ``batch``, ``store``,
-``host``, ``observe``, ``auth``, ``metrics``, ``wan``). The defaults below are the only defaults:
+A ``Config`` is frozen data in sections (``SECTIONS``: ``cache``, ``rpc``, ``http``, ``batch``,
+``store``, ``host``, ``observe``, ``auth``, ``metrics``, ``wan``, ``faults``, ``replication``,
+``answers``, and the load generator's ``openmodel``, ``capacity``, ``day`` from
+``resolver.config_load``). The defaults below are the only defaults:
 constructors take their values from a ``Config`` and keep none of their own. Values are
 layered, later layers winning:
 
@@ -20,6 +22,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from resolver.config_load import CapacityConfig, DayConfig, OpenModelConfig  # noqa: F401
 
 MiB = 2**20
 
@@ -199,41 +203,6 @@ class FaultsConfig:
     restart_wait: float = 60.0            # s idsim fault restart waits for the host to be back
 
 
-# open-model load and capacity search (loadtest.openmodel, loadtest.capacity)
-@dataclass(frozen=True, slots=True)
-class OpenModelConfig:
-    """Open-model load (``idsim load --rate``, ``loadtest.openmodel``)."""
-    late_after: float = 0.01              # s after its intended time a start counts as late
-    max_lag: float = 2.0                  # s behind schedule a start is dropped, not sent
-    warn_share: float = 0.01              # share of late or dropped starts that gets a warning
-    seed: int = 1                         # seed of the arrival schedule (process i: seed + i)
-
-
-@dataclass(frozen=True, slots=True)
-class CapacityConfig:
-    """``idsim capacity`` (``loadtest.capacity``): a resperf-like stepped search."""
-    start_rate: float = 250.0             # req/s of the first step
-    step_rate: float = 250.0              # req/s added at each step
-    max_rate: float = 20000.0             # req/s where the search stops even if all held
-    step_seconds: float = 5.0             # s each step runs
-    max_error_ratio: float = 0.01         # failed (or dropped) share of starts a step may have
-    per_process: float = 4000.0           # req/s one Locust process is given before another
-
-
-# the national-day load scenario (loadtest.day, idsim load --scenario day)
-@dataclass(frozen=True, slots=True)
-class DayConfig:
-    """A day of national traffic played compressed (``loadtest.day``)."""
-    national_daily: int = 150_000_000     # resolutions a day in China's network (early 2024)
-    share: float = 0.002                  # this network's share: 300k a day, 208 req/s mean
-                                          # (~430 at the 10 am peak) at --compress 60
-    compress: float = 60.0                # the day plays in 86400/compress s, same volume
-    zipf_s: float = 1.1                   # Zipf exponent of identifiers within an enterprise
-    enterprise_s: float = 1.0             # Zipf exponent of enterprises (by size) in an industry
-    unknown_share: float = 0.05           # share of resolves for identifiers never registered
-    register_share: float = 0.01          # share of requests that register an identifier
-
-
 @dataclass(frozen=True, slots=True)
 class ReplicationConfig:
     """Mirrors following a primary's transaction log (``resolver.replication``, ``mirror``)."""
@@ -245,13 +214,23 @@ class ReplicationConfig:
     retry: float = 0.5                    # s a mirror waits after a failed call to its primary
 
 
+# a secondary node's rendered answers (resolver.answer_cache), per serving process
+@dataclass(frozen=True, slots=True)
+class AnswersConfig:
+    """Hot answers a secondary (or top-level) node keeps rendered, checked against the store
+    on every hit (``resolver.answer_cache``)."""
+    entries: int = 100_000                # 0 turns the rendered-answer cache off
+    max_bytes: int = 64 * MiB             # rendered bytes kept (plus ~360 B per entry)
+
+
 SECTIONS: dict[str, type] = {"cache": CacheConfig, "rpc": RpcConfig, "http": HttpConfig,
                              "batch": BatchConfig, "store": StoreConfig, "host": HostConfig,
                              "observe": ObserveConfig, "auth": AuthConfig,
                              "metrics": MetricsConfig, "wan": WanConfig,
                              "faults": FaultsConfig,
                              "openmodel": OpenModelConfig, "capacity": CapacityConfig,
-                             "day": DayConfig, "replication": ReplicationConfig}
+                             "day": DayConfig, "replication": ReplicationConfig,
+                             "answers": AnswersConfig}  # resolver.answer_cache
 DEFAULT_SOURCE = "default"
 
 
@@ -282,6 +261,7 @@ class Config:
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
     day: DayConfig = field(default_factory=DayConfig)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    answers: AnswersConfig = field(default_factory=AnswersConfig)  # resolver.answer_cache
     # "section.key" -> the layer that set it; keys absent here are defaults
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 

@@ -20,13 +20,15 @@ from typing import Awaitable, Callable, Iterable
 from resolver import auth, errors, identifiers, overlay, records, writes
 from resolver import templates as industry_templates
 from resolver import replication  # the mirrors' RPC methods (rpc_handlers)
+from resolver.answer_cache import AnswerCache
 from resolver.authority import Authority, prefix_above, prefix_record
 from resolver.clock import SYSTEM, Clock
 from resolver.config import Config
 from resolver.identifiers import Handle
 from resolver.locks import KeyLocks
-from resolver.population import Population, Record, SyntheticAnswer
+from resolver.population import Population
 from resolver.ratelimit import LoginLimits
+from resolver.reads import Reads
 from resolver.records import Value
 from resolver.roles import Role
 from resolver.rpc_auth import Method, text_param
@@ -52,7 +54,7 @@ class Credentials:
     secret: str
 
 
-class SecondaryNode:
+class SecondaryNode(Reads):
     role = Role.SECONDARY
 
     def __init__(self, name: str, store: RecordStore, homed: Iterable[str],
@@ -84,6 +86,9 @@ class SecondaryNode:
         # industry templates a prefix may opt into strictly (resolver.templates)
         self.population = population
         self.templates = templates or {}
+        # rendered answers (resolver.answer_cache); none for a network store (read by awaiting)
+        self.answers = (AnswerCache(self.config.answers, store.get, case_sensitive)
+                        if self._get_async is None and self.config.answers.entries else None)
 
     # ---------------------------------------------------------------- naming
     def parse(self, text: str) -> Handle:
@@ -106,38 +111,7 @@ class SecondaryNode:
                                      handle=handle.text)
 
     # ---------------------------------------------------------------- reads
-    def lookup(self, handle: Handle) -> bytes:
-        """The stored record bytes; HandleError 301 or 100 otherwise."""
-        self.check_homed(handle)
-        return self._found(handle, self.store.get(handle.key))
-
-    def _found(self, handle: Handle, data: bytes | None) -> bytes:
-        self.stats["resolutions"] += 1
-        return data if data else self.synthetic(handle, data).data()
-
-    def cached(self, text: str) -> None:
-        """Nothing is cached here: the store is the answer (see RecursiveNode.cached)."""
-        return None
-
-    async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
-        """As ``lookup``; the interface every role shares (``fresh`` matters to caches only).
-        A network store's read is awaited, not blocked on."""
-        self.check_homed(handle)
-        get_async = self._get_async
-        data = self.store.get(handle.key) if get_async is None else await get_async(handle.key)
-        self.stats["resolutions"] += 1
-        return (records.Answer(data) if data
-                else SyntheticAnswer(self.synthetic(handle, data)))
-
-    def synthetic(self, handle: Handle, stored: bytes | None) -> Record:
-        """With nothing (or a tombstone) *stored*: the population's record, else HandleError
-        100 (``resolver.overlay``)."""
-        found = overlay.synthetic(self.population, handle.key, stored)
-        if found is None:
-            raise errors.HandleError(errors.HANDLE_NOT_FOUND, "Handle not found",
-                                     handle=handle.text)
-        return found
-
+    # lookup, cached, resolve, public_record, synthetic: resolver.reads (Reads)
     def read(self, key: bytes) -> tuple[bytes | None, bytes | None]:
         """(stored bytes, the record served): what a write replaces (``resolver.overlay``)."""
         stored = self.store.get(key)
@@ -331,7 +305,7 @@ class SecondaryNode:
         what an anonymous HTTP GET here shows (``records.public_record``): hidden values are read
         with credentials at this node's own HTTP port, never through another node."""
         def resolve(caller, text) -> bytes:
-            return records.public_record(self.lookup(self.parse(text_param(text, "handle"))))
+            return self.public_record(text_param(text, "handle"))
 
         async def resolve_remote(caller, text) -> bytes:  # a network store: awaited
             return records.public_record((await self.resolve(self.parse(text_param(text, "handle")))).data)

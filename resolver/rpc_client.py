@@ -13,14 +13,14 @@ challenge and checks the server's proof (the handshake is part of connecting, un
 the cluster. Answers larger than ``max_answer`` close the connection.
 
 Invariants: every failure to reach the peer (refused, timed out, lost with calls pending,
-malformed answer, client closed) raises ``PeerUnavailable`` (a refused handshake too); an error answered by the peer
-raises the ``HandleError`` it carries; concurrent callers share one connect attempt; within
-``retry_after`` of a failed connect calls fail at once without trying again; with a ``link``
-(``resolver.link``, the WAN model) each call sleeps its modelled delays both ways within its
-timeout and a connect pays its round trips, without one nothing is added; a connection
-idle for half the server's ``idle_timeout`` is replaced before a call (the server may be
-closing it just then); a call never
-leaves its msgid pending after it returns or raises.
+malformed answer, client closed, a refused handshake) raises ``PeerUnavailable``; an error
+answered by the peer raises the ``HandleError`` it carries; concurrent callers share one
+connect attempt; within ``retry_after`` of a failed connect calls fail at once without trying
+again; with a ``link`` (``resolver.link``, the WAN model) each call sleeps its modelled delays
+both ways within its timeout and a connect pays its round trips, without one nothing is added;
+a connection idle for half the server's ``idle_timeout`` is replaced before a call (the server
+may be closing it just then); a call never leaves its msgid pending after it returns or
+raises. A call costs no timer of its own: each connection keeps one, at its oldest deadline.
 """
 from __future__ import annotations
 
@@ -33,15 +33,15 @@ from .config import RpcConfig
 from .errors import HandleError, PeerUnavailable
 from .link import Link
 from .rpc_auth import CHALLENGE, HELLO, REFUSED, WELCOME, Trust
-from .rpc_wire import (MSGID_MASK, NOTIFY, REQUEST, RESPONSE, Malformed, Stream, log,
-                       rebuild_error, set_nodelay)
+from .rpc_wire import (MSGID_MASK, NOTIFY, REQUEST, RESPONSE, Deadlines, Malformed, Stream,
+                       log, rebuild_error, set_nodelay)
 
 __all__ = ["RpcClient"]
 
 
 class _ClientConnection(Stream):
     __slots__ = ("_client", "pending", "lost", "_closed", "ready", "_proven", "_nonce",
-                 "_server", "last")
+                 "_server", "last", "deadlines")
 
     def __init__(self, client: "RpcClient"):
         super().__init__(client.config.max_answer)
@@ -55,6 +55,9 @@ class _ClientConnection(Stream):
         self._nonce = b""
         self._server: tuple[str, bytes] | None = None  # (name, nonce) from its challenge
         self.last = client._clock()  # the last byte in or out (see RpcClient.call)
+        # each call's deadline (one timer for all: rpc_wire.Deadlines)
+        self.deadlines = Deadlines(client._clock, lambda method: PeerUnavailable(
+            f"{client.address} did not answer {method} within {client.config.timeout}s"))
         if self._proven:
             self.ready.set_result(None)
 
@@ -71,6 +74,7 @@ class _ClientConnection(Stream):
     def _drop(self, why: str) -> None:
         """Mark this connection dead and fail every call still waiting on it."""
         self.lost = True
+        self.deadlines.clear()
         client = self._client
         if client._conn is self:
             client._conn = None
@@ -260,23 +264,23 @@ class RpcClient:
     # -- calls
 
     async def call(self, method: str, *params: Any) -> Any:
-        """``_call``, timed for ``observer`` when one is set."""
+        """The peer's answer to ``method(*params)``, timed for ``observer`` when one is set."""
         observer = self.observer
         if observer is None:
-            return await self._call(method, *params)
+            return await self._call(method, params)
         start, failed = self._clock(), False
         try:
-            return await self._call(method, *params)
+            return await self._call(method, params)
         except PeerUnavailable:
             failed = True
             raise
         finally:
             observer(method, self._clock() - start, failed)
 
-    async def _call(self, method: str, *params: Any) -> Any:
+    async def _call(self, method: str, params: tuple) -> Any:
         conn = self._conn
+        now = self._clock()
         if conn is not None:
-            now = self._clock()
             if now - conn.last >= self.config.idle_timeout / 2:
                 # the server may be closing it as idle right now: a call sent there would be
                 # lost with it, so a connection idle that long is replaced first
@@ -287,23 +291,24 @@ class RpcClient:
                 conn.last = now
         if conn is None:
             conn = await self._connection()
+            now = self._clock()
         msgid = self._next_id
         pending = conn.pending
         while msgid in pending:  # only after a wrap with a call 2**32 ids old still open
             msgid = (msgid + 1) & MSGID_MASK
         self._next_id = (msgid + 1) & MSGID_MASK
         data = conn.packer.pack([REQUEST, msgid, method, params])
-        fut = asyncio.get_running_loop().create_future()
+        fut = conn._loop.create_future()
         pending[msgid] = fut
-        timer = self._clock.call_later(self.config.timeout, self._expire, fut, method)
-        link = self.link
+        conn.deadlines.watch(now + self.config.timeout, fut, method)
         try:
-            if link is None:
+            if self.link is None:
                 conn.send(data)
                 return await fut
-            return await self._over_link(link, conn, data, fut)
+            return await self._over_link(self.link, conn, data, fut)
         finally:
-            timer.cancel()
+            if not fut.done():  # cancelled, or the link failed: the deadline passes it by
+                fut.cancel()
             if pending.get(msgid) is fut:
                 del pending[msgid]
 
@@ -322,11 +327,6 @@ class RpcClient:
         await link.before_deliver(len(result) if isinstance(result, (bytes, str)) else 0,
                                   deadline)
         return result
-
-    def _expire(self, fut: asyncio.Future, method: str) -> None:
-        if not fut.done():
-            fut.set_exception(PeerUnavailable(
-                f"{self.address} did not answer {method} within {self.config.timeout}s"))
 
     def notify(self, method: str, *params: Any) -> None:
         """Send a notification; nothing comes back, failures to reach the peer are dropped."""

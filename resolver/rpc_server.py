@@ -236,12 +236,13 @@ class _ServerConnection(Stream):
         try:
             result = await awaitable
         except Exception as exc:
+            result, error = None, error_field(exc)
             self._failed(method, exc)
-            if msgid is not None:
-                self._send(msgid, error_field(exc), None)
-            return
+        else:
+            error = None
+        self._last = self._server.clock()  # an answer going out later than the request came
         if msgid is not None:
-            self._send(msgid, None, result)
+            self._send(msgid, error, result)
 
     def _send(self, msgid, error, result):
         transport = self.transport
@@ -253,8 +254,7 @@ class _ServerConnection(Stream):
             self._server.warn("rpc: cannot encode answer to msgid %s", msgid, exc_info=exc,
                               level=logging.ERROR)
             data = self.packer.pack([RESPONSE, msgid, error_field(exc), None])
-        self._last = self._server.clock()
-        self.send(data)
+        self.send(data)  # the time of this output: set by data_received or _finish
 
 
 class RpcServer:

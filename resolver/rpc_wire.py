@@ -14,21 +14,24 @@ a message larger than the configured ``max_message`` is never decoded (the unpac
 ``Lengths`` walks the headers of a message that has not fully arrived, so a length header
 declaring more than the cap (a 4 GiB bin, say) is refused at once instead of holding the
 connection while it waits; ``Throttle`` bounds the warning lines a stream of bad input can
-write (a burst per window, then one line saying how many were left out).
+write (a burst per window, then one line saying how many were left out); ``Deadlines`` fails
+each call still unanswered at its deadline with one timer for all of a connection's calls.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
-from typing import Any
+from collections import deque
+from typing import Any, Callable
 
 import msgpack
 
 from .errors import ERROR, HandleError
 
 __all__ = ["REQUEST", "RESPONSE", "NOTIFY", "MSGID_MASK", "PLAIN", "Malformed", "Stream",
-           "Lengths", "Throttle", "error_field", "rebuild_error", "set_nodelay", "log"]
+           "Lengths", "Throttle", "Deadlines", "error_field", "rebuild_error", "set_nodelay",
+           "log"]
 
 # One logger for both ends, so ``resolver.rpc`` names every RPC log line.
 log = logging.getLogger("resolver.rpc")
@@ -147,6 +150,47 @@ class Throttle:
         self._used += 1
         dropped, self.dropped = self.dropped, 0
         return dropped
+
+
+class Deadlines:
+    """Futures failed at their deadline unless done by then, watched in deadline order (every
+    call waits as long, so the order made): one ``clock`` timer, at the oldest deadline,
+    instead of one per call. ``error(what)`` is the exception a future gets. Each ``watch``
+    first drops the answered calls at the head (O(1) amortised), so the queue holds the
+    calls in flight, and at most those of one timeout behind a slow one."""
+
+    __slots__ = ("_clock", "_error", "_queue", "_timer")
+
+    def __init__(self, clock, error: Callable[[str], BaseException]) -> None:
+        self._clock, self._error = clock, error
+        self._queue: deque[tuple[float, asyncio.Future, str]] = deque()
+        self._timer = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def watch(self, deadline: float, fut: asyncio.Future, what: str) -> None:
+        queue = self._queue
+        while queue and queue[0][1].done():
+            queue.popleft()
+        queue.append((deadline, fut, what))
+        if self._timer is None:
+            self._timer = self._clock.call_later(deadline - self._clock(), self._due)
+
+    def _due(self) -> None:
+        queue, now = self._queue, self._clock()
+        while queue and (queue[0][1].done() or queue[0][0] <= now):
+            _, fut, what = queue.popleft()
+            if not fut.done():
+                fut.set_exception(self._error(what))
+        self._timer = self._clock.call_later(queue[0][0] - now, self._due) if queue else None
+
+    def clear(self) -> None:
+        """Stop watching (the futures are failed or answered elsewhere)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._queue.clear()
 
 
 def _packer() -> msgpack.Packer:

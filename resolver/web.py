@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from resolver import dashboard, errors, health, metrics, openapi, records
+from resolver import dashboard, errors, health, metrics, openapi, record_input, records
 from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_params,
                                  json_body, parse_lookup, read_body)
 from resolver.http_output import answer, error_answer, record_json
@@ -49,7 +49,7 @@ async def get_handle(node, request: web.BaseRequest) -> web.Response:
     plain = not request.query_string and "Authorization" not in request.headers
     as_json = MSGPACK not in request.headers.get("Accept", "")
     if plain and as_json:
-        ans = node.cached(text)  # the warm path of a recursive node
+        ans = node.cached(text)  # the warm path: a recursive node's cache, a secondary's answers
         if ans is not None:
             return record_json(text, ans)
     handle = parse_lookup(node, text)
@@ -79,7 +79,7 @@ async def put_handle(node, request: web.BaseRequest) -> web.Response:
     indexes = int_params(request, "index")
     doc = await json_body(request, node.config.http)
     try:
-        values = records.values_from_json(doc, now=int(node.clock()),
+        values = record_input.values_from_json(doc, now=int(node.clock()),
                                           max_data=node.config.http.max_value_data)
     except errors.HandleError as exc:
         raise exc.with_handle(handle.text) from None

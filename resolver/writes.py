@@ -2,7 +2,7 @@
 the strict-template check, and batch registration (``SecondaryNode.register_many``).
 
 A record is handled as the rows it is stored as (``[index, type, format, value, ttl, ts,
-perms]``, ``records.rows_from_json``): validation writes them, these functions complete them
+perms]``, ``record_input.rows_from_json``): validation writes them, these functions complete them
 (in place) and ``records.encode_rows`` packs them, with no ``Value`` object on the way.
 
 Invariants: nothing here weakens a check of the single-write path; a batch answers one result
@@ -17,7 +17,7 @@ per process; an insert-if-absent in the store's commit would close that window).
 """
 from __future__ import annotations
 
-from resolver import auth, errors, identifiers, overlay, records
+from resolver import auth, errors, identifiers, overlay, record_input, records
 from resolver import templates as industry_templates
 from resolver.identifiers import Handle
 from resolver.records import Value
@@ -105,7 +105,7 @@ async def register_many(node, items: list[tuple[object, object]], *,
                                  f"got {len(items)}", status=413)
     now = int(node.clock())
     max_data = node.config.http.max_value_data
-    parse, homes, rows_from_json = node.parse, node.homes, records.rows_from_json
+    parse, homes, rows_from_json = node.parse, node.homes, record_input.rows_from_json
     results: list[dict] = []
     todo: dict[bytes, tuple[int, Handle, str, bool, list[list]]] = {}
     for pos, (text, doc) in enumerate(items):

@@ -14,7 +14,7 @@ import tracemalloc
 import msgpack
 import pytest
 
-from resolver import records
+from resolver import record_input, records
 from resolver.cache import TTLCache
 from topology import demo
 
@@ -22,7 +22,7 @@ NOW = 1795402493
 
 
 def stored(handle: str, values: list[dict]) -> bytes:
-    return records.encode(handle, records.values_from_json({"values": values}, now=NOW))
+    return records.encode(handle, record_input.values_from_json({"values": values}, now=NOW))
 
 
 SECRET = {"index": 300, "type": "HS_SECKEY", "data": "hunter2", "permissions": "1100"}
@@ -66,7 +66,7 @@ def test_a_cached_answer_costs_under_one_kib():
     answer kept the stored bytes beside the JSON."""
     n = 20_000
     items = demo.demo_batch("88.118.8", 0, n)
-    rows = [records.values_from_json(d, now=NOW) for _, d in items]
+    rows = [record_input.values_from_json(d, now=NOW) for _, d in items]
     gc.collect()
     tracemalloc.start()
     try:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import RawTestServer, TestClient
 
 from conftest import (ENT8, ENT8_SECRET, ENT9, ENT9_SECRET, NODE_ADMIN_SECRET, admin_headers,
                       auth_headers, ent8_headers)
-from resolver import auth, errors, records, server
+from resolver import auth, errors, record_input, server
 from resolver.cache import TTLCache, negative_size
 from resolver.clock import FakeClock
 from resolver.config import AuthConfig, Config
@@ -344,12 +344,12 @@ async def test_a_value_at_the_cap_is_stored(client):
 
 def test_value_data_cap_is_413_naming_the_value():
     doc = [value(), {"index": 2, "type": "BLOB", "data": "x" * 1000}]
-    assert len(records.values_from_json(doc, now=0, max_data=1000)) == 2
+    assert len(record_input.values_from_json(doc, now=0, max_data=1000)) == 2
     with pytest.raises(errors.HandleError) as info:
-        records.values_from_json(doc, now=0, max_data=999)
+        record_input.values_from_json(doc, now=0, max_data=999)
     assert (info.value.code, info.value.status) == (errors.INVALID_VALUE, 413)
     assert "values[1].data is 1000 bytes" in info.value.message
-    assert records.data_size("产品") == 6 and records.data_size({"a": 1}) == 4
+    assert record_input.data_size("产品") == 6 and record_input.data_size({"a": 1}) == 4
 
 
 @pytest.mark.parametrize("query", ["index=99999999999", "index=-2147483649",

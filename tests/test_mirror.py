@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import RawTestServer, TestClient
 
 from conftest import basic_token
-from resolver import auth, errors, records, server
+from resolver import auth, errors, record_input, server
 from resolver.config import Config, HttpConfig
 from resolver.identifiers import make_key
 from resolver.mirror import MirrorNode, WriteRefused
@@ -72,7 +72,7 @@ class Pair:
 
     async def write(self, text: str, url: str) -> None:
         handle = self.primary.parse(text)
-        values = records.values_from_json([{"index": 1, "type": "URL",
+        values = record_input.values_from_json([{"index": 1, "type": "URL",
                                             "data": {"format": "string", "value": url}}],
                                           now=0, max_data=1 << 16)
         await self.primary.put(handle, values, identity=ADMIN)

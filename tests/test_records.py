@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resolver import errors, records
-from resolver.records import Value, values_from_json
+from resolver import errors, record_input, records
+from resolver.record_input import values_from_json
+from resolver.records import Value
 
 NOW = 1_700_000_000
 # 2026-11-23T02:54:53Z, the timestamp of the values in shared/reference/handle-rest-9.3.1.txt
@@ -393,7 +394,7 @@ def test_a_cached_answer_costs_what_it_says():
     from topology import demo
 
     items = demo.demo_batch("88.118.8", 0, 2000)
-    datas = [records.encode(h, records.values_from_json(d, now=1795402493)) for h, d in items]
+    datas = [records.encode(h, record_input.values_from_json(d, now=1795402493)) for h, d in items]
     gc.collect()
     tracemalloc.start()
     try:

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from aiohttp.test_utils import RawTestServer, TestClient
 
-from resolver import auth, errors, records
+from resolver import auth, errors, record_input, records
 from resolver.auth import Identity
 from resolver.identifiers import parse
 from resolver.nodes import SecondaryNode
@@ -63,7 +63,7 @@ def test_templates_round_trip_through_toml_and_bad_ones_are_named() -> None:
 
 def test_demo_records_follow_the_enterprise_template() -> None:
     template = CATALOGUE["automotive"]
-    values = records.values_from_json(demo.demo_values("88.101.1", 7, template), now=0)
+    values = record_input.values_from_json(demo.demo_values("88.101.1", 7, template), now=0)
     check(template, values, "88.101.1/SN000000007")  # passes strict mode
     types = [v.type for v in values]
     assert types[:2] == ["URL", "CHECKSUM"] and types[-1] == "HS_ADMIN"
@@ -81,7 +81,7 @@ def test_demo_records_follow_the_enterprise_template() -> None:
                  for v in vs], "part_number", "non-empty"),
 ])
 def test_check_names_the_missing_or_mistyped_field(change, field, why) -> None:
-    values = records.values_from_json(change(GOOD), now=0)
+    values = record_input.values_from_json(change(GOOD), now=0)
     with pytest.raises(errors.HandleError) as info:
         check(CATALOGUE["automotive"], values, "88.101.1/X")
     assert info.value.status == 400 and f"'{field}'" in info.value.message

@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import RawTestServer, TestClient
 
 from conftest import ENT8, ENT8_SECRET, NODE_ADMIN_SECRET, ent8_headers
-from resolver import auth, errors, identifiers, records, server
+from resolver import auth, errors, identifiers, record_input, records, server
 from resolver.config import Config
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
@@ -238,12 +238,12 @@ async def test_concurrent_batches_from_two_processes_on_one_lmdb_all_land(tmp_pa
 def test_rows_from_json_gives_the_rows_values_from_json_stores():
     doc = good_items(1)[0]["values"] + [{"index": 9, "type": "HS_VLIST", "data": {
         "format": "vlist", "value": [{"handle": "0.NA/88.118.8", "index": "300"}]}}]
-    rows = records.rows_from_json(doc, now=NOW)
-    assert rows == [v.to_row() for v in records.values_from_json(doc, now=NOW)]
+    rows = record_input.rows_from_json(doc, now=NOW)
+    assert rows == [v.to_row() for v in record_input.values_from_json(doc, now=NOW)]
     assert records.encode_rows("88.118.8/X", list(reversed(rows))) == records.encode(
-        "88.118.8/X", records.values_from_json(doc, now=NOW))
+        "88.118.8/X", record_input.values_from_json(doc, now=NOW))
     with pytest.raises(errors.HandleError) as info:
-        records.rows_from_json([URL, {**URL, "type": "URL\u2028"}], now=NOW)
+        record_input.rows_from_json([URL, {**URL, "type": "URL\u2028"}], now=NOW)
     assert "values[1].type must not contain control characters" in info.value.message
 
 

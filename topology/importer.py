@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 
 import orjson
 
-from resolver import auth, errors, identifiers, records
+from resolver import auth, errors, identifiers, record_input
 from resolver.config import Config
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
@@ -107,7 +107,7 @@ class Checker:
         node = self.node
         handle = node.parse(text)
         node.check_homed(handle)
-        values = records.values_from_json(doc, now=self.now,
+        values = record_input.values_from_json(doc, now=self.now,
                                           max_data=node.config.http.max_value_data)
         return handle.key, node._encode(handle.text, node._prepare(handle, values, self.admin))
 
