@@ -185,11 +185,22 @@ def cache_rows(caches) -> list[tuple[str, int, int, int, int, int]]:
     ]
 
 
+def rendered_rows(answers) -> list[tuple[str, int, int, int, int, int]]:
+    """The same row for a secondary (or top-level) node's rendered answers
+    (``resolver.answer_cache``; "stale_served" is 0: an entry the store no longer matches is
+    dropped, never served)."""
+    if answers is None:
+        return []
+    return [("rendered", len(answers), answers.hits + answers.misses + answers.stale,
+             answers.hits, 0, answers.evicted)]
+
+
 def snapshot(node, requests: RequestStats) -> dict:
     """This process's counters of ``node`` as plain data (what ``metrics_share`` exchanges)."""
     upstream = getattr(node, "upstream", None)
     return {"requests": requests.state(),
-            "caches": cache_rows(getattr(node, "caches", None)),
+            "caches": (cache_rows(getattr(node, "caches", None))
+                       + rendered_rows(getattr(node, "answers", None))),
             "upstream": upstream.state() if upstream is not None else [],
             "resilience": resilience_rows(node)}
 

@@ -125,6 +125,20 @@ async def test_cache_and_upstream_counters_follow_hits_and_misses(net: Net) -> N
     assert moved("idsim_upstream_failures_total", peer=node) == 0
 
 
+async def test_a_secondarys_rendered_answers_are_counted(net: Net) -> None:
+    """The secondary node's rendered-answer cache (resolver.answer_cache) shows in the same
+    families as the recursive node's caches, as cache="rendered"."""
+    url, handle = net.node_url(ENT), f"{ENT}/{demo.suffix(3)}"
+    m0 = await scrape(net, url)
+    for _ in range(3):
+        assert (await net.get(f"{url}/api/handles/{handle}"))[0] == 200
+    m1 = await scrape(net, url)
+    moved = {n: value(m1, n, cache="rendered") - value(m0, n, cache="rendered")
+             for n in ("idsim_cache_requests_total", "idsim_cache_hits_total")}
+    assert moved == {"idsim_cache_requests_total": 3, "idsim_cache_hits_total": 2}
+    assert value(m1, "idsim_cache_entries", cache="rendered") >= 1
+
+
 async def test_errors_count_under_their_response_code(net: Net) -> None:
     url = net.node_url(ENT)
     m0 = await scrape(net, url)
