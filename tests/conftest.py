@@ -6,7 +6,6 @@ import pytest
 from aiohttp.test_utils import RawTestServer, TestClient
 
 from resolver import auth, server
-from resolver.config import HttpConfig
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
 from resolver.web import NodeAPI
@@ -52,14 +51,21 @@ async def node():
     await n.close()
 
 
+async def serve(node) -> TestClient:
+    """A started test client for ``NodeAPI(node)``, served with the limits ``server.serve``
+    gives it (the node's own ``[http]`` section)."""
+    srv = RawTestServer(NodeAPI(node), host="127.0.0.1")
+    # RawTestServer drops constructor kwargs; the server's limits go to start_server.
+    await srv.start_server(**server.server_limits(node.config.http))
+    cli = TestClient(srv)
+    await cli.start_server()
+    return cli
+
+
 @pytest.fixture
 async def client(node):
     """A test client for ``NodeAPI(node)``, served with the same limits as ``server.serve``."""
-    srv = RawTestServer(NodeAPI(node), host="127.0.0.1")
-    # RawTestServer drops constructor kwargs; the server's limits go to start_server.
-    await srv.start_server(**server.server_limits(HttpConfig()))
-    cli = TestClient(srv)
-    await cli.start_server()
+    cli = await serve(node)
     yield cli
     await cli.close()
 

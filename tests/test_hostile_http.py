@@ -14,18 +14,17 @@ import tracemalloc
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import RawTestServer, TestClient
 
 from conftest import (ENT8, ENT8_SECRET, ENT9, ENT9_SECRET, NODE_ADMIN_SECRET, admin_headers,
-                      auth_headers, ent8_headers)
-from resolver import auth, errors, record_input, server
+                      auth_headers, ent8_headers, serve)
+from resolver import auth, errors, record_input
 from resolver.cache import TTLCache, negative_size
 from resolver.clock import FakeClock
 from resolver.config import AuthConfig, Config
 from resolver.nodes import SecondaryNode
 from resolver.ratelimit import LoginLimits, RateLimited
 from resolver.store import open_store
-from resolver.web import NodeAPI, location
+from resolver.web import location
 
 JSON_CT = "application/json;charset=utf-8"
 I8 = auth.parse_identity(ENT8)
@@ -147,12 +146,6 @@ def test_limiter_memory_is_bounded():
 
 # ------------------------------------------------------------------ the limiter over HTTP
 
-async def serve(node: SecondaryNode) -> TestClient:
-    srv = RawTestServer(NodeAPI(node), host="127.0.0.1")
-    await srv.start_server(**server.server_limits(node.config.http))
-    cli = TestClient(srv)
-    await cli.start_server()
-    return cli
 
 
 @pytest.fixture

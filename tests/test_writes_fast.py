@@ -14,15 +14,14 @@ from concurrent.futures import ProcessPoolExecutor
 
 import msgpack
 import pytest
-from aiohttp.test_utils import RawTestServer, TestClient
+from aiohttp.test_utils import TestClient
 
-from conftest import ENT8, ENT8_SECRET, NODE_ADMIN_SECRET, ent8_headers
-from resolver import auth, errors, identifiers, record_input, records, server
+from conftest import ENT8, ENT8_SECRET, NODE_ADMIN_SECRET, ent8_headers, serve
+from resolver import auth, errors, identifiers, record_input, records
 from resolver.config import Config
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
 from resolver.store.lmdb import LmdbStore
-from resolver.web import NodeAPI
 
 NOW = 1_795_402_493
 MSGPACK = "application/msgpack"
@@ -39,12 +38,6 @@ async def make_node(config: Config | None = None, store=None) -> SecondaryNode:
     return node
 
 
-async def serve(node: SecondaryNode) -> TestClient:
-    srv = RawTestServer(NodeAPI(node), host="127.0.0.1")
-    await srv.start_server(**server.server_limits(node.config.http))
-    cli = TestClient(srv)
-    await cli.start_server()
-    return cli
 
 
 async def post_msgpack(cli: TestClient, doc, *, accept: str = MSGPACK):
