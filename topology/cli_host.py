@@ -31,7 +31,7 @@ from pathlib import Path
 
 from resolver.config import write_toml
 from resolver.roles import Role
-from resolver.rpc_auth import role_of
+from resolver.rpc_auth import primary_of, role_of
 from topology.cli_client import DEFAULT_DATA, UserError
 from topology.cli_config import add_config_args, effective_config
 
@@ -80,9 +80,17 @@ def share_names(topo, spec: str) -> list[str]:
 
 def share_plan(names: list[str]) -> list[list[str]]:
     """Host processes for a share: each recursive node alone, the other nodes together (so
-    the top-level and a recursive node never share a process, as in ``cluster.plan_workers``)."""
-    rest = [n for n in names if role_of(n) != Role.RECURSIVE]
-    return [[n] for n in names if role_of(n) == Role.RECURSIVE] + ([rest] if rest else [])
+    the top-level and a recursive node never share a process, as in ``cluster.plan_workers``),
+    but mirrors apart from their primaries (as ``topology.mirrors.plan``): each standby
+    top-level node alone, the secondary nodes' mirrors together in one more process."""
+    def kind(n: str) -> str:  # issue 11: a process lost must not lose a primary and its mirror
+        role = role_of(n)
+        if role == Role.MIRROR:
+            return "standby" if primary_of(n) == Role.TOP.value else "mirror"
+        return "alone" if role == Role.RECURSIVE else "rest"
+    rest, mirrors = ([n for n in names if kind(n) == k] for k in ("rest", "mirror"))
+    return ([[n] for n in names if kind(n) == "alone"] + ([rest] if rest else [])
+            + [[n] for n in names if kind(n) == "standby"] + ([mirrors] if mirrors else []))
 
 
 def shared_logins(topo, data: Path, names: list[str], make: bool) -> None:

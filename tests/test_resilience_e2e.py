@@ -1,0 +1,77 @@
+"""Issue 11's "Done when", scaled down for CI: ``benchmarks/resilience.py``'s five
+measurements (imported, one way to measure), each asserting the issue's threshold.
+
+Two ``idsim up --preset mini --mirrors --workers 4`` clusters on free ports below 32768, with
+short TTLs (answers 2 s, delegations 3 s): one restarting killed processes (writes across a
+SIGKILL of 88.118; warm identifiers while 88.118 is SIGKILLed every 2 s for 12 s), one
+keeping them down (never-resolved identifiers of a killed 88.118, from its mirror; the
+top-level node down past the delegation TTL). Then the mirror lag at 300 writes/s. "Killed"
+is ``idsim fault kill`` (SIGKILL of the node's host process). Bounded: every wait polls up to
+a deadline; the only timed wait is the delegation TTL running out (wall clock, which a
+cluster of processes cannot fake); each cluster is stopped in ``finally``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import resilience as res
+
+pytestmark = pytest.mark.timeout(240)
+
+ANSWER_TTL, DELEGATION_TTL, DEMO = 2, 3, 35
+
+
+@pytest.fixture(scope="module")
+def restarting(tmp_path_factory):
+    up = res.Up(tmp_path_factory.mktemp("res") / "restart", "restart", DEMO, ANSWER_TTL,
+                DELEGATION_TTL)
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+@pytest.fixture(scope="module")
+def keeping(tmp_path_factory):
+    up = res.Up(tmp_path_factory.mktemp("res") / "keep", "keep", DEMO, ANSWER_TTL,
+                DELEGATION_TTL)
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+def test_no_acknowledged_write_lost_across_a_primary_sigkill(restarting: res.Up) -> None:
+    r = res.writes_survive_sigkill(restarting, rate=100, seconds=3)
+    assert r["ok"], r["line"] + "\n" + restarting.output()
+
+
+def test_warm_identifiers_resolve_while_a_secondary_is_killed_again_and_again(
+        restarting: res.Up) -> None:
+    r = res.warm_under_kills(restarting, seconds=12, every=2, rate=100)
+    assert r["ok"], r["line"] + "\n" + restarting.output()
+
+
+def test_never_resolved_identifiers_of_a_killed_node_come_from_its_mirror(
+        keeping: res.Up) -> None:
+    r = res.cold_from_mirror(keeping, count=100)
+    assert r["ok"], r["line"] + "\n" + keeping.output()
+
+
+def test_top_level_node_down_past_the_delegation_ttl(keeping: res.Up) -> None:
+    r = res.top_down(keeping, DELEGATION_TTL)
+    assert r["ok"], r["line"] + "\n" + keeping.output()
+
+
+def test_mirror_lag_p99_under_a_second_while_the_primary_takes_writes() -> None:
+    r = res.mirror_lag(rate=300, seconds=3)
+    assert r["ok"], r["line"]
+
+
+def test_quick_mode_is_the_scale_these_tests_run(tmp_path: Path) -> None:
+    args = res.parser().parse_args(["--quick"])
+    vars(args).update(res.QUICK)
+    assert (args.seconds, args.every, args.cold, args.demo, args.write_rate) == (
+        12, 2, 100, DEMO, 100)
