@@ -79,3 +79,59 @@ def test_the_dashboard_lists_mirrors_as_mirrors() -> None:
         assert row.title == ("standby top-level node" if m.primary == "top"
                              else f"mirror of {m.primary}")
     assert {n.role for n in core_nodes(topo)} == {"recursive", "top"}  # none without mirrors
+
+
+async def test_the_dashboard_page_labels_a_mirror_tile(tmp_path) -> None:
+    """The page itself (headless Chromium) on a fixed data document: a mirror's tile says
+    what it follows and that it is read-only, in a group of its own."""
+    from aiohttp import web
+
+    from benchmarks.procs import free_port
+    from resolver.dashboard import asset
+    from test_dashboard import chromium_or_skip
+    chromium = chromium_or_skip()
+    from playwright.async_api import async_playwright
+
+    def node(name, role, city, title=""):
+        return {"name": name, "role": role, "city": city, "industry": "", "title": title,
+                "url": "http://127.0.0.1:1", "up": True, "ready": True, "reason": "",
+                "metrics": False, "faults": []}
+    doc = {"at": 0, "interval": None, "totals": {}, "statsAnswered": True, "refresh": 60,
+           "nodes": [node("recursive", "recursive", "Guangzhou"), node("top", "top", "Guangzhou"),
+                     node("88.118", "secondary", "Guangzhou", "Home Appliances"),
+                     node("88.118~Shanghai", "mirror", "Shanghai", "mirror of 88.118"),
+                     node("top~Nanjing", "mirror", "Nanjing", "standby top-level node")]}
+    def static(name: str, kind: str):
+        async def handler(request):
+            return web.Response(body=asset(name), content_type=kind)
+        return handler
+
+    async def data(request):
+        return web.json_response(doc)
+    app = web.Application()
+    app.router.add_get("/dashboard", static("dashboard.html", "text/html"))
+    app.router.add_get("/dashboard/dashboard.js", static("dashboard.js", "text/javascript"))
+    app.router.add_get("/dashboard/data", data)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            try:
+                page = await browser.new_page()
+                await page.goto(f"http://127.0.0.1:{port}/dashboard")
+                tile = page.locator('[data-node="88.118~Shanghai"] .ind')
+                await tile.wait_for(timeout=10_000)
+                assert await tile.text_content() == "mirror of 88.118, read-only"
+                standby = page.locator('[data-node="top~Nanjing"] .ind')
+                assert await standby.text_content() == "standby top-level node, read-only"
+                group = page.locator(".group", has=page.locator('[data-node="top~Nanjing"]'))
+                assert (await group.locator("h2").text_content()).startswith("mirrors")
+                core = page.locator(".group", has=page.locator('[data-node="recursive"]'))
+                assert await core.locator('[data-node="88.118~Shanghai"]').count() == 0
+            finally:
+                await browser.close()
+    finally:
+        await runner.cleanup()
