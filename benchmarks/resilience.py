@@ -34,171 +34,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import psutil  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import procs  # noqa: E402
-from benchmarks.network import free_preset  # noqa: E402
+from benchmarks.resilience_cluster import (CLIENT_TIMEOUT, VICTIM, Up, alive, get,  # noqa: E402
+                                           ids, put, resolves)
 from resolver import auth  # noqa: E402
 from resolver.config import Config  # noqa: E402
 from resolver.replication import digest  # noqa: E402
 from resolver.store import open_store  # noqa: E402
-from topology import demo  # noqa: E402
 
-VICTIM = "88.118"          # the secondary node killed (alone in its host process)
-READY_TIMEOUT = 120.0
-CLIENT_TIMEOUT = 10.0
-
-
-def get(url: str, timeout: float = CLIENT_TIMEOUT) -> tuple[object, dict]:
-    """(HTTP status or the exception's name, JSON body or {})."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, {}
-    except (OSError, ValueError) as exc:
-        return type(exc).__name__, {}
-
-
-def put(url: str, body: dict, authorization: str) -> object:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT", headers={
-        "Content-Type": "application/json", "Authorization": authorization})
-    try:
-        with urllib.request.urlopen(req, timeout=CLIENT_TIMEOUT) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError as exc:
-        return type(exc).__name__
-
-
-class Up:
-    """One ``idsim up --preset mini --mirrors`` launcher and its ``cluster.json``."""
-
-    def __init__(self, data: Path, on_exit: str, demo_n: int, answer_ttl: int,
-                 delegation_ttl: int) -> None:
-        self.data = data
-        port = free_preset("mini").recursive.http_port
-        sets = [f"cache.max_ttl={answer_ttl}", f"cache.site_ttl={delegation_ttl}",
-                f"cache.prefix_record_ttl={delegation_ttl}",
-                f"cache.delegation_ttl={delegation_ttl}"]
-        self.cmd = [sys.executable, "-m", "topology.cli", "up", "--preset", "mini", "--mirrors",
-                    "--workers", "4", "--port", str(port), "--data", str(data), "--demo",
-                    str(demo_n), "--on-exit", on_exit, *[a for s in sets for a in ("--set", s)]]
-        self.log = open(data.parent / f"up-{data.name}.log", "w")
-        self.proc = procs.spawn(self.cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONPATH=str(REPO)))
-        self.state = self.wait_ready()
-        self.nodes = {n["name"]: n for n in self.state["nodes"]}
-        self.rec = self.state["recursiveUrl"]
-
-    def wait_ready(self) -> dict:
-        path, deadline = self.data / "cluster.json", time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"idsim up exited {self.proc.returncode}: {self.output()}")
-            state = json.loads(path.read_text()) if path.exists() else {}
-            if state.get("launcher") == self.proc.pid:
-                return state
-            time.sleep(0.2)
-        raise RuntimeError(f"idsim up not ready in {READY_TIMEOUT:.0f} s: {self.output()}")
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        procs.stop(self.proc)
-        self.log.close()
-
-    def fault(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "topology.cli", "fault", *args, "--data",
-                               str(self.data)], cwd=REPO, capture_output=True, text=True,
-                              timeout=90, env=dict(os.environ, PYTHONPATH=str(REPO)))
-
-    def pid_of(self, node: str) -> int:
-        state = json.loads((self.data / "cluster.json").read_text())
-        return next(p["pid"] for p in state["processes"] if node in p["nodes"])
-
-    def kill(self, node: str) -> int:
-        """SIGKILL the host process of ``node`` (``idsim fault kill``), wait until it is gone.
-        A process still waiting for its restart (the supervisor's back-off) is waited for."""
-        deadline = time.monotonic() + 30
-        while not alive(pid := self.pid_of(node)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        run = self.fault("kill", node)
-        if run.returncode != 0:
-            raise RuntimeError(f"idsim fault kill {node}: {run.stdout}{run.stderr}")
-        deadline = time.monotonic() + 10
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return pid
-
-    def wait_back(self, node: str, old_pid: int, probe: str, timeout: float = 60) -> None:
-        """Until cluster.json records a new pid for ``node`` and ``probe`` (a URL) answers."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.pid_of(node) != old_pid and get(probe, 2)[0] == 200:
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{node} not back within {timeout:.0f} s: {self.output()}")
-
-    def mirror_of(self, node: str) -> dict:
-        return next(n for n in self.nodes.values() if n.get("primary") == node)
-
-    def prefixes(self, node: str | None = None) -> list[str]:
-        return [p for p in self.state["prefixes"] if node is None or p.startswith(node + ".")]
-
-    def failovers(self, to: str) -> float:
-        """The recursive node's ``idsim_failovers_total{to=...}``, summed over processes."""
-        with urllib.request.urlopen(f"{self.rec}/metrics", timeout=CLIENT_TIMEOUT) as resp:
-            text = resp.read().decode()
-        return sum(s.value for f in text_string_to_metric_families(text)
-                   for s in f.samples if s.name == "idsim_failovers_total"
-                   and s.labels.get("to") == to)
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def ids(prefixes: list[str], first: int, last: int) -> list[str]:
-    return [f"{p}/{demo.suffix(i)}" for p in prefixes for i in range(first, last)]
-
-
-def resolves(up: Up, handles: list[str], workers: int = 4) -> int:
-    """How many of ``handles`` resolve (200, the right handle) through the recursive node."""
-    def one(h: str) -> bool:
-        status, body = get(f"{up.rec}/api/handles/{h}")
-        return status == 200 and body.get("handle") == h
-    with ThreadPoolExecutor(workers) as pool:
-        return sum(pool.map(one, handles))
+__all__ = ["Up", "QUICK", "parser", "warm_under_kills", "cold_from_mirror", "top_down",
+           "mirror_lag", "writes_survive_sigkill"]
 
 
 def figure(name: str, value: float, threshold: str, ok: bool, params: str, detail: str) -> dict:
@@ -251,7 +107,8 @@ def warm_under_kills(up: Up, seconds: float, every: float, rate: float) -> dict:
                   share >= 99.9 and len(results) > 0,
                   f"--seconds {seconds:g} --every {every:g} --rate {rate:g}",
                   f"({ok}/{len(results)} resolved; {len(warm)} identifiers; {kills} SIGKILLs "
-                  f"of {VICTIM}, {ticks - kills} times still down from the last one; failovers to the mirror +{from_mirror:g})")
+                  f"of {VICTIM}, {ticks - kills} times still down from the last one; "
+                  f"failovers to the mirror +{from_mirror:g})")
 
 
 def cold_from_mirror(up: Up, count: int) -> dict:

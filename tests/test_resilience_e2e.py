@@ -12,15 +12,15 @@ cluster of processes cannot fake); each cluster is stopped in ``finally``.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from benchmarks import resilience as res
 
 pytestmark = pytest.mark.timeout(240)
 
-ANSWER_TTL, DELEGATION_TTL, DEMO = 2, 3, 35
+ANSWER_TTL, DELEGATION_TTL = 2, 3
+Q = res.QUICK  # the scale of ``python benchmarks/resilience.py --quick``
+DEMO = int(Q["demo"])
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +44,19 @@ def keeping(tmp_path_factory):
 
 
 def test_no_acknowledged_write_lost_across_a_primary_sigkill(restarting: res.Up) -> None:
-    r = res.writes_survive_sigkill(restarting, rate=100, seconds=3)
+    r = res.writes_survive_sigkill(restarting, Q["write_rate"], Q["write_seconds"])
     assert r["ok"], r["line"] + "\n" + restarting.output()
 
 
 def test_warm_identifiers_resolve_while_a_secondary_is_killed_again_and_again(
         restarting: res.Up) -> None:
-    r = res.warm_under_kills(restarting, seconds=12, every=2, rate=100)
+    r = res.warm_under_kills(restarting, Q["seconds"], Q["every"], rate=100)
     assert r["ok"], r["line"] + "\n" + restarting.output()
 
 
 def test_never_resolved_identifiers_of_a_killed_node_come_from_its_mirror(
         keeping: res.Up) -> None:
-    r = res.cold_from_mirror(keeping, count=100)
+    r = res.cold_from_mirror(keeping, int(Q["cold"]))
     assert r["ok"], r["line"] + "\n" + keeping.output()
 
 
@@ -66,12 +66,6 @@ def test_top_level_node_down_past_the_delegation_ttl(keeping: res.Up) -> None:
 
 
 def test_mirror_lag_p99_under_a_second_while_the_primary_takes_writes() -> None:
-    r = res.mirror_lag(rate=300, seconds=3)
+    r = res.mirror_lag(Q["lag_rate"], Q["lag_seconds"])
     assert r["ok"], r["line"]
 
-
-def test_quick_mode_is_the_scale_these_tests_run(tmp_path: Path) -> None:
-    args = res.parser().parse_args(["--quick"])
-    vars(args).update(res.QUICK)
-    assert (args.seconds, args.every, args.cold, args.demo, args.write_rate) == (
-        12, 2, 100, DEMO, 100)
