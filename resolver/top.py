@@ -186,15 +186,19 @@ class TopNode(SecondaryNode):
             for key, (prefix, handle) in todo.items():
                 current = self.values_of(handle.text)
                 new += current is None
+                here = dataclasses.replace(where, prefix=prefix)
+                if (current is not None and site_of(prefix, current) == here
+                        and any(v.type == "HS_ADMIN" for v in current)):
+                    continue  # as it was (a node's restart): no write, nothing to replicate
                 values = [v for v in current or () if v.type != "HS_SITE"]
                 if not any(v.type == "HS_ADMIN" for v in values):
                     values.append(records.admin_value(
                         f"{identifiers.NA_PREFIX}/{code}", ADMIN_GROUP_INDEX,
                         index=_free_index(values, records.ADMIN_INDEX), timestamp=now))
-                values = site_values(dataclasses.replace(where, prefix=prefix), values, ttl=ttl,
-                                     now=now)
+                values = site_values(here, values, ttl=ttl, now=now)
                 writes.append((key, records.encode(handle.text, values)))
-            await self._store(writes)
+            if writes:
+                await self._store(writes)
         return new
 
     def enterprises(self) -> int:

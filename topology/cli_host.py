@@ -32,7 +32,7 @@ from pathlib import Path
 
 from resolver.config import write_toml
 from resolver.roles import Role
-from resolver.rpc_auth import role_of
+from resolver.rpc_auth import primary_of, role_of
 from topology.cli_client import DEFAULT_DATA, UserError
 from topology.cli_config import add_config_args, effective_config
 
@@ -85,10 +85,19 @@ def share_names(topo, spec: str) -> list[str]:
 def share_plan(names: list[str], processes: int = 1) -> list[list[str]]:
     """Host processes for a share: each recursive node alone, the other nodes together (so
     the top-level and a recursive node never share a process, as in ``cluster.plan_workers``),
-    each group in ``processes`` processes sharing its ports (the copies after the first round)."""
-    rest = [n for n in names if role_of(n) != Role.RECURSIVE]
-    plan = [[n] for n in names if role_of(n) == Role.RECURSIVE] + ([rest] if rest else [])
-    return plan * max(1, processes)
+    each group in ``processes`` processes sharing its ports (the copies after the first round),
+    but mirrors apart from their primaries and in one process each (one follower applies a
+    mirror's log; as ``topology.mirrors.plan``): each standby top-level node alone, the
+    secondary nodes' mirrors together in one more process."""
+    def kind(n: str) -> str:  # issue 11: a process lost must not lose a primary and its mirror
+        role = role_of(n)
+        if role == Role.MIRROR:
+            return "standby" if primary_of(n) == Role.TOP.value else "mirror"
+        return "alone" if role == Role.RECURSIVE else "rest"
+    rest, mirrors = ([n for n in names if kind(n) == k] for k in ("rest", "mirror"))
+    shared = [[n] for n in names if kind(n) == "alone"] + ([rest] if rest else [])
+    return (shared * max(1, processes) + [[n] for n in names if kind(n) == "standby"]
+            + ([mirrors] if mirrors else []))
 
 
 def share_processes(args) -> int:

@@ -68,11 +68,16 @@ def replica_following(mirror) -> health.Check:
 
 
 def core_nodes(topo) -> list:
-    """The recursive nodes and the top-level node as the dashboard lists them, with cities."""
+    """The recursive nodes and the top-level node as the dashboard lists them, with cities;
+    then the mirrors (issue 11: they send no reports, so the top-level node's rows lack
+    them), role ``mirror``, titled by what they follow."""
     from resolver.watch import NodeInfo
     return [*(NodeInfo(r.name, Role.RECURSIVE.value, r.address.http_url, r.place.city)
               for r in topo.recursives()),
-            NodeInfo("top", Role.TOP.value, topo.top.http_url, topo.top_place.city)]
+            NodeInfo("top", Role.TOP.value, topo.top.http_url, topo.top_place.city),
+            *(NodeInfo(m.name, Role.MIRROR.value, m.address.http_url, m.place.city,
+                       title="standby top-level node" if m.primary == Role.TOP.value
+                       else f"mirror of {m.primary}") for m in topo.mirrors)]
 
 
 def probe(url: str, timeout: float, ssl_context=None) -> tuple[bool, str]:

@@ -103,7 +103,8 @@ function tile(n, parent) {
   const t = el("div", { class: "tile", "data-node": n.name }, parent);
   el("div", { class: "name" }, t).textContent = n.name;
   el("div", { class: "ind" }, t).textContent =
-    n.role === "secondary" ? (n.industry || n.title) : (n.role === "top" ? "national top-level node" : "recursive node: clients' entry point");
+    n.role === "secondary" ? (n.industry || n.title) : (n.role === "top" ? "national top-level node" :
+      (n.role === "mirror" ? (n.title || "mirror") + ", read-only" : "recursive node: clients' entry point"));
   const figs = el("div", { class: "figs" }, t);
   const figures = [["rate", "", " req/s"], ["p99", "p99 ", ""], ["hit", "hit ", ""], ["ids", "", " ids"]];
   if (n.role === "secondary") figures.push(["res", "", " res/s"]);
@@ -121,7 +122,8 @@ function build(nodes) {
   const groups = document.getElementById("groups");
   groups.replaceChildren();
   tiles.clear();
-  const core = nodes.filter(n => n.role !== "secondary");
+  const core = nodes.filter(n => n.role !== "secondary" && n.role !== "mirror");
+  const mirrors = nodes.filter(n => n.role === "mirror");  // issue 11: a group of their own
   const byCity = new Map();
   for (const n of nodes.filter(n => n.role === "secondary")) {
     const c = n.city || "elsewhere";
@@ -129,7 +131,8 @@ function build(nodes) {
     byCity.get(c).push(n);
   }
   const cities = [...byCity.entries()].sort((a, b) => b[1].length - a[1].length || a[0].localeCompare(b[0]));
-  for (const [label, members] of [["core: recursive and top-level nodes", core], ...cities.map(([c, m]) => [`${c} · ${m.length} node${m.length > 1 ? "s" : ""}`, m])]) {
+  const mirrorGroup = mirrors.length ? [["mirrors and standby top-level nodes (read-only)", mirrors]] : [];
+  for (const [label, members] of [["core: recursive and top-level nodes", core], ...mirrorGroup, ...cities.map(([c, m]) => [`${c} · ${m.length} node${m.length > 1 ? "s" : ""}`, m])]) {
     const g = el("div", { class: members.length > 2 ? "group wide" : "group" }, groups);
     el("h2", {}, g).textContent = label;
     const box = el("div", { class: "tiles" }, g);
