@@ -140,13 +140,21 @@ class Up:
     def prefixes(self, node: str | None = None) -> list[str]:
         return [p for p in self.state["prefixes"] if node is None or p.startswith(node + ".")]
 
-    def failovers(self, to: str) -> float:
-        """The recursive node's ``idsim_failovers_total{to=...}``, summed over processes."""
-        with urllib.request.urlopen(f"{self.rec}/metrics", timeout=CLIENT_TIMEOUT) as resp:
-            text = resp.read().decode()
-        return sum(s.value for f in text_string_to_metric_families(text)
-                   for s in f.samples if s.name == "idsim_failovers_total"
-                   and s.labels.get("to") == to)
+    def failovers(self, to: str, at_least: float = 0.0, timeout: float = 10.0) -> float:
+        """The recursive node's ``idsim_failovers_total{to=...}``, summed over processes.
+        A scrape has the other processes' counts as of their last snapshot
+        (``metrics.share_every``): with ``at_least``, scrapes again until the sum reaches it
+        or ``timeout`` passes, and answers the last sum."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with urllib.request.urlopen(f"{self.rec}/metrics", timeout=CLIENT_TIMEOUT) as resp:
+                text = resp.read().decode()
+            found = sum(s.value for f in text_string_to_metric_families(text)
+                        for s in f.samples if s.name == "idsim_failovers_total"
+                        and s.labels.get("to") == to)
+            if found >= at_least or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.2)  # polling other processes' snapshots, up to the deadline
 
 
 def alive(pid: int) -> bool:

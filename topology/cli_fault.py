@@ -127,8 +127,11 @@ def cmd_fault(args) -> int:
         return 0
     done = fault_control.apply(args.data, spec_of(args))
     if args.fault in ("kill", "restart"):
-        print(f"{args.fault}: host process {done['pid']} ({' '.join(done['nodes'])})"
-              + (f", serving again as pid {done['newPid']}" if "newPid" in done else ""))
+        pids = " ".join(map(str, done["pids"]))
+        print(f"{args.fault}: host process{'es' if len(done['pids']) > 1 else ''} {pids} "
+              f"({' '.join(done['nodes'])})"
+              + (f", serving again as pid {' '.join(map(str, done['newPids']))}"
+                 if "newPids" in done else ""))
     else:
         print(f"set: {describe(done['fault'])}")
     return 0

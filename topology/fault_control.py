@@ -9,12 +9,12 @@ A fault is set in every host process running N (``--node-processes`` and
 ``--recursive-processes`` run a node in several, sharing its ports); a partition also in those
 running its peer.
 
-- ``kill``: SIGKILL to the host process running N (every node of that process goes with it;
-  of several, the first: the node's other processes keep serving its ports).
+- ``kill``: SIGKILL to every host process running N (a node served by several processes,
+  ``--node-processes``, goes down whole; every other node of those processes goes with it).
   ``idsim up``'s supervisor then follows its ``--on-exit``: ``restart`` starts it again after
   its back-off, ``keep`` leaves it down, ``stop`` stops the whole network.
-- ``restart``: SIGTERM to that process (a clean stop) and wait (``[faults] restart_wait``) until
-  ``cluster.json`` records a new pid for it and that pid's control API answers; under
+- ``restart``: SIGTERM to those processes (a clean stop) and wait (``[faults] restart_wait``)
+  until ``cluster.json`` records new pids for all of them and their control APIs answer; under
   ``--on-exit keep`` or ``stop`` nothing restarts it, which is then an error saying so.
 
 A restarted process starts with no faults. ``FaultControlError`` (a ``UserError``) is a
@@ -142,26 +142,36 @@ def active(data_dir: Path, config: Config | None = None) -> list[dict]:
 
 
 def _signal(data_dir: Path, kind: str, node: str, config: Config) -> dict:
-    host = _hosts_of(data_dir, node)[0]  # of several (--node-processes): the first
-    try:
-        os.kill(host["pid"], SIGNALS[kind])
-    except ProcessLookupError:
-        raise FaultControlError(f"host process {host['pid']} of {node} is not running") from None
-    done = {"kind": kind, "node": node, "pid": host["pid"], "nodes": host["nodes"]}
+    victims = _hosts_of(data_dir, node)  # every process serving the node
+    pids = []
+    for host in victims:
+        try:
+            os.kill(host["pid"], SIGNALS[kind])
+            pids.append(host["pid"])
+        except ProcessLookupError:
+            continue
+    if not pids:
+        raise FaultControlError(f"no host process of {node} is running "
+                                f"({', '.join(str(h['pid']) for h in victims)})")
+    done = {"kind": kind, "node": node, "pid": pids[0], "pids": pids,
+            "nodes": sorted({n for h in victims for n in h["nodes"]})}
     if kind == "kill":
         return done
     deadline = time.monotonic() + config.faults.restart_wait
     while time.monotonic() < deadline:  # bounded poll of other processes' files
         try:
-            new = _hosts_of(data_dir, node)[0]
-            if new["pid"] != host["pid"] and new["url"] is not None:
-                _call(data_dir, new, "GET", "/faults", None, config)
-                return {**done, "newPid": new["pid"]}
+            now = _hosts_of(data_dir, node)
+            if (len(now) >= len(pids) and not {h["pid"] for h in now} & set(pids)
+                    and all(h["url"] is not None for h in now)):
+                for new in now:
+                    _call(data_dir, new, "GET", "/faults", None, config)
+                return {**done, "newPid": now[0]["pid"], "newPids": [h["pid"] for h in now]}
         except FaultControlError:
             pass
         time.sleep(0.2)
-    raise FaultControlError(f"{node}: host process {host['pid']} stopped but no new one answered "
-                            f"within {config.faults.restart_wait:.0f} s (does the cluster run "
+    raise FaultControlError(f"{node}: host process(es) {', '.join(map(str, pids))} stopped but "
+                            f"not every one was serving again within "
+                            f"{config.faults.restart_wait:.0f} s (does the cluster run "
                             "with --on-exit restart?)")
 
 
