@@ -235,6 +235,11 @@ class RecursiveNode:
             self._prefetch(text)
         return hit.value
 
+    def forget_probe(self) -> None:
+        """Drop what a ``cached`` miss stashed for ``resolve``: for a caller that will not
+        resolve in the same step (``resolver.fast_http`` hands the request to aiohttp)."""
+        self._probe = None
+
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """The record, from cache or upstream; HandleError 100 / 503 otherwise."""
         self.stats["resolutions"] += 1
