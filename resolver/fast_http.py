@@ -19,9 +19,10 @@ aiohttp's own clock), only when all of these hold:
   boundary (``_fast`` turns None for good on the first chunk that might not have);
 * the node is the one ``NodeAPI`` serves without a fault wrapper (``resolver.fault_inject``
   shadows ``dispatch``), no access log, no TLS (checked once per connection);
-* ``node.cached(text)`` (``text`` read as ``http_input.decode_handle`` reads it) has the
-  answer. On a miss the recursive node's probe is dropped (``forget_probe``) and the chunk
-  goes to aiohttp, which asks ``cached`` again.
+* ``node.cached_hit(text)`` (``text`` read as ``http_input.decode_handle`` reads it) has the
+  answer: ``cached``'s answer, counted as ``cached`` counts it, where a miss counts, moves and
+  stashes nothing (the recursive node's ``_probe``, a cache entry's prefetch), as the chunk
+  then goes to aiohttp, whose ``get_handle`` asks ``cached`` itself.
 
 What aiohttp does per request is done here too: ``Server.requests_count``, the keep-alive
 timer (a connection served here is not idle; one that is, is closed after keepalive_timeout),
@@ -96,12 +97,15 @@ def _plain(lower: bytes, headers: bytes) -> bool:
 class FastHandler(RequestHandler):
     """aiohttp's protocol with the hot GET answered in ``data_received`` (module docstring)."""
 
-    __slots__ = ("_fast", "_op", "_limit")
+    __slots__ = ("_fast", "_op", "_limit", "_cached")
 
     def __init__(self, manager: "FastServer", **kw) -> None:
         super().__init__(manager, **kw)
         api = manager.request_handler
-        self._fast = api  # None once this connection is aiohttp's for good
+        # ``cached`` but silent on a miss (aiohttp's path asks ``cached`` then): no node has
+        # it (a TopNode...): no fast path
+        self._cached = getattr(api.node, "cached_hit", None)
+        self._fast = api if self._cached is not None else None  # None: aiohttp's for good
         self._op = api.handle_ops["GET"] if api.metrics is not None else None
         self._limit = min(self.max_line_size, self.max_field_size)
 
@@ -142,16 +146,12 @@ class FastHandler(RequestHandler):
             return False
         start = perf_counter()
         raw = target[len(_PREFIX):].decode("ascii")
-        node = api.node
         try:
             text = decode_handle(raw) if "%" in raw else raw
-            ans = node.cached(text)
         except errors.HandleError:
-            ans = None
+            return False
+        ans = self._cached(text)
         if ans is None:
-            forget = getattr(node, "forget_probe", None)
-            if forget is not None:
-                forget()
             return False
         body = record_body(text, ans)
         self.transport.write(_JSON_HEAD % (len(body), _date().encode(), _SERVER) + body)

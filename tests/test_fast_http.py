@@ -122,8 +122,13 @@ class Pair:
         return self.runners[1].server.answered
 
     async def both(self, chunks: list[bytes], arr: Arrivals) -> tuple[bytes, bytes]:
+        """The responses to ``chunks`` from each server; the node's counters moved the same."""
+        c0 = node_counters(self.node)
         plain = await exchange(self.ports[0], chunks, arr)
+        c1 = node_counters(self.node)
         fast = await exchange(self.ports[1], chunks, arr)
+        c2 = node_counters(self.node)
+        self.moved = [{k: b[k] - a.get(k, 0) for k in b} for a, b in ((c0, c1), (c1, c2))]
         return plain, fast
 
     def counts(self) -> list[dict]:
@@ -133,6 +138,18 @@ class Pair:
     async def close(self) -> None:
         for runner in self.runners:
             await runner.cleanup()
+
+
+def node_counters(node) -> dict:
+    """The node's stats and its caches' counters (what ``GET /metrics`` shows of them)."""
+    out = {f"stats.{k}": v for k, v in node.stats.items()}
+    caches = [("answers", node.caches.answers)] if hasattr(node, "caches") else []
+    caches += [("rendered", node.answers)] if getattr(node, "answers", None) else []
+    for name, cache in caches:
+        for attr in ("hits", "misses", "stale_hits", "negative_hits", "stale", "evictions"):
+            if hasattr(cache, attr):
+                out[f"{name}.{attr}"] = getattr(cache, attr)
+    return out
 
 
 async def serve_pair(node) -> Pair:
@@ -182,6 +199,9 @@ async def test_keep_alive_mix_equal_bytes_and_metrics(arrivals):
         assert pair.answered >= 5  # the plain hot GETs after the first
         counts = pair.counts()
         assert counts[0] == counts[1]
+        plain, fast = await pair.both(chunks, arrivals)  # from the same cache state
+        assert plain == fast and pair.moved[0] == pair.moved[1]
+        assert pair.moved[0]["rendered.misses"] and pair.moved[0]["rendered.hits"]
     finally:
         await pair.close()
         await node.close()
@@ -268,6 +288,8 @@ def test_generated_handles_equal_bytes(texts, monkeypatch):
                 assert plain == fast
                 assert pair.answered >= 1
                 assert pair.counts()[0] == pair.counts()[1]
+                plain, fast = await pair.both(chunks, arr)  # from the same cache state
+                assert plain == fast and pair.moved[0] == pair.moved[1]
             finally:
                 await pair.close()
                 await node.close()
@@ -283,7 +305,10 @@ async def test_recursive_node_equal_bytes(net, arrivals):  # noqa: F811
                   get("/api/handles/0.na/88.118.8"), get("/api/handles/0.NA%2F88.118.8")]
         plain, fast = await pair.both(chunks, arrivals)
         assert plain == fast and pair.answered >= 2
-        assert net.recursive._probe is None  # a fast-path miss left nothing for a resolve
+        await pair.both(chunks, arrivals)  # the same state (cache entries) for each server
+        plain, fast = await pair.both(chunks, arrivals)
+        assert plain == fast and pair.moved[0] == pair.moved[1]
+        assert pair.moved[0]["answers.misses"] and pair.moved[0]["answers.negative_hits"]
         assert pair.counts()[0] == pair.counts()[1]
     finally:
         await pair.close()
