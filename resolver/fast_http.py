@@ -121,7 +121,7 @@ class FastHandler(RequestHandler):
 
     def _answer(self, data: bytes) -> bool:
         """Answer ``data`` here and return True, or return False (aiohttp's, then)."""
-        m = _HEAD.fullmatch(data)
+        m = _HEAD.fullmatch(data) if len(data) <= self._limit else None
         if m is None:  # not one whole head: maybe part of one, or several
             self._fast = None
             return False
@@ -131,7 +131,7 @@ class FastHandler(RequestHandler):
             self._fast = None
             return False
         if (method != b"GET" or not target.startswith(_PREFIX) or len(target) == len(_PREFIX)
-                or len(data) > self._limit or lower.count(b"\r\n") > self.max_headers
+                or lower.count(b"\r\n") > self.max_headers
                 or not _PATH_OK.fullmatch(target) or b"/." in target or b"%2e" in target
                 or b"%2E" in target or not _plain(lower, headers)):
             return False

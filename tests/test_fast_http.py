@@ -22,7 +22,9 @@ from conftest import ENT8_SECRET, NODE_ADMIN_SECRET, ent8_headers
 from network_fixtures import net  # noqa: F401 (a fixture)
 from resolver import auth, fast_http, server
 from resolver.access_log import access_logs
-from resolver.config import HttpConfig
+from resolver.config import Config, HttpConfig
+from resolver.mirror import MirrorNode
+from resolver.record_input import values_from_json
 from resolver.fast_http import FastHandler, FastServer
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
@@ -165,14 +167,10 @@ async def seeded_node() -> SecondaryNode:
     await node.bootstrap(NODE_ADMIN_SECRET)
     await node.create_prefix("88.118.8", identity=auth.Identity(auth.SECRET_INDEX, "0.NA/88.118"),
                              secret=ENT8_SECRET)
+    values = values_from_json(VALUES, now=1_700_000_000, max_data=1 << 16)
     for text in SEEDED:
-        await node.put(node.parse(text), _values(), identity=auth.Identity(300, "0.NA/88.118.8"))
+        await node.put(node.parse(text), values, identity=auth.Identity(300, "0.NA/88.118.8"))
     return node
-
-
-def _values():
-    from resolver.record_input import values_from_json
-    return values_from_json(VALUES, now=1_700_000_000, max_data=1 << 16)
 
 
 def target(text: str) -> str:
@@ -272,7 +270,8 @@ def encode(text: str, how: int) -> str:
     return quote(text, safe="")
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(texts=st.lists(st.tuples(TEXTS, st.integers(0, 2)), min_size=1, max_size=6))
 def test_generated_handles_equal_bytes(texts, monkeypatch):
     async def run():
@@ -379,4 +378,21 @@ async def test_keep_alive_timer(arrivals):
         writer.close()
     finally:
         await runner.cleanup()
+        await node.close()
+
+
+async def test_mirror_reads_through_the_fast_path(arrivals):
+    """A mirror answers the hot GET as its node does; its writes stay refused (aiohttp's)."""
+    node = await seeded_node()
+    mirror = MirrorNode("gz~Shanghai", node, "127.0.0.1:1", "http://127.0.0.1:2", Config())
+    pair = await serve_pair(mirror)
+    pair.node = node  # its counters are the node's
+    try:
+        hot = get(target(SEEDED[0]))
+        put = get(target(SEEDED[0]), "Content-Length: 0", method="PUT")
+        chunks = [hot, hot, put, hot]
+        plain, fast = await pair.both(chunks, arrivals)
+        assert plain == fast and pair.answered >= 2 and b"http://127.0.0.1:2" in plain
+    finally:
+        await pair.close()
         await node.close()
