@@ -39,7 +39,6 @@ import aiohttp
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from resolver import errors
 from resolver.config import HttpConfig
 from resolver.http_input import HANDLES, MSGPACK, decode_handle
 from resolver.http_output import record_body
@@ -148,9 +147,9 @@ class FastHandler(RequestHandler):
         raw = target[len(_PREFIX):].decode("ascii")
         try:
             text = decode_handle(raw) if "%" in raw else raw
-        except errors.HandleError:
+            ans = self._cached(text)
+        except Exception:  # noqa: BLE001 - aiohttp's path meets it again and answers it
             return False
-        ans = self._cached(text)
         if ans is None:
             return False
         body = record_body(text, ans)

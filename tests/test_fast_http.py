@@ -8,6 +8,7 @@ one (``Arrivals``: counted in ``data_received``), so chunks reach the server as 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -29,6 +30,7 @@ from resolver.fast_http import FastHandler, FastServer
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
 from resolver.web import NodeAPI
+from topology import pki
 
 HOST = b"Host: 127.0.0.1\r\n"
 VALUES = [{"index": 1, "type": "URL", "data": {"format": "string", "value": "http://x.test/"}}]
@@ -49,32 +51,23 @@ class Arrivals:
 
 @pytest.fixture
 def arrivals(monkeypatch):
-    arr = Arrivals()
-    install(monkeypatch.setattr, arr)
+    install(monkeypatch.setattr, arr := Arrivals())
     return arr
 
 
 def install(setattr_, arr: Arrivals) -> None:
-    fast, plain = FastHandler.data_received, RequestHandler.data_received
-
-    def fast_read(self, data):
-        if data:
-            arr.count += 1
-            arr.event.set()
-        fast(self, data)
-
-    def plain_read(self, data):
-        if data and type(self) is RequestHandler:
-            arr.count += 1
-            arr.event.set()
-        plain(self, data)
-    setattr_(FastHandler, "data_received", fast_read)
-    setattr_(RequestHandler, "data_received", plain_read)
+    for cls in (FastHandler, RequestHandler):
+        def read(self, data, original=cls.data_received, cls=cls):
+            if data and type(self) is cls:
+                arr.count += 1
+                arr.event.set()
+            original(self, data)
+        setattr_(cls, "data_received", read)
 
 
 def get(target: str, *headers: str, method: str = "GET") -> bytes:
-    extra = "".join(h + "\r\n" for h in headers)
-    return f"{method} {target} HTTP/1.1\r\n".encode() + HOST + extra.encode() + b"\r\n"
+    return f"{method} {target} HTTP/1.1\r\n".encode() + HOST + "".join(
+        h + "\r\n" for h in headers).encode() + b"\r\n"
 
 
 def methods(chunks: list[bytes]) -> list[bytes]:
@@ -133,8 +126,8 @@ class Pair:
         self.moved = [{k: b[k] - a.get(k, 0) for k in b} for a, b in ((c0, c1), (c1, c2))]
         return plain, fast
 
-    def counts(self) -> list[dict]:
-        return [{op: s.state()[:1] + [sum(s.state()[1])] for op, s in api.metrics.requests.ops
+    def counts(self) -> list[dict]:  # per op: responses by code, durations observed
+        return [{op: [s.ok, s.codes, sum(s.buckets)] for op, s in api.metrics.requests.ops
                  .items()} for api in self.apis]
 
     async def close(self) -> None:
@@ -175,9 +168,6 @@ async def seeded_node() -> SecondaryNode:
 
 def target(text: str) -> str:
     return "/api/handles/" + quote(text, safe="/:@")
-
-
-# ------------------------------------------------------------------ differential
 
 
 async def test_keep_alive_mix_equal_bytes_and_metrics(arrivals):
@@ -316,7 +306,7 @@ async def test_recursive_node_equal_bytes(net, arrivals):  # noqa: F811
 # ------------------------------------------------------------------ when it stays out
 
 
-async def test_fault_access_log_and_switch_off(arrivals, tmp_path):
+async def test_fault_access_log_tls_and_switch_off(arrivals, tmp_path):
     node = await seeded_node()
     pair = await serve_pair(node)
     try:
@@ -330,18 +320,26 @@ async def test_fault_access_log_and_switch_off(arrivals, tmp_path):
         del api.dispatch
         await exchange(pair.ports[1], [hot, hot], arrivals)
         assert pair.answered == before + 2
+        assert fast_http.server_class(NodeAPI(node), HttpConfig(fast_path=0)) is web.Server
+        files = pki.ensure(pki.directory(tmp_path), ["127.0.0.1"], dt.datetime.now(dt.UTC))
+        log = access_logs(tmp_path / "access.jsonl", HttpConfig())("88.118")
+        for kw, scheme, ssl in (({"access_log": log}, "http", False),
+                                ({"ssl_context": pki.server_context(files)}, "https",
+                                 pki.client_context(files.ca_cert))):
+            runner = await server.serve(NodeAPI(node), "127.0.0.1", 0, **kw)
+            url = f"{scheme}://127.0.0.1:{server.bound_port(runner)}{target(SEEDED[0])}"
+            try:
+                async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl)) as s:
+                    for _ in range(3):
+                        async with s.get(url) as resp:
+                            assert resp.status == 200
+                assert runner.server.answered == 0 and type(runner.server) is FastServer
+            finally:
+                await runner.cleanup()
+        assert len((tmp_path / "access.jsonl").read_text().splitlines()) == 3
     finally:
         await pair.close()
         await node.close()
-    assert fast_http.server_class(NodeAPI(node), HttpConfig(fast_path=0)) is web.Server
-    log = access_logs(tmp_path / "access.jsonl", HttpConfig())("88.118")
-    runner = await server.serve(NodeAPI(node), "127.0.0.1", 0, access_log=log)
-    try:
-        out = await exchange(server.bound_port(runner), [hot, hot, hot], arrivals)
-        assert out.count(b"200 OK") == 3 and runner.server.answered == 0
-        assert len((tmp_path / "access.jsonl").read_text().splitlines()) == 3
-    finally:
-        await runner.cleanup()
 
 
 def test_other_aiohttp_falls_back(monkeypatch, caplog):
@@ -396,3 +394,4 @@ async def test_mirror_reads_through_the_fast_path(arrivals):
     finally:
         await pair.close()
         await node.close()
+
