@@ -17,7 +17,9 @@ adds the cold path: a second mini cluster whose recursive node has its answer ca
 (``--answer-cache 0``), so every GET is an RPC ``resolve`` at a secondary node; it prints the
 CPU per request of the recursive node's processes, of those serving the secondaries and
 their sum (ratios to the reference), and the cold path's requests/s against the warm path's
-(``--cold`` measures the warm path too), rounds interleaved.
+(``--cold`` measures the warm path too), rounds interleaved. ``--fast-path-off`` adds nodes
+started with ``--set http.fast_path=0`` (aiohttp answers every request; ``resolver.fast_http``)
+and prints the CPU ratio with the fast path to without; req/s of each GET close the report.
 """
 from __future__ import annotations
 
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cold", action="store_true",
                    help="also measure the cold path (answer cache off: RPC to a secondary) "
                         "and its req/s against the warm path's")
+    p.add_argument("--fast-path-off", action="store_true",
+                   help="also measure nodes with http.fast_path=0 (resolver.fast_http's gain)")
     args = p.parse_args(argv)
     procs.install_handlers()
     tmp = Path(tempfile.mkdtemp(prefix="idsim-cpu-"))
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [("reference GET", "reference GET"), ("reference PUT", "reference PUT")]
         variants = [("", ())] + ([(", metrics off", ("--set", "metrics.enabled=0"))]
                                  if args.metrics_off else [])
+        if args.fast_path_off:  # the same nodes with aiohttp answering every request
+            variants.append((", fast path off", ("--set", "http.fast_path=0")))
         for suffix, extra in variants:
             processes = ("--processes", str(args.processes)) if args.processes else ()
             pid, url, auth = start_node(tmp, "node" + suffix.replace(" ", "-"), *extra,
@@ -222,12 +228,19 @@ def main(argv: list[str] | None = None) -> int:
             procs.log(f"\n{'req/s (median)':<34}{'cold':>8}{'warm':>10}{'ratio':>10}")
             procs.log(f"{'cold / warm':<34}{statistics.median(rates[name]):>8.0f}"
                       f"{statistics.median(warm):>10.0f}{statistics.median(per_round):>9.2f}×")
-        pairs = [name for name in runs if name + ", metrics off" in runs]
-        if pairs:
-            procs.log(f"\n{'metrics on / metrics off':<34}{'µs on':>8}{'µs off':>10}{'ratio':>10}")
-            for name in pairs:
-                on, off = med[name], med[name + ", metrics off"]
-                procs.log(f"{name:<34}{on:>8.1f}{off:>10.1f}{on / off:>9.3f}×")
+        for what in ("metrics", "fast path"):
+            pairs = [name for name in runs if name + f", {what} off" in runs]
+            if pairs:
+                procs.log(f"\n{what + ' on / ' + what + ' off':<34}{'µs on':>8}{'µs off':>10}"
+                          f"{'ratio':>10}")
+                for name in pairs:
+                    on, off = med[name], med[name + f", {what} off"]
+                    procs.log(f"{name:<34}{on:>8.1f}{off:>10.1f}{on / off:>9.3f}×")
+        procs.log(f"\n{'req/s (median)':<34}{'req/s':>8}{'ratio':>10}")
+        for name, ref_name in rows:
+            if "GET" in name:
+                rps, ref_rps = statistics.median(rates[name]), statistics.median(rates[ref_name])
+                procs.log(f"{name:<34}{rps:>8.0f}{rps / ref_rps:>9.2f}×")
     finally:
         procs.stop_all()
     return 0

@@ -79,6 +79,24 @@ class AnswerCache:
             return None
         return self.get(key)
 
+    def find_json(self, text: str) -> Rendered | None:
+        """``find`` for a caller that hands a miss to ``find`` again (``resolver.fast_http``):
+        an entry with its JSON rendered, still matching the store, is counted and moved as by
+        ``get``; anything else is None with nothing counted or dropped."""
+        try:
+            key = make_key(text, self.case_sensitive)
+        except UnicodeEncodeError:
+            return None
+        entry = self._entries.get(key)
+        if entry is None or entry.public_json is None:
+            return None
+        stored = self._read(key)
+        if stored is not entry.stored and stored != entry.stored:
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
     def get(self, key: bytes) -> Rendered | None:
         """The entry for ``key`` if the store still holds what it was rendered from."""
         entry = self._entries.get(key)

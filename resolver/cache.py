@@ -252,6 +252,14 @@ class TTLCache:
         self._entries.move_to_end(key)
         return Hit(entry.value, entry.negative, stale, expires_at, prefetch)
 
+    def fresh(self, key: Hashable, now: float) -> Hit | None:
+        """``get`` for a fresh, positive entry; anything else is None with nothing counted,
+        moved or dropped (``RecursiveNode.cached_hit``)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.negative or now >= entry.expires_at:
+            return None
+        return self.get(key, now)
+
     def __len__(self) -> int:
         """Entries held, including expired ones not yet dropped."""
         return len(self._entries)

@@ -104,6 +104,7 @@ class HttpConfig:
     access_sample: float = 1.0            # share of requests written (0.01: one in a hundred)
     access_max_bytes: int = 64 * MiB      # a file is rotated when it would pass this size
     access_backups: int = 5               # rotated files kept (….jsonl.1 … .5; 0: never rotated)
+    fast_path: int = 1                    # 1: the hot GET answered below aiohttp (resolver.fast_http)
 
 
 @dataclass(frozen=True, slots=True)

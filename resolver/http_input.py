@@ -27,7 +27,12 @@ INT_MIN, INT_MAX = -2**31, 2**31 - 1  # what Handle.Net (Java) reads a query int
 
 def handle_text(request: web.BaseRequest) -> str:
     """The handle from the raw path, percent-decoded once (``%2F`` counts as ``/``)."""
-    raw = request.raw_path.split("?", 1)[0][len(HANDLES):]
+    return decode_handle(request.raw_path.split("?", 1)[0][len(HANDLES):])
+
+
+def decode_handle(raw: str) -> str:
+    """The handle from the raw path after ``/api/handles/`` (``handle_text``; the fast path
+    ``resolver.fast_http`` reads it the same way)."""
     if "%" in raw:
         try:
             raw = unquote(raw, errors="strict")

@@ -36,6 +36,15 @@ class Reads:
         self.stats["resolutions"] += 1
         return entry
 
+    def cached_hit(self, text: str) -> Rendered | None:
+        """``cached`` for a caller that hands a miss to ``cached`` again (``resolver.fast_http``):
+        a hit is served and counted as there; a miss is None with nothing counted or dropped."""
+        entry = self.answers.find_json(text) if self.answers is not None else None
+        if entry is None:
+            return None
+        self.stats["resolutions"] += 1
+        return entry
+
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """As ``lookup``; the interface every role shares (``fresh`` matters to caches only).
         A network store's read is awaited, not blocked on."""

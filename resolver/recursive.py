@@ -235,6 +235,20 @@ class RecursiveNode:
             self._prefetch(text)
         return hit.value
 
+    def cached_hit(self, text: str) -> records.Answer | None:
+        """``cached`` for a caller that hands a miss to ``cached`` again (``resolver.fast_http``):
+        a fresh hit is served and counted as there; anything else is None with nothing counted,
+        moved, stashed for ``resolve`` or taken from the entry (its prefetch)."""
+        hit = self.caches.answers.fresh(identifiers.make_key(text, self.case_sensitive),
+                                        self.clock())
+        if hit is None:
+            return None
+        self.stats["resolutions"] += 1
+        self.stats["cache"] += 1
+        if hit.prefetch:
+            self._prefetch(text)
+        return hit.value
+
     async def resolve(self, handle: Handle, *, fresh: bool = False) -> records.Answer:
         """The record, from cache or upstream; HandleError 100 / 503 otherwise."""
         self.stats["resolutions"] += 1

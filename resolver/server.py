@@ -13,6 +13,7 @@ from aiohttp import web
 
 from resolver.access_log import JsonAccessLogger
 from resolver.config import HttpConfig
+from resolver.fast_http import server_class
 
 
 def install_uvloop() -> None:
@@ -37,8 +38,10 @@ async def serve(handler, host: str, port: int, config: HttpConfig | None = None,
     with ``ssl_context`` (``topology.pki.server_context``), where a plain-text client's
     connection is closed at the failed handshake. ``access_log``: a
     ``resolver.access_log.AccessLog`` (None: no access log, no cost)."""
-    srv = web.Server(handler, handler_cancellation=True, **access_logging(access_log),
-                     **server_limits(config or HttpConfig()))
+    config = config or HttpConfig()
+    # a NodeAPI's hot GET is answered below aiohttp's request machinery ([http] fast_path)
+    srv = server_class(handler, config)(handler, handler_cancellation=True,
+                                        **access_logging(access_log), **server_limits(config))
     runner = web.ServerRunner(srv)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024,

@@ -1,0 +1,215 @@
+"""The hot GET answered below aiohttp's per-request machinery, on aiohttp's own connections.
+
+``server_class(handler, config)`` is what ``resolver.server.serve`` builds its ``web.Server``
+from: ``FastServer`` when ``handler`` is a ``web.NodeAPI``, ``[http] fast_path`` is on and the
+aiohttp internals this module reads are there (else plain ``web.Server``, logged once).
+``FastServer`` makes ``FastHandler`` protocols: aiohttp's ``RequestHandler`` with one
+override, ``data_received``. A chunk of bytes is answered here, with ONE ``transport.write``
+of the bytes aiohttp would send (``record_json``'s status line, headers and body; the Date from
+aiohttp's own clock), only when all of these hold:
+
+* the chunk is exactly one complete, well-formed request head (``_HEAD``: CRLF line ends,
+  token header names, printable values, nothing after the blank line, one ``Host``) of
+  ``GET /api/handles/<text> HTTP/1.1``: no query, no fragment, no dot segment, nothing but
+  RFC 3986 path characters; no Authorization, Expect, Upgrade, Transfer-Encoding, no
+  Content-Length but 0, no Connection but keep-alive, no ``application/msgpack`` anywhere;
+* the connection is idle in aiohttp's terms: nothing queued or handled, its request loop
+  waiting for the next request (or not started), no payload parser, not upgraded, not closing,
+  its transport not paused for writing, and every byte aiohttp was given ended at a request
+  boundary (``_fast`` turns None for good on the first chunk that might not have);
+* the node is the one ``NodeAPI`` serves without a fault wrapper (``resolver.fault_inject``
+  shadows ``dispatch``), no access log, no TLS (checked once per connection);
+* ``node.cached_hit(text)`` (``text`` read as ``http_input.decode_handle`` reads it) has the
+  answer: ``cached``'s answer, counted as ``cached`` counts it, where a miss counts, moves and
+  stashes nothing (the recursive node's ``_probe``, a cache entry's prefetch), as the chunk
+  then goes to aiohttp, whose ``get_handle`` asks ``cached`` itself.
+
+What aiohttp does per request is done here too: ``Server.requests_count``, the keep-alive
+timer (a connection served here is not idle; one that is, is closed after keepalive_timeout),
+and the metrics' ``resolve`` op (code 1, the duration), as ``NodeAPI.__call__`` counts it.
+Anything else goes to ``RequestHandler.data_received`` unchanged.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from time import perf_counter
+
+import aiohttp
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from resolver.config import HttpConfig
+from resolver.http_input import HANDLES, MSGPACK, decode_handle
+from resolver.http_output import record_body
+
+log = logging.getLogger("idsim.fast_http")
+
+TESTED = ((3, 14), (3, 15))  # aiohttp versions whose internals this reads: [3.14, 3.15)
+# the RequestHandler / BaseProtocol attributes read or set here
+NEEDS = ("_messages", "_request_in_progress", "_payload_parser", "_upgraded", "_waiter",
+         "_request_count", "_close", "_force_close", "_paused", "_keepalive_timeout",
+         "_next_keepalive_close_time", "_keepalive_handle", "_process_keepalive", "_manager",
+         "_loop", "access_logger", "transport", "max_line_size", "max_field_size",
+         "max_headers")
+
+_HEAD = re.compile(  # one request head, nothing after it; group 3 starts with CRLF
+    rb"(GET|HEAD|POST|PUT|DELETE|OPTIONS|PATCH) ([\x21-\x7e]+) HTTP/1\.1"
+    rb"((?:\r\n[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*)*)\r\n\r\n")
+_PATH_OK = re.compile(rb"[A-Za-z0-9\-._~!$&'()*+,;=:@/%]+")  # no '?', '#', nothing else
+_HOST_OK = re.compile(rb"[ \t]*[A-Za-z0-9.\-:\[\]]+[ \t]*")
+_PREFIX = HANDLES.encode()
+_JSON_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=utf-8\r\n"
+              b"Content-Length: %d\r\nDate: %s\r\nServer: %s\r\n\r\n")
+_warned: list[str] = []
+
+
+def _value(lower: bytes, name: bytes) -> bytes | None:
+    """The value of header ``name`` if it appears once in ``lower`` (the lowered header
+    block, each line after CRLF), stripped; None if absent or repeated."""
+    i = lower.find(b"\r\n" + name + b":")
+    if i < 0 or lower.find(b"\r\n" + name + b":", i + 1) >= 0:
+        return None
+    start = i + len(name) + 3
+    end = lower.find(b"\r\n", start)
+    return lower[start:end if end >= 0 else len(lower)].strip(b" \t")
+
+
+def _bodiless(lower: bytes) -> bool:
+    """True if aiohttp's parser reads this head as a whole request: no body, no upgrade."""
+    if b"\r\ntransfer-encoding:" in lower or b"\r\nupgrade:" in lower:
+        return False
+    return b"\r\ncontent-length:" not in lower or _value(lower, b"content-length") == b"0"
+
+
+def _plain(lower: bytes, headers: bytes) -> bool:
+    """True if the headers ask nothing of the hot GET that aiohttp's path would honour."""
+    if (b"\r\nauthorization:" in lower or b"\r\nexpect:" in lower
+            or MSGPACK.encode() in headers):
+        return False
+    host = _value(lower, b"host")
+    if host is None or not _HOST_OK.fullmatch(host):
+        return False
+    return b"\r\nconnection:" not in lower or _value(lower, b"connection") == b"keep-alive"
+
+
+class FastHandler(RequestHandler):
+    """aiohttp's protocol with the hot GET answered in ``data_received`` (module docstring)."""
+
+    __slots__ = ("_fast", "_op", "_limit", "_cached")
+
+    def __init__(self, manager: "FastServer", **kw) -> None:
+        super().__init__(manager, **kw)
+        api = manager.request_handler
+        # ``cached`` but silent on a miss (aiohttp's path asks ``cached`` then): no node has
+        # it (a TopNode...): no fast path
+        self._cached = getattr(api.node, "cached_hit", None)
+        self._fast = api if self._cached is not None else None  # None: aiohttp's for good
+        self._op = api.handle_ops["GET"] if api.metrics is not None else None
+        self._limit = min(self.max_line_size, self.max_field_size)
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        if self.access_logger is not None or transport.get_extra_info("sslcontext") is not None:
+            self._fast = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._fast is not None and data and self._answer(data):
+            return
+        super().data_received(data)
+
+    def _answer(self, data: bytes) -> bool:
+        """Answer ``data`` here and return True, or return False (aiohttp's, then)."""
+        m = _HEAD.fullmatch(data) if len(data) <= self._limit else None
+        if m is None:  # not one whole head: maybe part of one, or several
+            self._fast = None
+            return False
+        method, target, headers = m.groups()
+        lower = headers.lower()
+        if not _bodiless(lower):
+            self._fast = None
+            return False
+        if (method != b"GET" or not target.startswith(_PREFIX) or len(target) == len(_PREFIX)
+                or lower.count(b"\r\n") > self.max_headers
+                or not _PATH_OK.fullmatch(target) or b"/." in target or b"%2e" in target
+                or b"%2E" in target or not _plain(lower, headers)):
+            return False
+        if (self._messages or self._request_in_progress or self._payload_parser is not None
+                or self._upgraded or self._close or self._force_close or self._paused):
+            return False
+        waiter = self._waiter
+        if (waiter is None or waiter.done()) and self._request_count:
+            return False  # aiohttp's loop is between requests: let it come back first
+        api = self._fast
+        if "dispatch" in api.__dict__:  # a fault is active on the node
+            return False
+        start = perf_counter()
+        raw = target[len(_PREFIX):].decode("ascii")
+        try:
+            text = decode_handle(raw) if "%" in raw else raw
+            ans = self._cached(text)
+        except Exception:  # noqa: BLE001 - aiohttp's path meets it again and answers it
+            return False
+        if ans is None:
+            return False
+        body = record_body(text, ans)
+        self.transport.write(_JSON_HEAD % (len(body), _date().encode(), _SERVER) + body)
+        manager = self._manager
+        manager.requests_count += 1
+        manager.answered += 1
+        loop = self._loop
+        close_time = loop.time() + self._keepalive_timeout  # as aiohttp after each request
+        self._next_keepalive_close_time = close_time
+        if self._keepalive_handle is None:
+            self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+        if self._op is not None:
+            self._op.observe(1, perf_counter() - start)
+        return True
+
+
+class FastServer(web.Server):
+    """``web.Server`` whose connections are ``FastHandler``s; ``answered`` counts the
+    requests they answered themselves."""
+
+    answered = 0
+
+    def __call__(self) -> RequestHandler:
+        try:
+            return FastHandler(self, loop=self._loop, **self._kwargs)
+        except TypeError:  # as aiohttp's own: its fallback for odd keyword arguments
+            return super().__call__()
+
+
+def missing() -> str | None:
+    """Why this aiohttp cannot serve the fast path, or None if it can."""
+    version = tuple(int(p) for p in re.findall(r"\d+", aiohttp.__version__)[:2])
+    if not TESTED[0] <= version < TESTED[1]:
+        return f"aiohttp {aiohttp.__version__} is outside the tested range {TESTED}"
+    absent = [name for name in NEEDS if not hasattr(RequestHandler, name)]
+    if absent:
+        return f"aiohttp's RequestHandler lacks {', '.join(absent)}"
+    if _date is None:
+        return "aiohttp.helpers.rfc822_formatted_time is missing"
+    return None
+
+
+def server_class(handler, config: HttpConfig) -> type[web.Server]:
+    """``FastServer`` for a ``NodeAPI`` with ``config.fast_path`` on, if aiohttp allows."""
+    from resolver.web import NodeAPI  # web imports this module's neighbours; lazily
+    if not config.fast_path or not isinstance(handler, NodeAPI):
+        return web.Server
+    why = missing()
+    if why is not None:
+        if why not in _warned:
+            _warned.append(why)
+            log.warning("HTTP fast path off: %s", why)
+        return web.Server
+    return FastServer
+
+
+try:
+    from aiohttp.helpers import rfc822_formatted_time as _date
+    from aiohttp.http import SERVER_SOFTWARE
+    _SERVER = SERVER_SOFTWARE.encode()
+except ImportError:  # pragma: no cover - another aiohttp; ``missing`` says so
+    _date, _SERVER = None, b""
