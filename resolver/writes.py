@@ -130,12 +130,12 @@ async def register_many(node, items: list[tuple[object, object]], *,
     tombs: list[bytes] = []
     strict: dict = {}  # prefix -> its template's name or None (strict_template)
     may_create: set[str] = set()  # prefixes this identity may create identifiers under
-    population, read, encode = node.population, node.read, node._encode_rows
+    population, encode = node.population, node._encode_rows
     creating: list[bytes] = []  # checked again inside the commit (another process may create)
     async with node.locks.hold(todo):
-        for key, (pos, handle, name, is_prefix, rows) in todo.items():
+        for (key, (pos, handle, name, is_prefix, rows)), (stored, data) in zip(
+                todo.items(), node.read_many(list(todo))):  # one snapshot, under the locks
             try:
-                stored, data = read(key)
                 if data is None:
                     if is_prefix or handle.prefix not in may_create:
                         node.authority.check_may_write(identity, handle, None)  # memoised
