@@ -3,13 +3,14 @@
 Reads run on the event loop thread (a B+tree lookup in a memory map: ~2 µs, no copy of the
 database in the Python heap, so memory stays file-backed at any size).
 
-Writes are group-committed: each write joins a queue; one long-lived writer thread (started
-at the first write, stopped by ``close``) takes everything queued, applies it in one
-transaction and commits with fsync; then every write in it is acknowledged, with one
-``call_soon_threadsafe`` per commit (and event loop) that resolves all its futures. While a
-commit's fsync runs, new writes queue for the next one, so the commit rate is bounded by fsync
-latency but the write rate is not. An acknowledged write is on disk; a commit that fails fails
-every write in it, and nothing of it is stored. ``close`` waits for every queued write.
+Writes are group-committed: the writes of one event-loop iteration join a queue together;
+one long-lived writer thread (started at the first write, stopped by ``close``) takes
+everything queued, applies it in one transaction and commits with fsync; then every write in
+it is acknowledged, with one ``call_soon_threadsafe`` per commit (and event loop) resolving
+all its futures. While a commit's fsync runs, new writes queue for the next one, so the
+commit rate is bounded by fsync latency but the write rate is not. An acknowledged write is
+on disk; a commit that fails fails every write in it, and nothing of it is stored. ``close``
+waits for every queued write.
 
 Bulk loading (``bulk_write``, used by ``idsim import`` on a stopped node's store) writes one
 large transaction per call: keys sorted and above every stored key go in with ``MDB_APPEND``
@@ -71,7 +72,8 @@ class LmdbStore:
         self._signal: asyncio.Event | None = None
         with self.env.begin(write=True) as txn:  # a log epoch from the store's first opening
             txn.put(EPOCH, os.urandom(8), db=self._meta, overwrite=False)
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._pending: list[_Op] = []  # this loop iteration's writes, not yet queued
+        self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self.commits = 0  # transactions committed (for tests and stats)
 
@@ -123,28 +125,37 @@ class LmdbStore:
         return await self._submit((), key)
 
     def _submit(self, puts, delete, absent: Collection[bytes] = ()) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         if self._writer is None:
             self._writer = threading.Thread(target=self._write_thread, name="lmdb-commit",
                                             daemon=True)
             self._writer.start()
-        self._queue.put((puts, delete, fut, absent))
+        if not self._pending:  # the writes of this loop iteration go to the writer together
+            loop.call_soon(self._flush)
+        self._pending.append((puts, delete, fut, absent))
         return fut
+
+    def _flush(self) -> None:
+        if self._pending:
+            ops, self._pending = self._pending, []
+            self._queue.put(ops)
 
     def _write_thread(self) -> None:
         """The writer: take everything queued, commit it (each ``apply`` alone), answer."""
         get, get_now, Empty = self._queue.get, self._queue.get_nowait, queue.Empty
         stop = False
         while not stop:
-            batch = [get()]
+            queued = [get()]
             while True:
                 try:
-                    batch.append(get_now())
+                    queued.append(get_now())
                 except Empty:
                     break
-            if batch[-1] is None:
-                batch.pop()
+            if queued[-1] is None:
+                queued.pop()
                 stop = True
+            batch = [op for ops in queued for op in ops]
             while batch:
                 if batch[0][0] is None:  # a mirror's apply: its own transaction
                     run, batch, commit = batch[:1], batch[1:], self._apply_op
@@ -369,6 +380,7 @@ class LmdbStore:
     async def close(self) -> None:
         """Wait for every queued write to be committed and answered, then close."""
         if self._writer is not None:
+            self._flush()
             self._queue.put(None)
             # the last answers are scheduled on the loop before the join's own answer
             await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
