@@ -2,14 +2,15 @@
 """Batch registration rate: ``python benchmarks/batch_register.py [--seconds 5] [--rounds 3]``.
 
 Starts one ``idsim node`` (LMDB, durable writes; ``--processes N`` processes serving it,
-default ``idsim node``'s own, one per core; extra ``idsim node`` options after ``--``) and, in
-interleaved rounds, measures durable single registrations (wrk, ``register.lua``: one PUT
+default ``idsim node``'s own, one per core; extra ``idsim node`` options after ``--``) and,
+in interleaved rounds, measures durable single registrations (wrk, ``register.lua``: one PUT
 per identifier, 64 connections) and batch registrations (``POST /api/batch/register``,
-msgpack batches of ``--size`` identifiers, ``--concurrency`` batches in flight; ``--json`` adds the same load as JSON). Prints medians: identifiers/s,
-the ratio of each batch rate to the single-registration rate of the same run, the node's
-CPU per identifier (user + system, all threads of all its processes: steadier than rates on a
-shared box, and what decides the rate on a machine with spare cores) and the batch client's
-own (it shares this box's cores with the node).
+msgpack batches of ``--size`` identifiers, ``--concurrency`` batches in flight; ``--json``
+adds the same load as JSON). Prints medians: identifiers/s, the ratio of each batch rate to
+the single-registration rate of the same run, the node's CPU per identifier (user + system,
+all threads of all its processes: steadier than rates on a shared box, and what decides the
+rate on a machine with spare cores) and the batch client's own (it shares this box's cores
+with the node).
 ``load`` is the batch client ``benchmarks/run.py`` uses too.
 """
 from __future__ import annotations
