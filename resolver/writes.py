@@ -152,11 +152,12 @@ async def register_many(node, items: list[tuple[object, object]], *,
                 writes.append((key, encode(name, rows)))
                 if data is None and not overwrite:
                     creating.append(key)
-                extra, tomb = overlay.on_write(population, key, stored)
-                if extra:
-                    writes += extra
-                if tomb:
-                    tombs.append(tomb)
+                if population or stored == overlay.TOMBSTONE:  # else on_write adds nothing
+                    extra, tomb = overlay.on_write(population, key, stored)
+                    if extra:
+                        writes += extra
+                    if tomb:
+                        tombs.append(tomb)
             except errors.HandleError as exc:
                 results[pos] = exc.with_handle(name).body()
         for key in await node._store(writes, absent=creating):

@@ -49,6 +49,7 @@ from resolver.store.base import LogRead, group_of
 _COUNT = struct.Struct("<q")
 _SEQ = struct.Struct(">Q")  # txlog keys: big-endian, so key order is sequence order
 _TIME = struct.Struct("<d")  # a txlog value: commit time, then msgpack [key, value or None]
+_PACK = msgpack.Packer().pack  # a txlog entry's [key, value]: one packer reused (writer thread)
 EPOCH, LAST_SEQ, FOLLOW = b"log_epoch", b"log_seq", b"follow"  # keys of the meta database
 # one queued write: (puts, delete key or None, future, keys that must hold no record); a
 # mirror's ``apply`` is queued as (None, (changes, follow, clear), future, ()); None: stop
@@ -196,14 +197,18 @@ class LmdbStore:
         deltas: dict[bytes, int] = {}
         results: list = []
         changes: list[tuple[bytes, bytes | None]] = []
+        records = self._records
         with self.env.begin(write=True) as txn:
+            get, replace = txn.get, txn.replace
             for puts, delete, _, absent in batch:
-                taken = {k for k in absent if txn.get(k, db=self._records)}  # b"": a tombstone
-                for key, value in puts:
-                    if key in taken:
-                        continue
-                    self._change(txn, key, value, deltas)
-                    changes.append((key, value))
+                taken = {k for k in absent if get(k, db=records)}  # b"": a tombstone
+                if taken:
+                    puts = [(k, v) for k, v in puts if k not in taken]
+                for key, value in puts:  # _change's put, inlined: a batch has thousands
+                    if replace(key, value, db=records) is None:
+                        group = key.partition(b"/")[0]  # group_of
+                        deltas[group] = deltas.get(group, 0) + 1
+                changes += puts
                 if delete is None:
                     results.append(taken)
                 else:
@@ -246,11 +251,11 @@ class LmdbStore:
         now = self.clock()
         raw = txn.get(LAST_SEQ, db=self._meta)
         seq = _SEQ.unpack(raw)[0] if raw else 0
-        stamp = _TIME.pack(now)
-        for key, value in changes:
-            seq += 1
-            txn.put(_SEQ.pack(seq), stamp + msgpack.packb([key, value]), db=self._txlog,
-                    append=True)
+        stamp, pack, key_of = _TIME.pack(now), _PACK, _SEQ.pack
+        txn.cursor(db=self._txlog).putmulti(
+            [(key_of(n), stamp + pack([key, value])) for n, (key, value) in
+             enumerate(changes, seq + 1)], append=True)
+        seq += len(changes)
         txn.put(LAST_SEQ, _SEQ.pack(seq), db=self._meta)
         excess = txn.stat(self._txlog)["entries"] - self.log_entries
         cutoff = now - self.log_age
