@@ -13,6 +13,14 @@ import pytest
 from resolver.store import open_store
 
 
+async def queued(store) -> None:
+    """Let the tasks just made run and the loop hand their writes to the (held) writer: two
+    turns of the loop, no time (each task's ``_submit``, then the one ``_flush``)."""
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert store._queue.qsize() == 1 and not store._pending  # one hand-over for all of them
+
+
 class Gate:
     """Wraps a store's ``_commit``: the first commit waits at the gate; every batch's keys
     are recorded. ``entered`` is set once the first commit is inside."""
@@ -59,7 +67,7 @@ async def test_writes_queued_during_a_commit_go_in_the_next_one(store):
     await gate.inside()
     later = [asyncio.ensure_future(store.put_many([(b"88.118.8/%d" % i, b"v")]))
              for i in (2, 3, 4)]
-    await asyncio.sleep(0)  # they are queued (not an ordering of events: the gate holds)
+    await queued(store)
     gate.release.set()
     await asyncio.gather(first, *later)
     assert gate.batches == [[b"88.118.8/1"], [b"88.118.8/2", b"88.118.8/3", b"88.118.8/4"]]
@@ -74,7 +82,7 @@ async def test_a_failed_commit_fails_every_write_in_it_and_stores_none(store):
     good = asyncio.ensure_future(store.put_many([(b"88.118.8/good", b"g")]))
     gone = asyncio.ensure_future(store.delete(b"88.118.8/ok"))
     bad = asyncio.ensure_future(store.put_many([(b"88.118.8/" + b"x" * 600, b"too long key")]))
-    await asyncio.sleep(0)
+    await queued(store)
     gate.release.set()
     await first
     for fut in (good, gone, bad):
@@ -93,14 +101,14 @@ async def test_close_waits_for_writes_queued_behind_a_running_commit(tmp_path):
     gate = Gate(s)
     first = asyncio.ensure_future(s.put_many([(b"88.118.8/1", b"1")]))
     await gate.inside()
-    queued = [asyncio.ensure_future(s.put_many([(b"88.118.8/q%d" % i, b"q")])) for i in range(5)]
-    await asyncio.sleep(0)
+    later = [asyncio.ensure_future(s.put_many([(b"88.118.8/q%d" % i, b"q")])) for i in range(5)]
+    await queued(s)
     closing = asyncio.ensure_future(s.close())
     await asyncio.sleep(0)
     assert not closing.done()
     gate.release.set()
     await closing
-    assert all(f.done() and f.exception() is None for f in [first, *queued])
+    assert all(f.done() and f.exception() is None for f in [first, *later])
     s = open_store(f"lmdb:{tmp_path / 'db'}")
     try:
         assert s.count() == 6
@@ -115,7 +123,7 @@ async def test_apply_and_writes_share_the_writer(store):
     await gate.inside()
     applied = asyncio.ensure_future(store.apply([(b"88.118.8/m", b"m")], b"pos"))
     after = asyncio.ensure_future(store.put_many([(b"88.118.8/2", b"2")]))
-    await asyncio.sleep(0)
+    await queued(store)
     gate.release.set()
     await asyncio.gather(first, applied, after)
     assert store.following() == b"pos"
