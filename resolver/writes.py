@@ -10,10 +10,10 @@ per item, in order, a bad item failing alone with its own responseCode; every it
 is written in one durable commit (``node._store``) under the locks of all its keys; the batch
 limit is ``node.config.batch.max_register`` (413 past it). Who may write is
 ``node.authority``'s decision, asked once per prefix and batch for new identifiers (it
-depends on the identity and the prefix only). Several processes may serve one store: a key
-is new or taken as the store says when the item is read; two processes creating one new key
-at the same instant both succeed, the later write winning (one LMDB transaction per commit
-per process; an insert-if-absent in the store's commit would close that window).
+depends on the identity and the prefix only). Several processes may serve one store: a
+batch's keys are read in one store snapshot (``node.read_many``) under their locks, and a
+create is checked again inside the store's commit (``absent``): of two processes creating
+one new key at the same instant, the later is answered "already exists".
 """
 from __future__ import annotations
 
