@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Batch registration rate: ``python benchmarks/batch_register.py [--seconds 5] [--rounds 3]``.
 
-Starts one ``idsim node`` (LMDB, durable writes; extra ``idsim node`` options after ``--``,
-e.g. ``-- --processes 2``) and, in interleaved rounds, measures durable single registrations
-(wrk, ``register.lua``: one PUT per identifier, 64 connections) and batch registrations
-(``POST /api/batch/register``, msgpack batches of ``--size`` identifiers, ``--concurrency``
-batches in flight; ``--json`` adds the same load as JSON). Prints medians: identifiers/s,
-the ratio of each batch rate to the single-registration rate of the same run, and the node
-process's CPU per identifier (user + system, all threads: steadier than rates on a shared box).
+Starts one ``idsim node`` (LMDB, durable writes; ``--processes N`` processes serving it,
+default ``idsim node``'s own, one per core; extra ``idsim node`` options after ``--``) and,
+in interleaved rounds, measures durable single registrations (wrk, ``register.lua``: one PUT
+per identifier, 64 connections) and batch registrations (``POST /api/batch/register``,
+msgpack batches of ``--size`` identifiers, ``--concurrency`` batches in flight; ``--json``
+adds the same load as JSON). Prints medians: identifiers/s, the ratio of each batch rate to
+the single-registration rate of the same run, the node's CPU per identifier (user + system,
+all threads of all its processes: steadier than rates on a shared box, and what decides the
+rate on a machine with spare cores) and the batch client's own (it shares this box's cores
+with the node).
 ``load`` is the batch client ``benchmarks/run.py`` uses too.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import itertools
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -120,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=1000, help="identifiers per batch")
     p.add_argument("--concurrency", type=int, default=4, help="batches in flight")
     p.add_argument("--json", action="store_true", help="also measure JSON batches")
+    p.add_argument("--processes", type=int, default=None,
+                   help="processes serving the node (default: idsim node's, one per core)")
     p.add_argument("node_args", nargs="*", help="extra idsim node options (after --)")
     args = p.parse_args(argv)
     procs.install_handlers()
@@ -129,13 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         got["batch JSON"] = []
     cpu: dict[str, list[float]] = {name: [] for name in got}
+    client: dict[str, list[float]] = {name: [] for name in got}  # this process's µs per id
+    processes = ("--processes", str(args.processes)) if args.processes else ()
     try:
-        pid, url, token = start_node(tmp, "node", *args.node_args)
+        pid, url, token = start_node(tmp, "node", *processes, *args.node_args)
         node = psutil.Process(pid)
         spent = lambda: sum(sum(p.cpu_times()[:2]) for p in [node, *node.children(True)])
         for r in range(args.rounds):
             for name in got:
-                before = spent()
+                before, mine = spent(), time.process_time()
                 if name == "single PUT":
                     rate = single_rate(url, token, prefix, args.seconds)
                     count = rate * args.seconds
@@ -148,14 +156,16 @@ def main(argv: list[str] | None = None) -> int:
                     rate, count = res["rate"], res["registered"]
                 got[name].append(rate)
                 cpu[name].append((spent() - before) / max(1, count) * 1e6)
+                client[name].append((time.process_time() - mine) / max(1, count) * 1e6)
             procs.log(f"round {r + 1}/{args.rounds}: " +
                       ", ".join(f"{n} {v[-1]:,.0f}/s" for n, v in got.items()))
         med = {name: statistics.median(v) for name, v in got.items()}
         procs.log(f"\n{'identifiers registered per second (median)':<44}{'ids/s':>10}"
-                  f"{'× single':>10}{'CPU µs/id':>11}")
+                  f"{'× single':>10}{'CPU µs/id':>11}{'client µs/id':>14}")
         for name, rate in med.items():
             procs.log(f"{name:<44}{rate:>10,.0f}{rate / med['single PUT']:>9.1f}×"
-                      f"{statistics.median(cpu[name]):>11.1f}")
+                      f"{statistics.median(cpu[name]):>11.1f}" + (f"{'(wrk)':>14}" if name ==
+                      "single PUT" else f"{statistics.median(client[name]):>14.1f}"))
     finally:
         procs.stop_all()
     return 0

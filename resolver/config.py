@@ -135,6 +135,11 @@ class HostConfig:
     restart_delay: float = 0.5            # s before the first restart; doubles on each one
     restart_max_delay: float = 10.0       # ... up to this
     restart_reset_after: float = 30.0     # s up after which the delay is back to restart_delay
+    # each serving process's garbage collector, once its nodes are built and seeded (gc_settings)
+    gc_freeze: int = 1                    # 1: start-up objects leave the collector's sight
+    gc_threshold0: int = 50_000           # allocations between young collections (Python: 700)
+    gc_threshold1: int = 20               # young collections per middle one (Python: 10)
+    gc_threshold2: int = 100              # middle collections per full one (Python: 10)
 
 
 @dataclass(frozen=True, slots=True)

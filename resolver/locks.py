@@ -16,7 +16,7 @@ class KeyLocks:
     ``@asynccontextmanager`` generator cost more than the uncontended lock itself."""
 
     def __init__(self) -> None:
-        self._busy: dict[bytes, list[asyncio.Future]] = {}
+        self._busy: dict[bytes, list[asyncio.Future] | None] = {}  # held key -> its waiters
 
     def hold(self, keys: Iterable[bytes]) -> "_Held":
         return _Held(self._busy, set(keys))
@@ -25,21 +25,27 @@ class KeyLocks:
 class _Held:
     __slots__ = ("busy", "keys")
 
-    def __init__(self, busy: dict[bytes, list[asyncio.Future]], keys: set[bytes]) -> None:
+    def __init__(self, busy: dict[bytes, list[asyncio.Future] | None], keys: set[bytes]) -> None:
         self.busy = busy
         self.keys = keys
 
     async def __aenter__(self) -> None:
-        busy = self.busy
-        while (taken := next((k for k in self.keys if k in busy), None)) is not None:
+        busy, keys = self.busy, self.keys
+        while not busy.keys().isdisjoint(keys):  # one C pass over a batch's thousands of keys
+            taken = next(k for k in keys if k in busy)
+            waiters = busy[taken]
+            if waiters is None:
+                waiters = busy[taken] = []
             fut = asyncio.get_running_loop().create_future()
-            busy[taken].append(fut)
+            waiters.append(fut)
             await fut
-        for k in self.keys:
-            busy[k] = []
+        busy.update(dict.fromkeys(keys))  # held; a waiter's list is made when one comes
 
     async def __aexit__(self, *exc) -> None:
+        pop = self.busy.pop
         for k in self.keys:
-            for fut in self.busy.pop(k):
-                if not fut.done():
-                    fut.set_result(None)
+            waiters = pop(k)
+            if waiters:
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_result(None)

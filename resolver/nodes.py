@@ -118,6 +118,18 @@ class SecondaryNode(Reads):
         found = overlay.synthetic(self.population, key, stored)
         return stored, stored if stored else (None if found is None else found.data())
 
+    def read_many(self, keys: list[bytes]) -> list[tuple[bytes | None, bytes | None]]:
+        """``read`` of each key, in order (one store snapshot where the store has ``get_many``)."""
+        get_many = getattr(self.store, "get_many", None)
+        stored = get_many(keys) if get_many is not None else [self.store.get(k) for k in keys]
+        if not self.population:
+            return [(s, s if s else None) for s in stored]
+        out = []
+        for key, s in zip(keys, stored):
+            found = overlay.synthetic(self.population, key, s)
+            out.append((s, s if s else (None if found is None else found.data())))
+        return out
+
     def strict_check(self, handle: Handle, values: list[Value], seen: dict | None = None) -> None:
         """Strict mode: a prefix whose ``0.NA`` record names a template (``IDSIM_TEMPLATE``)
         refuses a record missing or mistyping one of its fields (400 naming the field)."""

@@ -10,10 +10,10 @@ per item, in order, a bad item failing alone with its own responseCode; every it
 is written in one durable commit (``node._store``) under the locks of all its keys; the batch
 limit is ``node.config.batch.max_register`` (413 past it). Who may write is
 ``node.authority``'s decision, asked once per prefix and batch for new identifiers (it
-depends on the identity and the prefix only). Several processes may serve one store: a key
-is new or taken as the store says when the item is read; two processes creating one new key
-at the same instant both succeed, the later write winning (one LMDB transaction per commit
-per process; an insert-if-absent in the store's commit would close that window).
+depends on the identity and the prefix only). Several processes may serve one store: a
+batch's keys are read in one store snapshot (``node.read_many``) under their locks, and a
+create is checked again inside the store's commit (``absent``): of two processes creating
+one new key at the same instant, the later is answered "already exists".
 """
 from __future__ import annotations
 
@@ -130,12 +130,12 @@ async def register_many(node, items: list[tuple[object, object]], *,
     tombs: list[bytes] = []
     strict: dict = {}  # prefix -> its template's name or None (strict_template)
     may_create: set[str] = set()  # prefixes this identity may create identifiers under
-    population, read, encode = node.population, node.read, node._encode_rows
+    population, encode = node.population, node._encode_rows
     creating: list[bytes] = []  # checked again inside the commit (another process may create)
     async with node.locks.hold(todo):
-        for key, (pos, handle, name, is_prefix, rows) in todo.items():
+        for (key, (pos, handle, name, is_prefix, rows)), (stored, data) in zip(
+                todo.items(), node.read_many(list(todo))):  # one snapshot, under the locks
             try:
-                stored, data = read(key)
                 if data is None:
                     if is_prefix or handle.prefix not in may_create:
                         node.authority.check_may_write(identity, handle, None)  # memoised
@@ -152,11 +152,12 @@ async def register_many(node, items: list[tuple[object, object]], *,
                 writes.append((key, encode(name, rows)))
                 if data is None and not overwrite:
                     creating.append(key)
-                extra, tomb = overlay.on_write(population, key, stored)
-                if extra:
-                    writes += extra
-                if tomb:
-                    tombs.append(tomb)
+                if population or stored == overlay.TOMBSTONE:  # else on_write adds nothing
+                    extra, tomb = overlay.on_write(population, key, stored)
+                    if extra:
+                        writes += extra
+                    if tomb:
+                        tombs.append(tomb)
             except errors.HandleError as exc:
                 results[pos] = exc.with_handle(name).body()
         for key in await node._store(writes, absent=creating):

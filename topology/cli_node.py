@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from resolver import health, server
+from resolver import gc_settings, health, server
 from resolver.access_log import access_logs
 from resolver.config import Config
 from topology import demo, logs, model
@@ -210,6 +210,7 @@ async def run_node(args, config: Config, logins: dict, replicas: list[Replica], 
                                 store=args.store, standalone=True, reuse_port=shared,
                                 case_sensitive=args.case_sensitive, progress=seeded,
                                 access_log=access and access_logs(access, config.http))
+    gc_settings.apply(config.host)  # the node built and seeded: freeze it, collect less often
     try:
         for child in replicas:
             await child.start(config.host.ready_timeout)

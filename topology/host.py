@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from resolver import config as configuration
-from resolver import server
+from resolver import gc_settings, server
 from resolver.access_log import access_logs
 from resolver.clock import SYSTEM
 from resolver.fault_inject import Injector
@@ -80,6 +80,7 @@ async def worker_main(args, config: configuration.Config) -> None:
                                                   topo.secondary(name).address.http_url)
     for name, runner in zip(running.nodes, running.runners):
         log.info("ready: serving http://%s:%d", *runner.addresses[0][:2], extra={"node": name})
+    gc_settings.apply(config.host)  # nodes built and seeded: freeze them, collect less often
     emit("ready", nodes=args.nodes, control=control_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -5,6 +5,8 @@ Keys are normalised handle bytes (``identifiers.make_key``); values are encoded 
 cost ~1 KiB each and stall the event loop in GC.
 
 Reads are synchronous (an LMDB lookup is microseconds: cheaper than a coroutine switch).
+``lmdb:`` and ``memory:`` also have ``get_many(keys)``: ``get`` of each key, in order, from one
+snapshot (batch registration reads every key of a batch with it; other stores: one ``get`` each).
 A network store (``redis-cluster://``) also has ``async get_async(key)``, the same read
 without blocking the event loop; the node's resolve path awaits it when a store has it.
 Writes are async and return only once the data is durable; concurrent writers share one

@@ -3,10 +3,14 @@
 Reads run on the event loop thread (a B+tree lookup in a memory map: ~2 µs, no copy of the
 database in the Python heap, so memory stays file-backed at any size).
 
-Writes are group-committed: each write joins a queue; one writer thread takes everything
-queued, applies it in one transaction and commits with fsync; then every write in it is
-acknowledged. While a commit's fsync runs, new writes queue for the next one, so the commit
-rate is bounded by fsync latency but the write rate is not. An acknowledged write is on disk.
+Writes are group-committed: the writes of one event-loop iteration join a queue together;
+one long-lived writer thread (started at the first write, stopped by ``close``) takes
+everything queued, applies it in one transaction and commits with fsync; then every write in
+it is acknowledged, with one ``call_soon_threadsafe`` per commit (and event loop) resolving
+all its futures. While a commit's fsync runs, new writes queue for the next one, so the
+commit rate is bounded by fsync latency but the write rate is not. An acknowledged write is
+on disk; a commit that fails fails every write in it, and nothing of it is stored. ``close``
+waits for every queued write.
 
 Bulk loading (``bulk_write``, used by ``idsim import`` on a stopped node's store) writes one
 large transaction per call: keys sorted and above every stored key go in with ``MDB_APPEND``
@@ -30,9 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import struct
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Collection, Sequence
 
 import lmdb
@@ -44,9 +49,11 @@ from resolver.store.base import LogRead, group_of
 _COUNT = struct.Struct("<q")
 _SEQ = struct.Struct(">Q")  # txlog keys: big-endian, so key order is sequence order
 _TIME = struct.Struct("<d")  # a txlog value: commit time, then msgpack [key, value or None]
+_PACK = msgpack.Packer().pack  # a txlog entry's [key, value]: one packer reused (writer thread)
 EPOCH, LAST_SEQ, FOLLOW = b"log_epoch", b"log_seq", b"follow"  # keys of the meta database
-# one queued write: (puts, delete key or None, future, keys that must hold no record)
-_Op = tuple[Sequence[tuple[bytes, bytes]], "bytes | None", asyncio.Future, "Collection[bytes]"]
+# one queued write: (puts, delete key or None, future, keys that must hold no record); a
+# mirror's ``apply`` is queued as (None, (changes, follow, clear), future, ()); None: stop
+_Op = tuple["Sequence[tuple[bytes, bytes]] | None", object, asyncio.Future, "Collection[bytes]"]
 
 
 class LmdbStore:
@@ -66,15 +73,21 @@ class LmdbStore:
         self._signal: asyncio.Event | None = None
         with self.env.begin(write=True) as txn:  # a log epoch from the store's first opening
             txn.put(EPOCH, os.urandom(8), db=self._meta, overwrite=False)
-        self._queue: list[_Op] = []
-        self._writer: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="lmdb-commit")
+        self._pending: list[_Op] = []  # this loop iteration's writes, not yet queued
+        self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
         self.commits = 0  # transactions committed (for tests and stats)
 
     # ------------------------------------------------------------------ reads
     def get(self, key: bytes) -> bytes | None:
         with self.env.begin(db=self._records) as txn:
             return txn.get(key)
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """``get`` of each key, in order, from one read transaction (one snapshot)."""
+        with self.env.begin(db=self._records) as txn:
+            get = txn.get
+            return [get(k) for k in keys]
 
     def scan(self, prefix: bytes, *, after: bytes | None = None,
              limit: int = 100) -> list[tuple[bytes, bytes]]:
@@ -113,40 +126,89 @@ class LmdbStore:
         return await self._submit((), key)
 
     def _submit(self, puts, delete, absent: Collection[bytes] = ()) -> asyncio.Future:
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((puts, delete, fut, absent))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_thread, name="lmdb-commit",
+                                            daemon=True)
+            self._writer.start()
+        if not self._pending:  # the writes of this loop iteration go to the writer together
+            loop.call_soon(self._flush)
+        self._pending.append((puts, delete, fut, absent))
         return fut
 
-    async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._queue:
-            batch, self._queue = self._queue, []
+    def _flush(self) -> None:
+        if self._pending:
+            ops, self._pending = self._pending, []
+            self._queue.put(ops)
+
+    def _write_thread(self) -> None:
+        """The writer: take everything queued, commit it (each ``apply`` alone), answer."""
+        get, get_now, Empty = self._queue.get, self._queue.get_nowait, queue.Empty
+        stop = False
+        while not stop:
+            queued = [get()]
+            while True:
+                try:
+                    queued.append(get_now())
+                except Empty:
+                    break
+            if queued[-1] is None:
+                queued.pop()
+                stop = True
+            batch = [op for ops in queued for op in ops]
+            while batch:
+                if batch[0][0] is None:  # a mirror's apply: its own transaction
+                    run, batch, commit = batch[:1], batch[1:], self._apply_op
+                else:
+                    n = next((i for i, op in enumerate(batch) if op[0] is None), len(batch))
+                    run, batch, commit = batch[:n], batch[n:], self._commit
+                try:
+                    results, error = commit(run), None
+                except Exception as exc:  # the whole transaction failed: nothing was written
+                    results, error = None, exc
+                self._answer(run, results, error)
+
+    def _answer(self, run: list[_Op], results: list | None, error: Exception | None) -> None:
+        """Resolve ``run``'s futures on their loops: one wake-up per loop and commit."""
+        loops: dict = {}
+        for i, op in enumerate(run):
+            loops.setdefault(op[2].get_loop(), []).append(i)
+        for loop, which in loops.items():
             try:
-                results = await loop.run_in_executor(self._pool, self._commit, batch)
-            except Exception as exc:  # the whole transaction failed: nothing was written
-                for _, _, fut, _ in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, _, fut, _), result in zip(batch, results):
-                if not fut.done():
-                    fut.set_result(result)
+                loop.call_soon_threadsafe(self._settle, [run[i][2] for i in which],
+                                          None if results is None else [results[i] for i in which],
+                                          error)
+            except RuntimeError:  # that loop is closed: nobody waits for these
+                pass
+
+    def _settle(self, futures: list[asyncio.Future], results: list | None,
+                error: Exception | None) -> None:
+        for i, fut in enumerate(futures):
+            if not fut.done():
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(results[i])
+        if error is None:
             self._signal_commit()
 
     def _commit(self, batch: list[_Op]) -> list:
         deltas: dict[bytes, int] = {}
         results: list = []
         changes: list[tuple[bytes, bytes | None]] = []
+        records = self._records
         with self.env.begin(write=True) as txn:
+            get, replace = txn.get, txn.replace
             for puts, delete, _, absent in batch:
-                taken = {k for k in absent if txn.get(k, db=self._records)}  # b"": a tombstone
-                for key, value in puts:
-                    if key in taken:
-                        continue
-                    self._change(txn, key, value, deltas)
-                    changes.append((key, value))
+                taken = {k for k in absent if get(k, db=records)}  # b"": a tombstone
+                if taken:
+                    puts = [(k, v) for k, v in puts if k not in taken]
+                for key, value in puts:  # _change's put, inlined: a batch has thousands
+                    if replace(key, value, db=records) is None:
+                        group = key.partition(b"/")[0]  # group_of
+                        deltas[group] = deltas.get(group, 0) + 1
+                changes += puts
                 if delete is None:
                     results.append(taken)
                 else:
@@ -189,11 +251,11 @@ class LmdbStore:
         now = self.clock()
         raw = txn.get(LAST_SEQ, db=self._meta)
         seq = _SEQ.unpack(raw)[0] if raw else 0
-        stamp = _TIME.pack(now)
-        for key, value in changes:
-            seq += 1
-            txn.put(_SEQ.pack(seq), stamp + msgpack.packb([key, value]), db=self._txlog,
-                    append=True)
+        stamp, pack, key_of = _TIME.pack(now), _PACK, _SEQ.pack
+        txn.cursor(db=self._txlog).putmulti(
+            [(key_of(n), stamp + pack([key, value])) for n, (key, value) in
+             enumerate(changes, seq + 1)], append=True)
+        seq += len(changes)
         txn.put(LAST_SEQ, _SEQ.pack(seq), db=self._meta)
         excess = txn.stat(self._txlog)["entries"] - self.log_entries
         cutoff = now - self.log_age
@@ -246,9 +308,11 @@ class LmdbStore:
                     clear: bool = False) -> None:
         """A mirror's write: (with ``clear``, first drop every record), apply ``changes``
         (None: delete) and store ``follow`` in one durable transaction."""
-        await asyncio.get_running_loop().run_in_executor(self._pool, self._apply, changes,
-                                                         follow, clear)
-        self._signal_commit()
+        await self._submit(None, (changes, follow, clear))
+
+    def _apply_op(self, run: list[_Op]) -> list:
+        self._apply(*run[0][1])
+        return [None]
 
     def _apply(self, changes, follow: bytes, clear: bool) -> None:
         deltas: dict[bytes, int] = {}
@@ -319,7 +383,11 @@ class LmdbStore:
         return sum(deltas.values())
 
     async def close(self) -> None:
-        while self._writer is not None and not self._writer.done():
-            await asyncio.shield(self._writer)
-        self._pool.shutdown(wait=True)
+        """Wait for every queued write to be committed and answered, then close."""
+        if self._writer is not None:
+            self._flush()
+            self._queue.put(None)
+            # the last answers are scheduled on the loop before the join's own answer
+            await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
+            self._writer = None
         self.env.close()

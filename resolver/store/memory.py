@@ -36,6 +36,10 @@ class MemoryStore:
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
 
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        get = self._data.get
+        return [get(k) for k in keys]
+
     async def put_many(self, items: Sequence[tuple[bytes, bytes]],
                        absent: Collection[bytes] = ()) -> set[bytes]:
         taken = {k for k in absent if self._data.get(k)}  # b"": a tombstone
