@@ -156,9 +156,22 @@ def _resolves(text: str) -> dict[str, float]:
     return out
 
 
+def _settled(node, a, b) -> dict[str, float]:
+    """The resolve counts once both processes' views agree: each scrape has its own process's
+    counts live and the other's as of its last snapshot, so a request an earlier test made may
+    not have reached the other view yet."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        views = [_resolves(node.get(conn, "/metrics")[1]["text"].decode()) for conn in (a, b)]
+        if views[0] == views[1]:
+            return views[0]
+        assert time.monotonic() < deadline, f"the processes' views never agreed: {views}"
+        time.sleep(0.1)  # polling a subprocess
+
+
 def test_a_scrape_of_the_port_counts_every_process(node):
     a, b = node.conns
-    before = _resolves(node.get(a, "/metrics")[1]["text"].decode())
+    before = _settled(node, a, b)
     for conn, n in ((a, 3), (b, 5)):
         for _ in range(n):
             assert node.get(conn, f"/api/handles/{ENT}/SN000000001")[0] == 200
