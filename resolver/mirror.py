@@ -65,7 +65,7 @@ class MirrorNode:
     role = Role.MIRROR
 
     def __init__(self, name: str, node, primary_rpc: str, primary_http: str, config: Config,
-                 *, clock: Clock = SYSTEM, trust: Trust | None = None) -> None:
+                 *, clock: Clock = SYSTEM, trust: Trust | None = None, link=None) -> None:
         self.name = name
         self.node = node
         self.primary_rpc, self.primary_http = primary_rpc, primary_http
@@ -79,6 +79,9 @@ class MirrorNode:
         rpc = dataclasses.replace(config.rpc,  # a long-poll's answer may take poll_wait
                                   timeout=config.rpc.timeout + config.replication.poll_wait)
         self._client = RpcClient(*split_address(primary_rpc), rpc, clock=clock, trust=trust)
+        # the WAN link to the primary (resolver.link): distance, loss and partitions delay or
+        # cut replication as they do every other call between the two cities
+        self._client.link = link
         self._stepping = asyncio.Lock()  # one step at a time (the loop's, or a test's)
         self._task: asyncio.Task | None = None
 

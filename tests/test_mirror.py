@@ -144,6 +144,33 @@ async def test_a_restarted_mirror_resumes_from_its_position_and_converges(tmp_pa
         await pair.close()
 
 
+async def test_a_partition_between_mirror_and_primary_stops_replication_until_lifted(tmp_path):
+    """The mirror calls its primary through the WAN link between their cities
+    (``resolver.link``): a partition (a fault) cuts replication like any other call, and the
+    mirror converges once it is lifted."""
+    from resolver.clock import FakeClock
+    from resolver.errors import PeerUnavailable
+    from resolver.link import Links
+    cut, clock = {"on": True}, FakeClock()
+    links = Links(None, clock, {}, blocked=lambda src, dst: cut["on"])
+    pair = await Pair(tmp_path).start()
+    try:
+        pair.mirror = MirrorNode("88.118~Beijing", pair.mirror.node, pair.primary_rpc,
+                                 PRIMARY_HTTP, pair.config, clock=clock,
+                                 trust=Trust("88.118~Beijing", KEYS),
+                                 link=links.between("88.118~Beijing", "88.118"))
+        await pair.write("88.118/PART-1", "https://a")
+        with pytest.raises(PeerUnavailable):
+            await pair.mirror.step(0)
+        assert pair.mirror.store.get(make_key("88.118/PART-1", False)) is None
+        cut["on"] = False
+        clock.advance(pair.config.rpc.retry_after)  # the client's wait before connecting again
+        await pair.catch_up()
+        assert digest(pair.mirror.store) == digest(pair.primary.store)
+    finally:
+        await pair.close()
+
+
 @pytest.mark.parametrize("method,path,body", [
     ("PUT", "/api/handles/88.118/SN-1", [{"index": 1, "type": "URL",
                                           "data": {"format": "string", "value": "x"}}]),

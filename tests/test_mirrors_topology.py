@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from resolver import health, observe
+from resolver.clock import SYSTEM
 from resolver.config import Config
+from resolver.link import Links
 from resolver.roles import Role
 from resolver.rpc_auth import primary_of, role_of
 from topology import mirrors, readiness, wiring
@@ -182,11 +184,12 @@ def test_the_top_learns_each_secondarys_mirrors_through_its_site() -> None:
 
 
 class FakeMirrorNode:
-    """Stands for resolver.mirror.MirrorNode (another branch): records how it was built."""
+    """Stands for resolver.mirror.MirrorNode: records how the wiring built it."""
     built: list = []
 
-    def __init__(self, name, node, primary_rpc, primary_http, config, *, clock, trust):
-        self.name, self.node, self.role = name, node, Role.MIRROR
+    def __init__(self, name, node, primary_rpc, primary_http, config, *, clock, trust,
+                 link=None):
+        self.name, self.node, self.role, self.link = name, node, Role.MIRROR, link
         self.primary = (primary_rpc, primary_http)
         self.trust, self.started, self.ready = trust, False, False
         FakeMirrorNode.built.append(self)
@@ -213,11 +216,14 @@ def test_a_mirror_is_its_primarys_node_on_its_own_store(tmp_path: Path, monkeypa
     async def build(name):
         return await wiring._build_mirror(t, name, Config(), data_dir=tmp_path, store="lmdb",
                                           clock=asyncio.get_running_loop().time,
-                                          case_sensitive=False, keyring=None)
+                                          case_sensitive=False, keyring=None,
+                                          links=Links(None, SYSTEM, {}))
 
     async def main():
         mirror, top = await build(m.name), await build(standby.name)
-        try:
+        try:  # replication crosses the WAN link between the two cities (faults cut it too)
+            assert (mirror.link.src, mirror.link.dst) == (m.name, "88.118")
+            assert (top.link.src, top.link.dst) == (standby.name, "top")
             assert isinstance(mirror.node, SecondaryNode) and mirror.node.homed == ["88.118"]
             assert mirror.primary == (t.secondary("88.118").address.rpc_addr,
                                       t.secondary("88.118").address.http_url)

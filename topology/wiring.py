@@ -131,7 +131,7 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
     if role_of(name) == Role.MIRROR:  # <primary>~<city> (issue 11)
         return (await _build_mirror(topo, name, config, data_dir=data_dir, store=store,
                                     clock=clock, case_sensitive=case_sensitive,
-                                    keyring=keyring), topo.address_of(name))
+                                    keyring=keyring, links=links), topo.address_of(name))
     spec = topo.secondary(name)
     node = SecondaryNode(spec.code, open_store(store_url(store, data_dir, spec.code),
                                                config.store, config.replication), [spec.code], config, clock=clock,
@@ -146,7 +146,7 @@ async def _build(topo: Topology, name: str, config: Config, *, data_dir: Path, l
 
 async def _build_mirror(topo: Topology, name: str, config: Config, *, data_dir: Path,
                         store: str, clock: Clock, case_sensitive: bool,
-                        keyring: Keyring | None) -> object:
+                        keyring: Keyring | None, links=None) -> object:
     """A mirror, started: the node its primary is (same prefixes, population and templates)
     on the mirror's own store, wrapped read-only (``resolver.mirror.MirrorNode``)."""
     from resolver.mirror import MirrorNode  # lazily: only a topology with mirrors needs it
@@ -162,7 +162,8 @@ async def _build_mirror(topo: Topology, name: str, config: Config, *, data_dir: 
     primary = mirrors.primary_address(topo, m)
     try:
         mirror = MirrorNode(name, node, primary.rpc_addr, primary.http_url, config, clock=clock,
-                            trust=Trust(name, keyring) if keyring else None)
+                            trust=Trust(name, keyring) if keyring else None,
+                            link=links.between(name, m.primary) if links is not None else None)
     except BaseException:
         await node.close()
         raise
