@@ -23,9 +23,9 @@ Q = res.QUICK  # the scale of ``python benchmarks/resilience.py --quick``
 DEMO = int(Q["demo"])
 
 
-@pytest.fixture(scope="module")
-def restarting(tmp_path_factory):
-    up = res.Up(tmp_path_factory.mktemp("res") / "restart", "restart", DEMO, ANSWER_TTL,
+def _cluster(tmp_path_factory, on_exit: str):
+    """A mini network with mirrors whose supervisor follows ``on_exit``, stopped at the end."""
+    up = res.Up(tmp_path_factory.mktemp("res") / on_exit, on_exit, DEMO, ANSWER_TTL,
                 DELEGATION_TTL)
     try:
         yield up
@@ -34,13 +34,13 @@ def restarting(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def keeping(tmp_path_factory):
-    up = res.Up(tmp_path_factory.mktemp("res") / "keep", "keep", DEMO, ANSWER_TTL,
-                DELEGATION_TTL)
-    try:
-        yield up
-    finally:
-        up.stop()
+def restarting(tmp_path_factory):  # a killed node comes back
+    yield from _cluster(tmp_path_factory, "restart")
+
+
+@pytest.fixture(scope="module")
+def keeping(tmp_path_factory):  # a killed node stays down
+    yield from _cluster(tmp_path_factory, "keep")
 
 
 def test_no_acknowledged_write_lost_across_a_primary_sigkill(restarting: res.Up) -> None:
