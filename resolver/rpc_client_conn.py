@@ -63,7 +63,7 @@ class ClientConnection(Stream):
         pending, self.pending = self.pending, {}
         if not self.ready.done():
             self.ready.set_exception(PeerUnavailable(why))
-        for fut in pending.values():
+        for fut in list(pending.values()):  # a Reply leaves the dict as it is answered
             if not fut.done():
                 fut.set_exception(PeerUnavailable(why))
 
