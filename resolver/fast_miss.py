@@ -166,25 +166,18 @@ class FastMiss:
             self._advance(gen, partial(gen.throw, error), fut)
 
     def _await(self, gen, need, fut: asyncio.Future, tried: tuple[str, ...]) -> None:
-        """Go on with ``need`` and the rest of the steps as a task on the awaited path."""
-        node = self.node
+        """Go on with ``need`` and the rest of the steps as a task on the awaited path; the
+        peers of ``tried`` failed already at ``need`` (no later need has any)."""
+        node, first = self.node, [tried]
 
-        async def rest():
-            try:
-                try:
-                    if isinstance(need, AskTop):
-                        reply = await node._ask_top(need.prefix, tried)
-                    else:
-                        reply = await node._ask_node(need.site, need.handle, tried)
-                except errors.HandleError as exc:
-                    nxt = gen.throw(exc)
-                else:
-                    nxt = gen.send(reply)
-            except StopIteration as done:
-                return done.value
-            return await drive(gen, node._ask_top, node._ask_node, first=nxt)
+        async def ask_top(prefix: str):
+            return await node._ask_top(prefix, first.pop() if first else ())
 
-        asyncio.ensure_future(rest()).add_done_callback(partial(_settle, fut))
+        async def ask_node(site: Site, handle: str):
+            return await node._ask_node(site, handle, first.pop() if first else ())
+
+        task = asyncio.ensure_future(drive(gen, ask_top, ask_node, first=need))
+        task.add_done_callback(partial(_settle, fut))
 
 
 def _settle(fut: asyncio.Future, task: asyncio.Future) -> None:

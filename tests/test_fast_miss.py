@@ -13,7 +13,10 @@ import re
 
 from network_fixtures import net  # noqa: F401 (a fixture)
 from test_fast_http import arrivals, exchange, get, node_counters, serve_pair, target  # noqa: F401
+from test_failover import Calls, serve_copy, with_mirror
 from test_network import ENT, demo_id, rpc_server_of
+
+from resolver.rpc_auth import Method
 
 NOPE = f"{ENT}/NO-SUCH-FAST-MISS"
 
@@ -171,3 +174,32 @@ async def test_a_peer_that_goes_down_is_answered_as_resolve_answers(net, arrival
         assert rec.health.state(net.topo.secondary("88.118").address.rpc_addr)[0] >= 1
     finally:
         await pair.close()
+
+
+async def test_a_call_lost_in_flight_fails_over_to_the_mirror(net):  # noqa: F811
+    """The primary takes the fast path's call, then its connection goes: the primary is marked
+    failed once, the mirror is asked (not the primary again) and the client gets the answer."""
+    rec = net.recursive
+    assert (await net.get(f"{net.url}/api/handles/{demo_id(ENT, 0)}"))[0] == 200  # connects
+    mirror = await serve_copy(net, "88.118")
+    try:
+        site = with_mirror(net, ENT, f"127.0.0.1:{mirror.port}")
+        primary = rpc_server_of(net, "88.118")
+        asked = asyncio.Event()
+
+        async def never(caller, text):
+            asked.set()
+            await asyncio.Event().wait()
+        primary._handlers["resolve"] = Method(never, primary._handlers["resolve"].roles)
+        calls = Calls(rec)
+        taken = rec.fast_miss.taken
+        reply = asyncio.ensure_future(net.get(f"{net.url}/api/handles/{demo_id(ENT, 5)}"))
+        await asyncio.wait_for(asked.wait(), 10)
+        assert rec.fast_miss.taken == taken + 1 and calls.addrs == [site.rpc_addr]
+        await primary.close()  # the call in flight is lost with the connection
+        status, body = await asyncio.wait_for(reply, 10)
+        assert status == 200 and body["handle"] == demo_id(ENT, 5)
+        assert calls.addrs == [site.rpc_addr, site.mirrors[0][1]]
+        assert rec.health.state(site.rpc_addr)[0] == 1 and rec.stats["failover_node"] == 1
+    finally:
+        await mirror.close()
