@@ -77,7 +77,8 @@ async def test_cold_misses_equal_bytes_and_counters(net, arrivals):  # noqa: F81
         assert (await net.get(f"{net.url}/api/handles/{demo_id(ENT, 0)}"))[0] == 200  # located
         one, two = demo_id(ENT, 1), demo_id(ENT, 2)
         chunks = [get(target(one)), get(target(one)), get(target(NOPE)), get(target(two)),
-                  get(target(NOPE))]
+                  get(target(NOPE)), get(target("hdl:" + demo_id(ENT, 3))),
+                  get(target(demo_id(ENT, 4).lower())), get(target(demo_id(ENT, 4)))]
         answers, moved, taken = [], [], rec.fast_miss.taken
         for port in pair.ports:
             rec.caches.answers.clear()
@@ -85,11 +86,13 @@ async def test_cold_misses_equal_bytes_and_counters(net, arrivals):  # noqa: F81
             answers.append(await exchange(port, chunks, arrivals))
             moved.append(counters_moved(before, node_counters(rec)))
         assert answers[0] == answers[1]
-        assert answers[0].count(b"HTTP/1.1 200 OK") == 3
+        assert answers[0].count(b"HTTP/1.1 200 OK") == 6
         assert answers[0].count(b"HTTP/1.1 404 Not Found") == 2
         assert moved[0] == moved[1]
-        assert moved[1]["stats.upstream_calls"] == 3 and moved[1]["answers.misses"] == 3
-        assert rec.fast_miss.taken - taken == 3  # the two misses and the first "not found"
+        assert moved[1]["stats.upstream_calls"] == 5 and moved[1]["stats.upstream"] == 4
+        # the first request of a connection is always the fast path's to take; later ones
+        # are when aiohttp's loop is idle again by then (either way: the same bytes)
+        assert rec.fast_miss.taken > taken
         assert pair.counts()[0] == pair.counts()[1]  # metrics: the same ops, codes, durations
     finally:
         await pair.close()
