@@ -41,9 +41,13 @@ def test_status_table_and_watch(tmp_path: Path, base_port: int) -> None:
         assert max(map(len, lines)) > 80
         assert lines[0].startswith("mini: 5/5 nodes up, 5 ready; 12 enterprises")
 
-        shown = json.loads(subprocess.run(
-            CLI + ["status", "--data", str(data), "--json", "--interval", "0.2"], cwd=REPO,
-            capture_output=True, text=True, timeout=60).stdout)
+        deadline = time.monotonic() + 60
+        while True:  # the totals are the nodes' reports to the top-level node: they come in
+            shown = json.loads(subprocess.run(  # within a report interval, later under load
+                CLI + ["status", "--data", str(data), "--json", "--interval", "0.2"], cwd=REPO,
+                capture_output=True, text=True, timeout=60).stdout)
+            if shown["totals"]["identifiers"] == 120 or time.monotonic() > deadline:
+                break
         assert all(n["up"] and n["ready"] for n in shown["nodes"])
         assert shown["totals"]["identifiers"] == 120
 
