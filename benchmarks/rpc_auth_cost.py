@@ -9,7 +9,9 @@ share the process, so the CPU figures (``time.process_time``) are both ends toge
 
 Two figures, each the median over interleaved rounds with its ratio to the reference:
 - a connection: connect, (handshake,) one ``resolve``, close;
-- a ``resolve`` call on an open connection (the recursive node's cold path), 100 in flight.
+- a ``resolve`` call on an open connection (the recursive node's cold path), 100 in flight;
+and, against that awaited call, the same call sent with ``RpcClient.call_soon`` (answered by
+callback: what the recursive node's fast misses use).
 """
 from __future__ import annotations
 
@@ -66,16 +68,38 @@ async def per_call(port: int, trust, n: int) -> float:
         return (time.process_time() - start) / (n // 100 * 100) * 1e6
 
 
+async def per_call_soon(port: int, trust, n: int) -> float:
+    """CPU µs per resolve sent with ``call_soon`` (answered by callback: no task, no future;
+    the recursive node's fast misses), 100 in flight, on an open connection."""
+    async with RpcClient("127.0.0.1", port, trust=trust) as c:
+        await c.call("resolve", HANDLE)
+        loop = asyncio.get_running_loop()
+        start = time.process_time()
+        for _ in range(n // 100):
+            batch, left = loop.create_future(), [100]
+
+            def done(error, result, batch=batch, left=left):
+                left[0] -= 1
+                if (error is not None or not left[0]) and not batch.done():
+                    batch.set_result(error)
+            for _ in range(100):
+                assert c.call_soon("resolve", (HANDLE,), done)
+            if (error := await batch) is not None:
+                raise error
+        return (time.process_time() - start) / (n // 100 * 100) * 1e6
+
+
 async def main(rounds: int, connections: int, calls: int) -> None:
     node, reference, trusted, trust = await setup()
     figures: dict[str, list[float]] = {k: [] for k in ("conn_ref", "conn_auth", "call_ref",
-                                                       "call_auth")}
+                                                       "call_auth", "soon_auth")}
     try:
         for _ in range(rounds):  # interleaved: the box's load hits both alike
             figures["conn_ref"].append(await per_connection(reference.port, None, connections))
             figures["conn_auth"].append(await per_connection(trusted.port, trust, connections))
             figures["call_ref"].append(await per_call(reference.port, None, calls))
             figures["call_auth"].append(await per_call(trusted.port, trust, calls))
+            figures["soon_auth"].append(await per_call_soon(trusted.port, trust, calls))
     finally:
         await reference.close()
         await trusted.close()
@@ -88,6 +112,8 @@ async def main(rounds: int, connections: int, calls: int) -> None:
                              ("resolve on an open conn.", "call_ref", "call_auth")):
         print(f"{label:28}{med[ref]:>12.1f}{med[auth]:>15.1f}{med[auth] / med[ref]:>7.2f}×")
     print(f"handshake per connection: {med['conn_auth'] - med['conn_ref']:.1f} µs CPU")
+    print(f"resolve by callback (call_soon), authenticated: {med['soon_auth']:.1f} µs, "
+          f"{med['soon_auth'] / med['call_auth']:.2f}× an awaited call")
 
 
 if __name__ == "__main__":
