@@ -2,14 +2,15 @@
 
 ``FastMiss.take(conn, text, request, start)`` is asked by ``resolver.fast_http`` for a hot GET
 whose answer is not cached (``RecursiveNode.cached_hit`` said None). It takes the request
-(``conn._begin``) and answers it later: ``conn._finish`` with the answer when the rules of
+(``conn._begin``) and answers it later with ``conn._finish``: the rules of
 ``RecursiveNode.resolve`` (``resolution.steps``, driven here by callbacks over
-``RpcClient.call_soon``) give one, "not found" or a Handle error (the bytes ``NodeAPI`` sends
-for them: ``fast_http.json_error``); else ``conn._fallback`` (an error that is no
-``HandleError``: aiohttp's path then resolves it again, a read, and answers as it does). It
-does not take a text that does not parse, a key with any cache entry (stale and negative
-entries have deadline rules: ``resolve``'s), or anything on a node with WAN links: those go
-to aiohttp at once.
+``RpcClient.call_soon``) give an outcome, ``RecursiveNode.result`` the record or "not found",
+and the bytes are those ``NodeAPI`` sends for them, or for any Handle error
+(``fast_http.json_error``). Anything else (an error that is no ``HandleError``, a status whose
+answer has more headers) goes back to aiohttp (``conn._fallback``), which resolves it again (a
+read) and answers as it always does. It does not take a text that does not parse, a key
+with any cache entry (stale and negative entries have deadline rules: ``resolve``'s), or
+anything on a node with WAN links: those go to aiohttp at once.
 
 What ``resolve`` does is done the same here: the answer-cache miss is counted once, and the
 node's ``stats`` (``resolutions``, ``coalesced``, ``upstream_calls``, ``delegation_calls``,
@@ -92,18 +93,15 @@ class FastMiss:
             return
         exc = fut.exception()
         if exc is None:
-            outcome = fut.result()
-            if outcome.source == "stale":  # not from a miss; resolve's rules serve it
-                conn._fallback()
-                return
-            self.node.stats[outcome.source] += 1
-            if outcome.data is not None:
-                conn._finish(json_answer(text, outcome.data))
+            try:
+                answer = self.node.result(fut.result(), handle)
+            except errors.HandleError as err:
+                exc = err
+            else:
+                conn._finish(json_answer(text, answer))
                 if conn._op is not None:
                     conn._op.observe(1, perf_counter() - start)
                 return
-            message = outcome.error.message if outcome.error else "Handle not found"
-            exc = errors.HandleError(errors.HANDLE_NOT_FOUND, message, handle=handle)
         elif isinstance(exc, errors.HandleError):
             exc = exc.with_handle(handle)
         response = json_error(exc) if isinstance(exc, errors.HandleError) else None

@@ -275,14 +275,14 @@ class RecursiveNode:
         except StopIteration as done:  # answered from cache: no future, no task
             if done.value.refresh:
                 self._prefetch(handle.text)
-            return self.result(done.value, handle)
+            return self.result(done.value, handle.text)
         waiting = None if fresh else self._inflight.get(handle.key)
         if waiting is not None:
             gen.close()
             self.stats["coalesced"] += 1
-            return self.result(await self._wait(waiting, hit, handle), handle)
+            return self.result(await self._wait(waiting, hit, handle), handle.text)
         task = self._start(handle.key, gen, need, shared=not fresh)
-        return self.result(await self._wait(task, hit, handle), handle)
+        return self.result(await self._wait(task, hit, handle), handle.text)
 
     def steps_of(self, handle: Handle, fresh: bool, hit: Hit | None):
         prefix = handle.prefix
@@ -343,11 +343,13 @@ class RecursiveNode:
         if not task.cancelled():
             task.exception()  # mark retrieved: every waiter re-raises it itself
 
-    def result(self, outcome: Outcome, handle: Handle) -> records.Answer:
+    def result(self, outcome: Outcome, text: str) -> records.Answer:
+        """What a client asking for the handle ``text`` gets from ``outcome`` (counted):
+        the record, or HandleError 100."""
         self.stats[outcome.source] += 1
         if outcome.data is None:
             message = outcome.error.message if outcome.error else "Handle not found"
-            raise errors.HandleError(errors.HANDLE_NOT_FOUND, message, handle=handle.text)
+            raise errors.HandleError(errors.HANDLE_NOT_FOUND, message, handle=text)
         return resolution.served(outcome, self.config.cache)
 
     def report_stats(self) -> dict:
