@@ -62,7 +62,7 @@ from resolver.resolution import Caches, Outcome, Site, drive, steps
 from resolver.roles import Role
 from resolver.rpc import RpcClient
 from resolver.rpc_auth import Method, Trust, text_param
-from resolver.fast_miss import FastMiss, answered, delegation
+from resolver.fast_miss import FastMiss, Flight, answered, delegation
 
 
 class RecursiveNode:
@@ -92,7 +92,7 @@ class RecursiveNode:
         self.upstream = UpstreamStats(self.config.metrics.max_upstream_series)
         self.top = self._client(top_rpc, "top")
         self._peers: dict[str, RpcClient] = {}
-        self._inflight: dict[bytes, asyncio.Future] = {}
+        self._inflight: dict[bytes, asyncio.Future | Flight] = {}  # resolutions in flight
         self._probe: tuple[bytes, Hit | None] | None = None  # cached() -> resolve(), see above
         self._http: aiohttp.ClientSession | None = None  # for writes passed on (forward)
         self.fast_miss = FastMiss(self)  # a miss answered without a task (resolver.fast_http)
@@ -278,6 +278,8 @@ class RecursiveNode:
             return self.result(done.value, handle.text)
         waiting = None if fresh else self._inflight.get(handle.key)
         if waiting is not None:
+            if type(waiting) is Flight:  # a fast miss began it (resolver.fast_miss)
+                waiting = waiting.future()
             gen.close()
             self.stats["coalesced"] += 1
             return self.result(await self._wait(waiting, hit, handle), handle.text)

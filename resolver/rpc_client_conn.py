@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import HandleError, PeerUnavailable
 from .rpc_auth import CHALLENGE, HELLO, REFUSED, WELCOME
-from .rpc_wire import NOTIFY, RESPONSE, Deadlines, Malformed, Stream, log, rebuild_error, set_nodelay
+from .rpc_wire import (NOTIFY, RESPONSE, Deadlines, Malformed, Stream, log, rebuild_error,
+                       set_nodelay)
 
 if TYPE_CHECKING:
     from .rpc_client import RpcClient

@@ -142,16 +142,20 @@ async def test_identical_misses_share_one_call_and_a_leaver_harms_nobody(net):  
         leaver[1].write(get(target(h)))
         await asyncio.wait_for(held.sent.wait(), 10)
         patient[1].write(get(target(h)))
-        for _ in range(20):
-            if rec.stats["coalesced"]:
+        filtered = asyncio.ensure_future(  # a query: aiohttp's path, waiting on the same call
+            net.get(f"http://127.0.0.1:{pair.ports[1]}/api/handles/{h}?type=URL"))
+        for _ in range(200):
+            if rec.stats["coalesced"] == 2:
                 break
             await asyncio.sleep(0)
-        assert rec.stats["coalesced"] == 1 and len(held.kept) == 1
+        assert rec.stats["coalesced"] == 2 and len(held.kept) == 1
         leaver[1].close()  # the client whose request started the call goes away
         await leaver[1].wait_closed()
         held.release()
         answer = await read_one(patient[0])
         assert b"200 OK" in answer and h.encode() in answer
+        status, body = await asyncio.wait_for(filtered, 10)
+        assert status == 200 and [v["type"] for v in body["values"]] == ["URL"]
         assert rec.stats["upstream_calls"] == calls + 1 and not rec._inflight
     finally:
         patient[1].close()
