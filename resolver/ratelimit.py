@@ -15,6 +15,12 @@ by its address's lockout (only by its own), so clients that share an address wit
 (behind one proxy, or writing through a recursive node) and have logged in before keep
 working. A limit of 0 turns that limit off.
 
+Processes that serve one port (``SO_REUSEPORT``) each keep their own counts, and a client's
+connections are spread over them: ``per_process(config, n)`` is the share of each limit one
+of ``n`` such processes allows, so that together they allow about the limit (at most ``n - 1``
+more: the shares are rounded up, never to 0, which would turn a limit off). ``idsim up`` and
+``idsim node --processes`` start every process of a node with its share.
+
 Invariants: memory is bounded: at most ``tracked`` buckets (addresses and pairs together) are
 held, the least recently touched going first (an address that has churned out of the LRU
 starts again from zero: the bound on memory wins over the memory of old failures); time only
@@ -44,6 +50,14 @@ class RateLimited(errors.HandleError):
 
     def __reduce__(self):
         return (RateLimited, (self.message, self.retry_after))
+
+
+def per_process(config: AuthConfig, processes: int) -> dict[str, int]:
+    """The ``[auth]`` limits each of ``processes`` processes sharing one port allows (a limit
+    of 0, off, stays off): ``config`` values to layer on top."""
+    n = max(1, processes)
+    return {name: -(-getattr(config, name) // n)  # ceiling division: 1 stays 1
+            for name in ("address_failures", "identity_failures")}
 
 
 class _Bucket:

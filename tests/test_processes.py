@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks.procs import free_port
+from resolver.config import AuthConfig
 from resolver.roles import Role
 from topology import cli, cluster
 from topology.presets import get_preset
 
 REPO = Path(__file__).resolve().parents[1]
 ENT = "88.118.8"
+HANDLES = "/api/handles/"
 DEADLINE = 60.0  # s for the node to start and for a scrape to show both processes
 
 
@@ -146,6 +148,18 @@ def test_a_secret_changed_in_one_process_counts_in_the_other_at_once(node):
              "data": {"format": "string", "value": node.secret}}]}, new)
 
 
+def test_failed_logins_are_limited_across_the_processes_not_per_process(node):
+    """Each process keeps its own failed-login counts, and a client's connections reach both:
+    each allows its share of ``[auth]`` limits, so an identity failing from one address is
+    locked out after the configured number of failures, not that many per process."""
+    limit = AuthConfig().identity_failures  # the node runs the defaults: half per process
+    bad = _basic("300:0.NA/88.118.99", "not-the-secret")  # no such identity: never in use
+    statuses = [node.request(node.conns[i % 2], "PUT", f"{HANDLES}{ENT}/LIMITED-{i}",
+                             url_value("https://ex.com/no"), bad)[0] for i in range(limit + 4)]
+    assert statuses.count(401) == limit, statuses  # not 2 * limit, as before
+    assert statuses[limit:] == [429] * 4, statuses
+
+
 def _resolves(text: str) -> dict[str, float]:
     """``{process: count}`` of the resolve requests an exposition shows."""
     out: dict[str, float] = {}
@@ -203,6 +217,14 @@ def test_idsim_up_spreads_every_node_over_default_processes(monkeypatch, tmp_pat
     one = cli.build_parser().parse_args(["up", "--node-processes", "1"])
     assert cluster.plan_workers(topo, cli.up_processes(one)[1], 1, 1) == \
         cluster.plan_workers(topo, 3, 1)  # 1: today's layout, workers one per core
+    up = cluster.Cluster(topo, tmp_path, workers=workers, node_processes=nodes,
+                         recursive_processes=args.recursive_processes)
+    for i, names in enumerate(up.plan()):  # each of 3 processes allows a third of the limits
+        flags = " ".join(up.host_flags(i, names))
+        shared = "--reuse-port" in flags
+        assert shared == (up.processes_of(names[0]) == 3), (names, flags)
+        assert ("--set auth.address_failures=17 --set auth.identity_failures=4" in flags) \
+            == shared, flags
 
 
 def test_default_processes_is_the_cores(monkeypatch):

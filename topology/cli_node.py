@@ -25,6 +25,7 @@ from pathlib import Path
 from resolver import gc_settings, health, server
 from resolver.access_log import access_logs
 from resolver.config import Config
+from resolver.ratelimit import per_process
 from topology import demo, logs, model
 from topology.cli_client import UserError
 from topology.cluster import default_processes, make_logins
@@ -81,6 +82,8 @@ def serve_node(args, config: Config) -> int:
     n = processes_of(args)
     if n > 1 and (why := _bind_problem(args.host, args.port)):  # SO_REUSEPORT would share
         raise UserError(f"cannot run node {args.code} on {args.host}:{args.port}: {why}")
+    if n > 1:  # each process keeps its own failed-login counts: each allows its share
+        config = config.with_values("--processes", {"auth": per_process(config.auth, n)})
     data = Path(args.data)
     data.mkdir(parents=True, exist_ok=True)
     logins = node_logins(args, data)

@@ -33,6 +33,7 @@ import psutil
 
 from resolver import auth
 from resolver.config import Config, write_toml
+from resolver.ratelimit import per_process
 from resolver.roles import Role
 from resolver.rpc_auth import new_key
 from topology import demo, mirrors, pki, prometheus_config
@@ -178,13 +179,8 @@ class Cluster:
                                      say=self.say)
         try:
             for i, nodes in enumerate(self.plan()):
-                flags = ["--store", self.store, "--config", str(data / "config.toml")]
-                if self.processes_of(nodes[0]) > 1:  # shares its ports with the others
-                    flags.append("--reuse-port")
-                if self.access_log:
-                    flags += ["--access-log", str(data / "logs" / f"access-host-{i}.jsonl")]
                 self.supervisor.spawn(f"host-{i}", host_command(
-                    data / "topology.toml", data, nodes, *flags), nodes)
+                    data / "topology.toml", data, nodes, *self.host_flags(i, nodes)), nodes)
             self.supervisor.wait_ready(*self.supervisor.children)
             readiness.wait_ready(self.node_urls(), self.config,  # every /readyz 200
                                  self.config.host.ready_timeout,
@@ -195,6 +191,21 @@ class Cluster:
         finally:
             starting.clear()
         self.write_state()
+
+    def host_flags(self, i: int, nodes: list[str]) -> list[str]:
+        """The flags of host process ``i``, which serves ``nodes``: with other processes
+        serving them too, ``--reuse-port`` and each process's share of the login limits
+        (``ratelimit.per_process``: each keeps its own failed-login counts)."""
+        data = self.data_dir.resolve()
+        flags = ["--store", self.store, "--config", str(data / "config.toml")]
+        shared = self.processes_of(nodes[0])
+        if shared > 1:
+            flags.append("--reuse-port")
+            for key, value in per_process(self.config.auth, shared).items():
+                flags += ["--set", f"auth.{key}={value}"]
+        if self.access_log:
+            flags += ["--access-log", str(data / "logs" / f"access-host-{i}.jsonl")]
+        return flags
 
     def plan(self) -> list[list[str]]:
         """The nodes of each host process (``plan_workers``)."""
