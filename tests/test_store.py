@@ -105,6 +105,16 @@ async def test_absent_keys_that_hold_a_record_are_neither_written_nor_hidden(sto
     assert await store.put_many([(b"88.118.8/C", b"c")]) == set()
 
 
+async def test_two_creates_of_one_key_at_once_one_is_told_it_is_taken(store):
+    """Two processes creating one new handle at the same instant: the store decides inside
+    its write (LMDB's transaction, a Redis group's script), so exactly one of them gets it."""
+    key = b"88.118.8/RACE"
+    first, second = await asyncio.gather(store.put_many([(key, b"one")], absent=[key]),
+                                         store.put_many([(key, b"two")], absent=[key]))
+    assert sorted([first, second], key=len) == [set(), {key}]
+    assert store.get(key) == (b"one" if not first else b"two")
+
+
 async def test_same_key_twice_in_one_batch(store):
     await store.put_many([(b"88.118.8/A", b"1"), (b"88.118.8/A", b"2")])
     assert store.get(b"88.118.8/A") == b"2"

@@ -46,12 +46,24 @@ if TYPE_CHECKING:
 
 NAMESPACE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
+# ARGV: n, then n keys that must hold no record (a tombstone, '', counts as none), then key,
+# value pairs; a pair whose key must hold none and does is not written. Returns those keys.
 PUT = """
-for i = 1, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[2], 0, ARGV[i])
+local n = tonumber(ARGV[1])
+local absent = {}
+for i = 2, n + 1 do absent[ARGV[i]] = true end
+local taken = {}
+for i = n + 2, #ARGV, 2 do
+  local key = ARGV[i]
+  local held = absent[key] and redis.call('HGET', KEYS[1], key)
+  if held and held ~= '' then
+    taken[#taken + 1] = key
+  else
+    redis.call('HSET', KEYS[1], key, ARGV[i + 1])
+    redis.call('ZADD', KEYS[2], 0, key)
+  end
 end
-return 0
+return taken
 """
 DELETE = """
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -203,14 +215,16 @@ class RedisClusterStore:
     # ----------------------------------------------------------------- writes
     async def put_many(self, items: Sequence[tuple[bytes, bytes]],
                        absent: Collection[bytes] = ()) -> set[bytes]:
-        """As the protocol says, except that ``absent`` is checked just before the write,
-        not atomically with it: two processes creating one key at the same instant may both
-        succeed (LMDB checks inside its write transaction)."""
-        taken = {k for k in absent if await self.get_async(k)}
-        items = [(k, v) for k, v in items if k not in taken]
+        """As the protocol says: ``absent`` is checked in the script that writes each group
+        (one hash slot, run atomically by its master), so of two processes creating one key
+        at the same instant one is told it is taken, as LMDB checks inside its transaction."""
+        absent = set(absent)
         by_group: dict[bytes, list[bytes]] = {}
         for key, value in items:
             by_group.setdefault(group_of(key), []).extend((key, value))
+        must = {g: [k for k in args[::2] if k in absent] for g, args in by_group.items()}
+        by_group = {g: [str(len(must[g])).encode(), *must[g], *args]
+                    for g, args in by_group.items()}
         if not self._ready:
             await self._initialise()
         new = [g for g in by_group if g not in self._known]
@@ -219,8 +233,8 @@ class RedisClusterStore:
                 await self._aio.sadd(self._groups_key, *new)
             self._known.update(new)
         async with self._slots:
-            await self._write([(PUT, self._keys(g), args) for g, args in by_group.items()])
-        return taken
+            out = await self._write([(PUT, self._keys(g), args) for g, args in by_group.items()])
+        return {bytes(k) for taken in out for k in taken}
 
     async def delete(self, key: bytes) -> bool:
         if not self._ready:
