@@ -18,8 +18,9 @@ adds the cold path: a second mini cluster whose recursive node has its answer ca
 CPU per request of the recursive node's processes, of those serving the secondaries and
 their sum (ratios to the reference), and the cold path's requests/s against the warm path's
 (``--cold`` measures the warm path too), rounds interleaved. ``--fast-path-off`` adds nodes
-started with ``--set http.fast_path=0`` (aiohttp answers every request; ``resolver.fast_http``)
-and prints the CPU ratio with the fast path to without; req/s of each GET close the report.
+started with ``--set http.fast_path=0`` (aiohttp answers every request; ``resolver.fast_http``,
+with ``--cold`` also a cold cluster so: ``resolver.fast_miss``) and prints the CPU ratio with
+the fast path to without; req/s of each GET close the report.
 """
 from __future__ import annotations
 
@@ -186,11 +187,14 @@ def main(argv: list[str] | None = None) -> int:
                 runs["recursive GET (warm)" + suffix] = (groups[:1], url, resolve, {
                     "IDSIM_PREFIXES": prefixes, "IDSIM_COUNT": "100"})
                 rows.append(("recursive GET (warm)" + suffix, "reference GET"))
-        if args.cold:
-            groups, url, prefixes = start_cluster(tmp, "cold", "--answer-cache", "0")
-            runs["recursive GET (cold)"] = (groups, url, resolve, {"IDSIM_PREFIXES": prefixes,
-                                                                  "IDSIM_COUNT": "100"})
-            rows.append(("recursive GET (cold)", "reference GET"))
+        colds = [("", ())] + ([(", fast path off", ("--set", "http.fast_path=0"))]
+                              if args.fast_path_off else [])
+        for suffix, extra in colds if args.cold else ():  # the misses: resolver.fast_miss
+            groups, url, prefixes = start_cluster(tmp, "cold" + suffix.replace(" ", "-"),
+                                                  "--answer-cache", "0", *extra)
+            runs["recursive GET (cold)" + suffix] = (groups, url, resolve, {
+                "IDSIM_PREFIXES": prefixes, "IDSIM_COUNT": "100"})
+            rows.append(("recursive GET (cold)" + suffix, "reference GET"))
         for name, (pid, url, script, env) in runs.items():  # warm caches, LMDB pages, JITs
             wrk.run(url, 1, script=script, env=dict(env, IDSIM_TAG="warm"), threads=1,
                     connections=32)

@@ -260,6 +260,10 @@ class TTLCache:
             return None
         return self.get(key, now)
 
+    def holds(self, key: Hashable) -> bool:
+        """An entry of any kind (fresh, stale, negative) is kept for ``key``; nothing counted."""
+        return key in self._entries
+
     def __len__(self) -> int:
         """Entries held, including expired ones not yet dropped."""
         return len(self._entries)

@@ -24,6 +24,15 @@ aiohttp's own clock), only when all of these hold:
   stashes nothing (the recursive node's ``_probe``, a cache entry's prefetch), as the chunk
   then goes to aiohttp, whose ``get_handle`` asks ``cached`` itself.
 
+An answer that needs a peer first (the recursive node's miss: ``node.fast_miss``,
+``resolver.fast_miss``) is answered later on the same connection: ``_begin`` takes the request
+(bytes arriving meanwhile are held, not parsed; past ``HOLD_LIMIT`` reading pauses), then
+exactly one of ``_finish(response)`` (write it, count it, then the held bytes are read as if
+they had just arrived) or ``_fallback()`` (the request and the held bytes go to aiohttp, which
+answers as it always does: a resolve is a read, so asking again is safe). While an answer is
+pending the keep-alive timer is off: the connection is not idle. A connection lost meanwhile
+drops what was held; the late ``_finish``/``_fallback`` then does nothing.
+
 What aiohttp does per request is done here too: ``Server.requests_count``, the keep-alive
 timer (a connection served here is not idle; one that is, is closed after keepalive_timeout),
 and the metrics' ``resolve`` op (code 1, the duration), as ``NodeAPI.__call__`` counts it.
@@ -33,13 +42,16 @@ from __future__ import annotations
 
 import logging
 import re
+from http import HTTPStatus
 from time import perf_counter
 
 import aiohttp
+import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from resolver.config import HttpConfig
+from resolver.errors import HandleError
 from resolver.http_input import HANDLES, MSGPACK, decode_handle
 from resolver.http_output import record_body
 
@@ -62,6 +74,7 @@ _PREFIX = HANDLES.encode()
 _JSON_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json;charset=utf-8\r\n"
               b"Content-Length: %d\r\nDate: %s\r\nServer: %s\r\n\r\n")
 _warned: list[str] = []
+HOLD_LIMIT = 1 << 16  # bytes held behind a pending answer before reading pauses
 
 
 def _value(lower: bytes, name: bytes) -> bytes | None:
@@ -96,7 +109,7 @@ def _plain(lower: bytes, headers: bytes) -> bool:
 class FastHandler(RequestHandler):
     """aiohttp's protocol with the hot GET answered in ``data_received`` (module docstring)."""
 
-    __slots__ = ("_fast", "_op", "_limit", "_cached")
+    __slots__ = ("_fast", "_op", "_limit", "_cached", "_miss", "_request", "_held")
 
     def __init__(self, manager: "FastServer", **kw) -> None:
         super().__init__(manager, **kw)
@@ -107,6 +120,9 @@ class FastHandler(RequestHandler):
         self._fast = api if self._cached is not None else None  # None: aiohttp's for good
         self._op = api.handle_ops["GET"] if api.metrics is not None else None
         self._limit = min(self.max_line_size, self.max_field_size)
+        self._miss = getattr(api.node, "fast_miss", None)  # answers a miss later, or None
+        self._request: bytes | None = None  # the request whose answer is pending (_begin)
+        self._held: bytearray | None = None  # what came after it meanwhile
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -114,9 +130,72 @@ class FastHandler(RequestHandler):
             self._fast = None
 
     def data_received(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:  # an answer is pending: what follows waits behind it
+            held += data
+            if len(held) > HOLD_LIMIT and self.transport is not None:
+                self.transport.pause_reading()
+            return
         if self._fast is not None and data and self._answer(data):
             return
         super().data_received(data)
+
+    def connection_lost(self, exc) -> None:
+        self._request = self._held = None
+        super().connection_lost(exc)
+
+    # ---------------------------------------------------------------- answers given later
+    def _begin(self, request: bytes) -> None:
+        """``request`` (one whole request, taken off aiohttp's path) is answered later, by
+        ``_finish`` or ``_fallback``; until then the connection holds what arrives."""
+        self._request, self._held = request, bytearray()
+        handle = self._keepalive_handle
+        if handle is not None:  # not idle while its answer is pending
+            handle.cancel()
+            self._keepalive_handle = None
+
+    def _release(self) -> bytes | None:
+        """End the pending answer: the bytes held behind it, or None if the connection has
+        gone (or nothing was pending)."""
+        request, held = self._request, self._held
+        self._request = self._held = None
+        transport = self.transport
+        if request is None or held is None or transport is None or transport.is_closing():
+            return None
+        if len(held) > HOLD_LIMIT:
+            transport.resume_reading()
+        return bytes(held)
+
+    def _finish(self, response: bytes) -> None:
+        """Send the pending request's answer, then read what came after it."""
+        held = self._release()
+        if held is None:
+            return
+        self.transport.write(response)
+        self._served()
+        if held:
+            self.data_received(held)
+
+    def _fallback(self) -> None:
+        """Give the pending request, and what came after it, to aiohttp."""
+        request = self._request
+        held = self._release()
+        if held is None:
+            return
+        if held:  # aiohttp is given bytes that may end anywhere: its own from now on
+            self._fast = None
+        RequestHandler.data_received(self, request + held)
+
+    def _served(self) -> None:
+        """What aiohttp does after each request it answers: the counts, the keep-alive."""
+        manager = self._manager
+        manager.requests_count += 1
+        manager.answered += 1
+        loop = self._loop
+        close_time = loop.time() + self._keepalive_timeout
+        self._next_keepalive_close_time = close_time
+        if self._keepalive_handle is None:
+            self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
 
     def _answer(self, data: bytes) -> bool:
         """Answer ``data`` here and return True, or return False (aiohttp's, then)."""
@@ -150,21 +229,30 @@ class FastHandler(RequestHandler):
             ans = self._cached(text)
         except Exception:  # noqa: BLE001 - aiohttp's path meets it again and answers it
             return False
-        if ans is None:
-            return False
-        body = record_body(text, ans)
-        self.transport.write(_JSON_HEAD % (len(body), _date().encode(), _SERVER) + body)
-        manager = self._manager
-        manager.requests_count += 1
-        manager.answered += 1
-        loop = self._loop
-        close_time = loop.time() + self._keepalive_timeout  # as aiohttp after each request
-        self._next_keepalive_close_time = close_time
-        if self._keepalive_handle is None:
-            self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
+        if ans is None:  # a miss: the recursive node may answer it later (_begin)
+            return self._miss is not None and self._miss.take(self, text, data, start)
+        self.transport.write(json_answer(text, ans))
+        self._served()
         if self._op is not None:
             self._op.observe(1, perf_counter() - start)
         return True
+
+
+def json_answer(text: str, answer) -> bytes:
+    """The whole HTTP answer aiohttp sends for an anonymous, unfiltered GET of ``text``."""
+    body = record_body(text, answer)
+    return _JSON_HEAD % (len(body), _date().encode(), _SERVER) + body
+
+
+def json_error(exc: HandleError) -> bytes | None:
+    """The whole HTTP answer ``NodeAPI`` sends for ``exc`` raised by a plain GET's resolve
+    (``http_output.error_answer``), or None for a status whose answer has more headers."""
+    if exc.status in (401, 429):
+        return None
+    body = orjson.dumps(exc.body())
+    return (b"HTTP/1.1 %d %s" % (exc.status, HTTPStatus(exc.status).phrase.encode())
+            + _JSON_HEAD[len(b"HTTP/1.1 200 OK"):] % (len(body), _date().encode(), _SERVER)
+            + body)
 
 
 class FastServer(web.Server):

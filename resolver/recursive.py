@@ -62,6 +62,7 @@ from resolver.resolution import Caches, Outcome, Site, drive, steps
 from resolver.roles import Role
 from resolver.rpc import RpcClient
 from resolver.rpc_auth import Method, Trust, text_param
+from resolver.fast_miss import FastMiss, answered, delegation
 
 
 class RecursiveNode:
@@ -94,6 +95,7 @@ class RecursiveNode:
         self._inflight: dict[bytes, asyncio.Future] = {}
         self._probe: tuple[bytes, Hit | None] | None = None  # cached() -> resolve(), see above
         self._http: aiohttp.ClientSession | None = None  # for writes passed on (forward)
+        self.fast_miss = FastMiss(self)  # a miss answered without a task (resolver.fast_http)
         self.stats: Counter[str] = Counter()
         self.since = records.iso_timestamp(int(clock()))  # the counters in stats count from here
 
@@ -119,30 +121,38 @@ class RecursiveNode:
             client.link = self.links(addr)
         return client
 
-    async def _ask_top(self, prefix: str) -> tuple[Site, int]:
-        self.stats["delegation_calls"] += 1
-        site, ttl = await self._in_turn(self.tops, "delegate", prefix, "top")
-        return Site.from_wire(site), ttl
+    async def _ask_top(self, prefix: str, tried: Sequence[str] = ()) -> tuple[Site, int]:
+        self.stats["delegation_calls"] += not tried
+        return delegation(await self._in_turn(self.tops, "delegate", prefix, "top", tried))
 
-    async def _ask_node(self, site: Site, handle: str) -> tuple[records.Answer, list[int]]:
-        self.stats["upstream_calls"] += 1
-        addrs = (site.rpc_addr, *(rpc for _, rpc in site.mirrors))
-        kind = "top" if site is self.top_site else "node"
-        answer = records.Answer(await self._in_turn(addrs, "resolve", handle, kind))
-        return answer, answer.ttls
+    async def _ask_node(self, site: Site, handle: str,
+                        tried: Sequence[str] = ()) -> tuple[records.Answer, tuple[int, ...]]:
+        self.stats["upstream_calls"] += not tried
+        addrs, kind = self.peers_of(site)
+        return answered(await self._in_turn(addrs, "resolve", handle, kind, tried))
 
-    async def _call_peer(self, addr: str, method: str, arg: str):
-        """One RPC call to the peer at ``addr`` (its client made once, by ``_client``)."""
+    def peers_of(self, site: Site) -> tuple[tuple[str, ...], str]:
+        """The RPC addresses that serve ``site`` (primary first) and their kind for the stats."""
+        return ((site.rpc_addr, *(rpc for _, rpc in site.mirrors)),
+                "top" if site is self.top_site else "node")
+
+    def peer(self, addr: str) -> RpcClient:
+        """The RPC client of the peer at ``addr`` (made once, by ``_client``)."""
         peer = self.top if addr == self.top_rpc else self._peers.get(addr)
         if peer is None:
             peer = self._peers[addr] = self._client(addr)
-        return await peer.call(method, arg)
+        return peer
 
-    async def _in_turn(self, addrs: Sequence[str], method: str, arg: str, kind: str):
+    async def _call_peer(self, addr: str, method: str, arg: str):
+        """One RPC call to the peer at ``addr``."""
+        return await self.peer(addr).call(method, arg)
+
+    async def _in_turn(self, addrs: Sequence[str], method: str, arg: str, kind: str,
+                       tried: Sequence[str] = ()):
         """The first answer of the peers ``addrs``, asked in turn as ``peer_health`` chooses;
         an error a peer answers (e.g. "not found") is its answer. The last ``PeerUnavailable``
-        when none answers."""
-        tried: list[str] = []
+        when none answers. ``tried``: peers that failed already (``resolver.fast_miss``)."""
+        tried = list(tried)
         last: errors.PeerUnavailable | None = None
         while (addr := self.health.next(addrs, tried)) is not None:
             tried.append(addr)
@@ -153,16 +163,16 @@ class RecursiveNode:
                 last = exc
                 continue
             except errors.HandleError:
-                self._answered(addr, addrs, kind)
+                self.answered_by(addr, addrs, kind)
                 raise
             except BaseException:
                 self.health.release(addr)
                 raise
-            self._answered(addr, addrs, kind)
+            self.answered_by(addr, addrs, kind)
             return reply
         raise last or errors.PeerUnavailable(f"no peer to ask among {', '.join(addrs)}")
 
-    def _answered(self, addr: str, addrs: Sequence[str], kind: str) -> None:
+    def answered_by(self, addr: str, addrs: Sequence[str], kind: str) -> None:
         self.health.ok(addr)
         if addr != addrs[0]:
             self.stats[f"failover_{kind}"] += 1
@@ -259,22 +269,22 @@ class RecursiveNode:
             hit = probe[1]
         else:
             hit = self.caches.answers.get(handle.key, self.clock())
-        gen = self._steps(handle, fresh, hit)
+        gen = self.steps_of(handle, fresh, hit)
         try:
             need = next(gen)
         except StopIteration as done:  # answered from cache: no future, no task
             if done.value.refresh:
                 self._prefetch(handle.text)
-            return self._result(done.value, handle)
+            return self.result(done.value, handle)
         waiting = None if fresh else self._inflight.get(handle.key)
         if waiting is not None:
             gen.close()
             self.stats["coalesced"] += 1
-            return self._result(await self._wait(waiting, hit, handle), handle)
+            return self.result(await self._wait(waiting, hit, handle), handle)
         task = self._start(handle.key, gen, need, shared=not fresh)
-        return self._result(await self._wait(task, hit, handle), handle)
+        return self.result(await self._wait(task, hit, handle), handle)
 
-    def _steps(self, handle: Handle, fresh: bool, hit: Hit | None):
+    def steps_of(self, handle: Handle, fresh: bool, hit: Hit | None):
         prefix = handle.prefix
         return steps(handle.text, handle.key, identifiers.make_key(prefix, self.case_sensitive),
                      prefix, caches=self.caches, config=self.config.cache, clock=self.clock,
@@ -292,7 +302,7 @@ class RecursiveNode:
         task = asyncio.ensure_future(drive(gen, self._ask_top, self._ask_node, first=need))
         if shared:
             self._inflight[key] = task
-            task.add_done_callback(partial(self._landed, key))
+            task.add_done_callback(partial(self.landed, key))
         return task
 
     async def _wait(self, task: asyncio.Future, hit: Hit | None, handle: Handle) -> Outcome:
@@ -320,20 +330,20 @@ class RecursiveNode:
             handle = self.parse(text)  # it parsed before it was cached
             if handle.key in self._inflight:
                 return
-            gen = self._steps(handle, False, None)
+            gen = self.steps_of(handle, False, None)
             need = next(gen)
         except (StopIteration, errors.HandleError):  # nothing to ask: nothing to refresh
             return
         self.stats["prefetches"] += 1
         self._start(handle.key, gen, need, shared=True)
 
-    def _landed(self, key: bytes, task: asyncio.Task) -> None:
+    def landed(self, key: bytes, task: asyncio.Task) -> None:
         if self._inflight.get(key) is task:
             del self._inflight[key]
         if not task.cancelled():
             task.exception()  # mark retrieved: every waiter re-raises it itself
 
-    def _result(self, outcome: Outcome, handle: Handle) -> records.Answer:
+    def result(self, outcome: Outcome, handle: Handle) -> records.Answer:
         self.stats[outcome.source] += 1
         if outcome.data is None:
             message = outcome.error.message if outcome.error else "Handle not found"

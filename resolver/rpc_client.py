@@ -21,6 +21,12 @@ both ways within its timeout and a connect pays its round trips, without one not
 a connection idle for half the server's ``idle_timeout`` is replaced before a call (the server
 may be closing it just then); a call never leaves its msgid pending after it returns or
 raises. A call costs no timer of its own: each connection keeps one, at its oldest deadline.
+
+``call_soon`` is ``call`` without a task or a future, for a caller that can go on in a
+callback (``resolver.fast_miss``): on a connection that is open and fresh, with no link, it
+sends at once and its ``done(error, result)`` runs exactly once, from the connection's input,
+its deadline or its loss, with the errors ``call`` would raise; otherwise it sends nothing and
+returns False (the caller awaits ``call``, which connects or replaces the connection).
 """
 from __future__ import annotations
 
@@ -32,115 +38,11 @@ from .clock import SYSTEM, Clock
 from .config import RpcConfig
 from .errors import HandleError, PeerUnavailable
 from .link import Link
-from .rpc_auth import CHALLENGE, HELLO, REFUSED, WELCOME, Trust
-from .rpc_wire import (MSGID_MASK, NOTIFY, REQUEST, RESPONSE, Deadlines, Malformed, Stream,
-                       log, rebuild_error, set_nodelay)
+from .rpc_auth import Trust
+from .rpc_client_conn import ClientConnection as _ClientConnection, Reply as _Reply
+from .rpc_wire import MSGID_MASK, NOTIFY, REQUEST, log
 
 __all__ = ["RpcClient"]
-
-
-class _ClientConnection(Stream):
-    __slots__ = ("_client", "pending", "lost", "_closed", "ready", "_proven", "_nonce",
-                 "_server", "last", "deadlines")
-
-    def __init__(self, client: "RpcClient"):
-        super().__init__(client.config.max_answer)
-        self._client = client
-        self.pending: dict[int, asyncio.Future] = {}
-        self.lost = False
-        self._closed = self._loop.create_future()
-        # done when the handshake is (at once without trust); its result: the server's name
-        self.ready = self._loop.create_future()
-        self._proven = client.trust is None
-        self._nonce = b""
-        self._server: tuple[str, bytes] | None = None  # (name, nonce) from its challenge
-        self.last = client._clock()  # the last byte in or out (see RpcClient.call)
-        # each call's deadline (one timer for all: rpc_wire.Deadlines)
-        self.deadlines = Deadlines(client._clock, lambda method: PeerUnavailable(
-            f"{client.address} did not answer {method} within {client.config.timeout}s"))
-        if self._proven:
-            self.ready.set_result(None)
-
-    def connection_made(self, transport):
-        self.transport = transport
-        set_nodelay(transport)
-
-    def connection_lost(self, exc):
-        why = f"connection to {self._client.address} lost" + (f" ({exc})" if exc else "")
-        self._drop(why)
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    def _drop(self, why: str) -> None:
-        """Mark this connection dead and fail every call still waiting on it."""
-        self.lost = True
-        self.deadlines.clear()
-        client = self._client
-        if client._conn is self:
-            client._conn = None
-        pending, self.pending = self.pending, {}
-        if not self.ready.done():
-            self.ready.set_exception(PeerUnavailable(why))
-        for fut in pending.values():
-            if not fut.done():
-                fut.set_exception(PeerUnavailable(why))
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def data_received(self, data):
-        self.last = self._client._clock()
-        pending = self.pending
-        try:
-            self._unpacker.feed(data)
-            for msg in self._unpacker:
-                if not self._proven:
-                    self._handshake(msg)
-                elif type(msg) is list and len(msg) == 4 and msg[0] == RESPONSE:
-                    fut = pending.get(msg[1])
-                    if fut is None or fut.done():
-                        continue  # timed out or cancelled meanwhile
-                    error = msg[2]
-                    if error is None:
-                        fut.set_result(msg[3])
-                    else:
-                        fut.set_exception(rebuild_error(error))
-                elif type(msg) is list and len(msg) == 3 and msg[0] == NOTIFY:
-                    continue  # server-to-client notifications are not used
-                else:
-                    raise Malformed("not a response")
-        except HandleError as exc:  # the handshake failed
-            log.warning("rpc: connection to %s: %s", self._client.address, exc.message)
-            if not self.ready.done():
-                self.ready.set_exception(exc)
-            self._drop(f"handshake with {self._client.address} failed")
-            self.abort()
-        except Exception as exc:
-            log.warning("rpc: closing connection to %s: malformed input (%s: %s)",
-                        self._client.address, type(exc).__name__, str(exc)[:200])
-            self._drop(f"malformed answer from {self._client.address}")
-            self.abort()
-
-    def _handshake(self, msg) -> None:
-        """Answer the server's challenge, then check its welcome (``resolver.rpc_auth``)."""
-        if not (type(msg) is list and len(msg) == 3 and msg[0] == NOTIFY):
-            raise Malformed("expected the handshake")
-        trust = self._client.trust
-        if msg[1] == CHALLENGE and self._server is None:
-            self._nonce = trust.nonce()
-            name, hello = trust.hello(msg[2], self._nonce)
-            self._server = (name, msg[2][2])
-            self.send(self.packer.pack([NOTIFY, HELLO, hello]))
-        elif msg[1] == WELCOME and self._server is not None:
-            name, server_nonce = self._server
-            trust.check_welcome(name, server_nonce, self._nonce, msg[2])
-            self._proven = True
-            self.ready.set_result(name)
-        elif msg[1] == REFUSED:
-            raise rebuild_error(msg[2])
-        else:
-            raise Malformed(f"unexpected {str(msg[1])[:40]} during the handshake")
 
 
 class RpcClient:
@@ -327,6 +229,28 @@ class RpcClient:
         await link.before_deliver(len(result) if isinstance(result, (bytes, str)) else 0,
                                   deadline)
         return result
+
+    def call_soon(self, method: str, params: tuple,
+                  done: Callable[[BaseException | None, Any], None]) -> bool:
+        """Send ``method(*params)`` now and have ``done(error, result)`` called with its
+        outcome (the module's doc), or return False having sent nothing."""
+        conn = self._conn
+        if conn is None or self.link is not None:
+            return False
+        now = self._clock()
+        if now - conn.last >= self.config.idle_timeout / 2:
+            return False  # ``call`` replaces it first
+        conn.last = now
+        msgid = self._next_id
+        pending = conn.pending
+        while msgid in pending:
+            msgid = (msgid + 1) & MSGID_MASK
+        self._next_id = (msgid + 1) & MSGID_MASK
+        reply = _Reply(done, pending, msgid, self, method, now)
+        pending[msgid] = reply
+        conn.deadlines.watch(now + self.config.timeout, reply, method)
+        conn.send(conn.packer.pack([REQUEST, msgid, method, params]))
+        return True
 
     def notify(self, method: str, *params: Any) -> None:
         """Send a notification; nothing comes back, failures to reach the peer are dropped."""

@@ -112,16 +112,31 @@ def test_release_frees_a_claimed_probe() -> None:
 # ----------------------------------------------------------------------------- in process
 
 class Calls:
-    """Wraps a RecursiveNode's ``_call_peer``: records which address each call went to."""
+    """Wraps a RecursiveNode's ``peer``: records which address each call went to, whether
+    awaited (``call``) or sent by callback (``call_soon``, the HTTP fast path's misses)."""
 
     def __init__(self, node: RecursiveNode) -> None:
         self.addrs: list[str] = []
-        self._call = node._call_peer
-        node._call_peer = self
+        self._peer = node.peer
+        node.peer = self
 
-    async def __call__(self, addr: str, method: str, arg: str):
-        self.addrs.append(addr)
-        return await self._call(addr, method, arg)
+    def __call__(self, addr: str) -> "_Recorded":
+        return _Recorded(self, addr, self._peer(addr))
+
+
+class _Recorded:
+    def __init__(self, calls: Calls, addr: str, client) -> None:
+        self.calls, self.addr, self.client = calls, addr, client
+
+    async def call(self, *args):
+        self.calls.addrs.append(self.addr)
+        return await self.client.call(*args)
+
+    def call_soon(self, *args) -> bool:
+        sent = self.client.call_soon(*args)
+        if sent:
+            self.calls.addrs.append(self.addr)
+        return sent
 
 
 async def serve_copy(n: Net, name: str) -> RpcServer:

@@ -562,6 +562,7 @@ async def test_coalesced_request_survives_leader_disconnect(net: Net) -> None:
             cancelled.set()
             raise
     rec.resolve = watched
+    rec.fast_miss = None  # aiohttp's path, whose handler is cancelled (fast_miss: test_fast_miss)
     h = demo_id(ENT, 8)
     url = f"{net.url}/api/handles/{h}"
     leader = asyncio.ensure_future(net.get(url))

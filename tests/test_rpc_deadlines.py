@@ -10,7 +10,7 @@ import pytest
 
 from resolver.clock import FakeClock
 from resolver.config import RpcConfig
-from resolver.errors import PeerUnavailable
+from resolver.errors import HandleError, PeerUnavailable
 from resolver.rpc import RpcClient, RpcServer
 from resolver.rpc_wire import Deadlines
 
@@ -78,3 +78,60 @@ async def test_a_client_fails_only_the_call_left_unanswered():
         assert await c.call("fast", 3) == 3 and not c._conn.pending
         hold.set()
     await srv.close()
+
+
+@pytest.mark.timeout(30)
+async def test_call_soon_answers_once_by_callback_as_call_would():
+    """``RpcClient.call_soon`` (the recursive node's fast misses): each call's callback runs
+    once, with the answer, the error the peer answered, the deadline's PeerUnavailable or the
+    lost connection's; it sends nothing (False) where ``call`` would have to connect first."""
+    clock = FakeClock()
+    hold = asyncio.Event()
+
+    async def slow():
+        await hold.wait()
+        return "late"
+
+    def refuse():
+        raise HandleError(100, "no")
+
+    srv = await RpcServer({"echo": lambda x: x, "slow": slow, "refuse": refuse},
+                          clock=clock).start()
+    got: list[tuple[str, object, object]] = []
+    arrived = asyncio.Event()
+    timed: list[tuple[str, bool]] = []
+
+    def done(name):
+        def record(error, result):
+            got.append((name, error, result))
+            arrived.set()
+        return record
+
+    async def until(n: int) -> None:
+        while len(got) < n:
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 10)
+
+    c = RpcClient("127.0.0.1", srv.port, RpcConfig(timeout=2.0), clock=clock)
+    c.observer = lambda method, seconds, failed: timed.append((method, failed))
+    try:
+        assert not c.call_soon("echo", (1,), done("early"))  # not connected: nothing sent
+        assert await c.call("echo", 0) == 0
+        assert c.call_soon("echo", (1,), done("echo"))
+        assert c.call_soon("refuse", (), done("refuse"))
+        assert c.call_soon("slow", (), done("slow"))
+        await until(2)
+        assert got[0] == ("echo", None, 1)
+        assert got[1][0] == "refuse" and got[1][1].code == 100 and got[1][2] is None
+        clock.advance(2.0)  # the slow call's deadline
+        await until(3)
+        assert got[2][0] == "slow" and "did not answer slow" in str(got[2][1])
+        assert c.call_soon("slow", (), done("lost"))
+        await srv.close()  # the connection goes with a call pending
+        await until(4)
+        assert got[3][0] == "lost" and isinstance(got[3][1], PeerUnavailable)
+        assert len(got) == 4 and not c._conn  # each callback ran once; nothing left pending
+        assert ("echo", False) in timed and ("slow", True) in timed  # observed as call is
+    finally:
+        hold.set()
+        await c.close()
