@@ -13,11 +13,7 @@ on disk; a commit that fails fails every write in it, and nothing of it is store
 waits for every queued write.
 
 Bulk loading (``bulk_write``, used by ``idsim import`` on a stopped node's store) writes one
-large transaction per call: keys sorted and above every stored key go in with ``MDB_APPEND``
-(no tree search, pages filled completely), others are put one by one; the group counts are
-updated once per transaction, and an optional checkpoint (in the ``imports`` database) is
-written in the same transaction, so a record, its count and the position the import reached
-are committed together or not at all.
+large transaction per call (``resolver.store.lmdb_bulk``).
 
 Transaction log (for mirrors, ``resolver.replication``): every committed change (a put's key
 and new value, or a delete's key) is appended to the ``txlog`` database under the next
@@ -44,6 +40,7 @@ import lmdb
 import msgpack
 
 from resolver.config import ReplicationConfig
+from resolver.store import lmdb_bulk
 from resolver.store.base import LogRead, group_of
 
 _COUNT = struct.Struct("<q")
@@ -331,56 +328,16 @@ class LmdbStore:
         self.commits += 1
 
     # ------------------------------------------------------------ bulk loading
-    def _imports(self):
-        return self.env.open_db(b"imports")  # created on first use; older stores lack it
-
     def checkpoint(self, name: bytes) -> bytes | None:
         """What ``bulk_write`` last committed under ``name``, or None."""
-        db = self._imports()
-        with self.env.begin() as txn:
-            return txn.get(name, db=db)
+        return lmdb_bulk.checkpoint(self, name)
 
     def bulk_write(self, items: Sequence[tuple[bytes, bytes]], *,
                    checkpoint: tuple[bytes, bytes] | None = None,
                    before_commit: Callable[[], None] | None = None) -> int:
-        """Write ``items`` (sorted by key, keys distinct) and ``checkpoint`` (name, value) in
-        one transaction, synchronously; returns how many keys were new. Not for a store a
-        node is serving from (its group commit runs beside it). ``before_commit`` runs inside
-        the transaction (tests raise there: then nothing of it is written)."""
-        deltas: dict[bytes, int] = {}
-        imports = self._imports() if checkpoint else None
-        with self.env.begin(write=True) as txn:
-            cur = txn.cursor(db=self._records)
-            last = cur.key() if cur.last() else b""
-            if items and items[0][0] > last:  # all above the tree: append, no searches
-                consumed, added = cur.putmulti(items, append=True)
-                if added != len(items):
-                    raise ValueError("bulk_write needs keys sorted and distinct")
-                first, final = group_of(items[0][0]), group_of(items[-1][0])
-                if first == final:  # sorted keys between two of one group are of that group
-                    deltas[first] = added
-                else:
-                    for key, _ in items:
-                        g = group_of(key)
-                        deltas[g] = deltas.get(g, 0) + 1
-            else:
-                for key, value in items:
-                    if txn.put(key, value, db=self._records, overwrite=False):
-                        g = group_of(key)
-                        deltas[g] = deltas.get(g, 0) + 1
-                    else:
-                        txn.put(key, value, db=self._records)
-            for g, d in deltas.items():
-                raw = txn.get(g, db=self._counts)
-                txn.put(g, _COUNT.pack((_COUNT.unpack(raw)[0] if raw else 0) + d),
-                        db=self._counts)
-            if checkpoint:
-                txn.put(checkpoint[0], checkpoint[1], db=imports)
-            txn.put(EPOCH, os.urandom(8), db=self._meta)  # not logged: mirrors dump again
-            if before_commit:
-                before_commit()
-        self.commits += 1
-        return sum(deltas.values())
+        """``lmdb_bulk.bulk_write``: ``items`` in one transaction, synchronously."""
+        return lmdb_bulk.bulk_write(self, items, checkpoint=checkpoint,
+                                    before_commit=before_commit)
 
     async def close(self) -> None:
         """Wait for every queued write to be committed and answered, then close."""
