@@ -8,7 +8,11 @@ one long-lived writer thread (started at the first write, stopped by ``close``) 
 everything queued, applies it in one transaction and commits with fsync; then every write in
 it is acknowledged, with one ``call_soon_threadsafe`` per commit (and event loop) resolving
 all its futures. While a commit's fsync runs, new writes queue for the next one, so the
-commit rate is bounded by fsync latency but the write rate is not. An acknowledged write is
+commit rate is bounded by fsync latency but the write rate is not. Gathering: after a commit
+of several writes, the next one waits (at most ``gather`` s, ``[store] commit_gather``) until
+it holds as many writes as were in flight (that commit's, and those queued meanwhile): the
+clients just answered come back into it, instead of every other commit carrying only half
+of them (closed-loop clients). A lone write never waits. An acknowledged write is
 on disk; a commit that fails fails every write in it, and nothing of it is stored. ``close``
 waits for every queued write.
 
@@ -39,7 +43,7 @@ from typing import Callable, Collection, Sequence
 import lmdb
 import msgpack
 
-from resolver.config import ReplicationConfig
+from resolver.config import ReplicationConfig, StoreConfig
 from resolver.store import lmdb_bulk
 from resolver.store.base import LogRead, group_of
 
@@ -56,7 +60,8 @@ _Op = tuple["Sequence[tuple[bytes, bytes]] | None", object, asyncio.Future, "Col
 class LmdbStore:
     def __init__(self, path: str, *, map_size_gib: float, sync: bool = True,
                  log: ReplicationConfig = ReplicationConfig(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 gather: float = StoreConfig().commit_gather) -> None:
         os.makedirs(path, exist_ok=True)
         self.url = f"lmdb:{path}"
         self.path = path
@@ -74,6 +79,7 @@ class LmdbStore:
         self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self.commits = 0  # transactions committed (for tests and stats)
+        self.gather, self._flushed = gather, 0  # writes handed to the writer, ever
 
     # ------------------------------------------------------------------ reads
     def get(self, key: bytes) -> bytes | None:
@@ -137,23 +143,35 @@ class LmdbStore:
     def _flush(self) -> None:
         if self._pending:
             ops, self._pending = self._pending, []
+            self._flushed += len(ops)
             self._queue.put(ops)
 
     def _write_thread(self) -> None:
-        """The writer: take everything queued, commit it (each ``apply`` alone), answer."""
+        """The writer: take everything queued (gathered: module docstring), commit it (each
+        ``apply`` alone), answer."""
         get, get_now, Empty = self._queue.get, self._queue.get_nowait, queue.Empty
-        stop = False
+        stop, taken, in_flight = False, 0, 0
         while not stop:
             queued = [get()]
-            while True:
+            while queued[-1] is not None:
                 try:
                     queued.append(get_now())
                 except Empty:
                     break
+            have = sum(len(ops) for ops in queued if ops is not None)
+            deadline = time.monotonic() + self.gather
+            while in_flight > 1 and have < in_flight and queued[-1] is not None:
+                try:
+                    queued.append(get(timeout=max(0.0, deadline - time.monotonic())))
+                except Empty:
+                    break
+                have += len(queued[-1] or ())
             if queued[-1] is None:
                 queued.pop()
                 stop = True
             batch = [op for ops in queued for op in ops]
+            size, mark = len(batch), None
+            taken += size
             while batch:
                 if batch[0][0] is None:  # a mirror's apply: its own transaction
                     run, batch, commit = batch[:1], batch[1:], self._apply_op
@@ -164,7 +182,10 @@ class LmdbStore:
                     results, error = commit(run), None
                 except Exception as exc:  # the whole transaction failed: nothing was written
                     results, error = None, exc
+                if mark is None:  # writes queued so far came during the commit, not after
+                    mark = self._flushed  # an answer (which may bring the next write)
                 self._answer(run, results, error)
+            in_flight = size + (mark or taken) - taken  # just answered, and queued meanwhile
 
     def _answer(self, run: list[_Op], results: list | None, error: Exception | None) -> None:
         """Resolve ``run``'s futures on their loops: one wake-up per loop and commit."""
