@@ -120,6 +120,7 @@ class StoreConfig:
     redis_connections: int = 64           # commands in flight per store (redis-py's async
                                           # cluster pool fails, not queues, past its size)
     import_transaction: int = 250_000     # identifiers per transaction of `idsim import`
+    commit_gather: float = 0.001          # s an LMDB commit may wait for the writes in flight
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ Anything else goes to ``RequestHandler.data_received`` unchanged.
 """
 from __future__ import annotations
 
+import functools  # fast_put
 import logging
 import re
 from http import HTTPStatus
@@ -109,7 +110,8 @@ def _plain(lower: bytes, headers: bytes) -> bool:
 class FastHandler(RequestHandler):
     """aiohttp's protocol with the hot GET answered in ``data_received`` (module docstring)."""
 
-    __slots__ = ("_fast", "_op", "_limit", "_cached", "_miss", "_request", "_held")
+    __slots__ = ("_fast", "_op", "_limit", "_cached", "_miss", "_request", "_held",
+                 "_put")  # fast_put
 
     def __init__(self, manager: "FastServer", **kw) -> None:
         super().__init__(manager, **kw)
@@ -123,6 +125,7 @@ class FastHandler(RequestHandler):
         self._miss = getattr(api.node, "fast_miss", None)  # answers a miss later, or None
         self._request: bytes | None = None  # the request whose answer is pending (_begin)
         self._held: bytearray | None = None  # what came after it meanwhile
+        self._put = manager.puts  # fast_put: PUT of a handle answered here, or None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -199,6 +202,8 @@ class FastHandler(RequestHandler):
 
     def _answer(self, data: bytes) -> bool:
         """Answer ``data`` here and return True, or return False (aiohttp's, then)."""
+        if self._put is not None and data[:4] == b"PUT ":  # fast_put
+            return self._put.take(self, data)  # fast_put
         m = _HEAD.fullmatch(data) if len(data) <= self._limit else None
         if m is None:  # not one whole head: maybe part of one, or several
             self._fast = None
@@ -260,6 +265,11 @@ class FastServer(web.Server):
     requests they answered themselves."""
 
     answered = 0
+
+    @functools.cached_property
+    def puts(self):  # fast_put: the PUT fast path of this server's NodeAPI, or None
+        from resolver.fast_put import Puts  # it imports this module
+        return Puts.of(self.request_handler)  # fast_put
 
     def __call__(self) -> RequestHandler:
         try:

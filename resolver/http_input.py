@@ -95,15 +95,23 @@ def identity_of(node, request: web.BaseRequest) -> auth.Identity | None:
     from another host: ``resolver.tls``); HandleError 401 for bad credentials, and
     429 (``ratelimit.RateLimited``) once the client's address, or this identity from it, has
     failed too often (``node.logins``: a node that checks no secrets has none)."""
-    creds = auth.parse_basic(request.headers.get("Authorization"))
+    return identity_from(node, request.headers.get("Authorization"), request.secure,
+                         request.remote)
+
+
+def identity_from(node, header: str | None, secure: bool,
+                  remote: str | None) -> auth.Identity | None:
+    """``identity_of`` from the request's parts: its Authorization header, whether it came
+    over TLS, the peer's address (the PUT fast path, ``resolver.fast_put``, has no request)."""
+    creds = auth.parse_basic(header)
     if creds is None:
         return None
-    if not _credentials_count(request.secure, request.remote, node.config.http):
+    if not _credentials_count(secure, remote, node.config.http):
         return None  # plain text from another host: anonymous, as Handle.Net (resolver.tls)
     limits = getattr(node, "logins", None)
     if limits is None:
         return node.authenticate(*creds)
-    identity, address = creds[0], request.remote or ""
+    identity, address = creds[0], remote or ""
     limits.check(identity, address)
     try:
         verified = node.authenticate(*creds)
@@ -145,6 +153,11 @@ async def json_body(request: web.BaseRequest, limits: HttpConfig):
             raise errors.HandleError(errors.PROTOCOL_ERROR, "body is not valid msgpack") from None
     if ctype not in ("application/json", "text/json", "application/octet-stream", ""):
         raise errors.HandleError(errors.PROTOCOL_ERROR, f"Unsupported media type {ctype}")
+    return parse_json(body)
+
+
+def parse_json(body: bytes):
+    """A JSON body decoded; responseCode 4 if it is not JSON."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -196,6 +196,14 @@ class SecondaryNode(Reads):
 
         Returns True when the handle was created. Durable when it returns.
         """
+        return await self.put_rows(handle, [v.to_row() for v in values], identity=identity,
+                                   overwrite=overwrite, indexes=indexes)
+
+    async def put_rows(self, handle: Handle, rows: list[list], *,
+                       identity: auth.Identity | None, overwrite: bool = True,
+                       indexes: set[int] | None = None) -> bool:
+        """``put`` of the values as rows (``record_input.rows_from_json``'s, changed in place):
+        the PUT path builds no ``Value`` objects."""
         self.check_homed(handle)
         async with self.locks.hold([handle.key]):
             stored, data = self.read(handle.key)
@@ -210,13 +218,13 @@ class SecondaryNode(Reads):
                     raise errors.HandleError(errors.VALUE_ALREADY_EXISTS,
                                              f"values exist at index {sorted(taken)}",
                                              handle=handle.text)
-                values = [v for v in values if v.index in indexes]
-                values = records.merge(current, values)
+                rows = [v.to_row() for v in records.merge(current, [
+                    Value(r[0], r[1], r[3], r[2], r[4], r[5], r[6]) for r in rows
+                    if r[0] in indexes])]
             elif current is not None and not overwrite:
                 raise errors.HandleError(errors.HANDLE_ALREADY_EXISTS, "Handle already exists",
                                          handle=handle.text)
-            rows = writes.prepare_rows(handle, [v.to_row() for v in values], identity,
-                                       int(self.clock()))
+            rows = writes.prepare_rows(handle, rows, identity, int(self.clock()))
             writes.check_strict_rows(self, handle, rows, {})
             extra, tomb = overlay.on_write(self.population, handle.key, stored)
             absent = (handle.key,) if current is None and not overwrite else ()

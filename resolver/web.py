@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from resolver import dashboard, errors, health, metrics, openapi, record_input, records
+from resolver import dashboard, errors, health, metrics, openapi, records
 from resolver.http_input import (HANDLES, MSGPACK, flag, handle_text, identity_of, int_params,
                                  json_body, parse_lookup, read_body)
 from resolver.http_output import answer, error_answer, record_json
@@ -31,7 +31,7 @@ from resolver.mirror import refuse_write
 from resolver.roles import Role
 from resolver.web_admin import (ask_serving_node, batch_register, batch_resolve, create_prefix,
                                 list_handles, list_prefixes, stats, write_elsewhere)
-from resolver.writes import not_allocated
+from resolver.writes import put_document
 
 log = logging.getLogger("idsim.web")
 
@@ -78,15 +78,8 @@ async def put_handle(node, request: web.BaseRequest) -> web.Response:
     overwrite = flag(request, "overwrite", True)
     indexes = int_params(request, "index")
     doc = await json_body(request, node.config.http)
-    try:
-        values = record_input.values_from_json(doc, now=int(node.clock()),
-                                          max_data=node.config.http.max_value_data)
-    except errors.HandleError as exc:
-        raise exc.with_handle(handle.text) from None
-    if handle.is_prefix_handle and node.store.get(handle.key) is None:
-        raise not_allocated(handle.text)
-    created = await node.put(handle, values, identity=identity, overwrite=overwrite,
-                             indexes=indexes or None)
+    created = await put_document(node, handle, identity, doc, overwrite=overwrite,
+                                 indexes=indexes or None)
     return answer(request, {"responseCode": errors.SUCCESS, "handle": handle.text},
                   201 if created else 200)
 

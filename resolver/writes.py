@@ -63,6 +63,22 @@ def prepare_rows(handle: Handle, rows: list[list], identity: auth.Identity,
     return rows
 
 
+async def put_document(node, handle: Handle, identity: auth.Identity | None, doc, *,
+                       overwrite: bool, indexes: set[int] | None) -> bool:
+    """A PUT's decoded body ``doc`` checked and stored at ``handle`` (``node.put_rows``);
+    True when created. What ``web.put_handle`` and the PUT fast path (``resolver.fast_put``)
+    both do once the request is read."""
+    try:
+        rows = record_input.rows_from_json(doc, now=int(node.clock()),
+                                           max_data=node.config.http.max_value_data)
+    except errors.HandleError as exc:
+        raise exc.with_handle(handle.text) from None
+    if handle.is_prefix_handle and node.store.get(handle.key) is None:
+        raise not_allocated(handle.text)
+    return await node.put_rows(handle, rows, identity=identity, overwrite=overwrite,
+                               indexes=indexes)
+
+
 def strict_template(node, handle: Handle, seen: dict) -> industry_templates.Template | None:
     """The template a strict prefix names in its ``0.NA`` record (``IDSIM_TEMPLATE``), None for
     a prefix that names none; 202 for one naming an unknown template. ``seen`` keeps the

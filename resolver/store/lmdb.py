@@ -8,16 +8,16 @@ one long-lived writer thread (started at the first write, stopped by ``close``) 
 everything queued, applies it in one transaction and commits with fsync; then every write in
 it is acknowledged, with one ``call_soon_threadsafe`` per commit (and event loop) resolving
 all its futures. While a commit's fsync runs, new writes queue for the next one, so the
-commit rate is bounded by fsync latency but the write rate is not. An acknowledged write is
+commit rate is bounded by fsync latency but the write rate is not. Gathering: after a commit
+of several writes, the next one waits (at most ``gather`` s, ``[store] commit_gather``) until
+it holds as many writes as were in flight (that commit's, and those queued meanwhile): the
+clients just answered come back into it, instead of every other commit carrying only half
+of them (closed-loop clients). A lone write never waits. An acknowledged write is
 on disk; a commit that fails fails every write in it, and nothing of it is stored. ``close``
 waits for every queued write.
 
 Bulk loading (``bulk_write``, used by ``idsim import`` on a stopped node's store) writes one
-large transaction per call: keys sorted and above every stored key go in with ``MDB_APPEND``
-(no tree search, pages filled completely), others are put one by one; the group counts are
-updated once per transaction, and an optional checkpoint (in the ``imports`` database) is
-written in the same transaction, so a record, its count and the position the import reached
-are committed together or not at all.
+large transaction per call (``resolver.store.lmdb_bulk``).
 
 Transaction log (for mirrors, ``resolver.replication``): every committed change (a put's key
 and new value, or a delete's key) is appended to the ``txlog`` database under the next
@@ -43,7 +43,8 @@ from typing import Callable, Collection, Sequence
 import lmdb
 import msgpack
 
-from resolver.config import ReplicationConfig
+from resolver.config import ReplicationConfig, StoreConfig
+from resolver.store import lmdb_bulk
 from resolver.store.base import LogRead, group_of
 
 _COUNT = struct.Struct("<q")
@@ -59,7 +60,8 @@ _Op = tuple["Sequence[tuple[bytes, bytes]] | None", object, asyncio.Future, "Col
 class LmdbStore:
     def __init__(self, path: str, *, map_size_gib: float, sync: bool = True,
                  log: ReplicationConfig = ReplicationConfig(),
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 gather: float = StoreConfig().commit_gather) -> None:
         os.makedirs(path, exist_ok=True)
         self.url = f"lmdb:{path}"
         self.path = path
@@ -77,6 +79,7 @@ class LmdbStore:
         self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self.commits = 0  # transactions committed (for tests and stats)
+        self.gather, self._flushed = gather, 0  # writes handed to the writer, ever
 
     # ------------------------------------------------------------------ reads
     def get(self, key: bytes) -> bytes | None:
@@ -140,23 +143,35 @@ class LmdbStore:
     def _flush(self) -> None:
         if self._pending:
             ops, self._pending = self._pending, []
+            self._flushed += len(ops)
             self._queue.put(ops)
 
     def _write_thread(self) -> None:
-        """The writer: take everything queued, commit it (each ``apply`` alone), answer."""
+        """The writer: take everything queued (gathered: module docstring), commit it (each
+        ``apply`` alone), answer."""
         get, get_now, Empty = self._queue.get, self._queue.get_nowait, queue.Empty
-        stop = False
+        stop, taken, in_flight = False, 0, 0
         while not stop:
             queued = [get()]
-            while True:
+            while queued[-1] is not None:
                 try:
                     queued.append(get_now())
                 except Empty:
                     break
+            have = sum(len(ops) for ops in queued if ops is not None)
+            deadline = time.monotonic() + self.gather
+            while in_flight > 1 and have < in_flight and queued[-1] is not None:
+                try:
+                    queued.append(get(timeout=max(0.0, deadline - time.monotonic())))
+                except Empty:
+                    break
+                have += len(queued[-1] or ())
             if queued[-1] is None:
                 queued.pop()
                 stop = True
             batch = [op for ops in queued for op in ops]
+            size, mark = len(batch), None
+            taken += size
             while batch:
                 if batch[0][0] is None:  # a mirror's apply: its own transaction
                     run, batch, commit = batch[:1], batch[1:], self._apply_op
@@ -167,7 +182,10 @@ class LmdbStore:
                     results, error = commit(run), None
                 except Exception as exc:  # the whole transaction failed: nothing was written
                     results, error = None, exc
+                if mark is None:  # writes queued so far came during the commit, not after
+                    mark = self._flushed  # an answer (which may bring the next write)
                 self._answer(run, results, error)
+            in_flight = size + (mark or taken) - taken  # just answered, and queued meanwhile
 
     def _answer(self, run: list[_Op], results: list | None, error: Exception | None) -> None:
         """Resolve ``run``'s futures on their loops: one wake-up per loop and commit."""
@@ -331,56 +349,16 @@ class LmdbStore:
         self.commits += 1
 
     # ------------------------------------------------------------ bulk loading
-    def _imports(self):
-        return self.env.open_db(b"imports")  # created on first use; older stores lack it
-
     def checkpoint(self, name: bytes) -> bytes | None:
         """What ``bulk_write`` last committed under ``name``, or None."""
-        db = self._imports()
-        with self.env.begin() as txn:
-            return txn.get(name, db=db)
+        return lmdb_bulk.checkpoint(self, name)
 
     def bulk_write(self, items: Sequence[tuple[bytes, bytes]], *,
                    checkpoint: tuple[bytes, bytes] | None = None,
                    before_commit: Callable[[], None] | None = None) -> int:
-        """Write ``items`` (sorted by key, keys distinct) and ``checkpoint`` (name, value) in
-        one transaction, synchronously; returns how many keys were new. Not for a store a
-        node is serving from (its group commit runs beside it). ``before_commit`` runs inside
-        the transaction (tests raise there: then nothing of it is written)."""
-        deltas: dict[bytes, int] = {}
-        imports = self._imports() if checkpoint else None
-        with self.env.begin(write=True) as txn:
-            cur = txn.cursor(db=self._records)
-            last = cur.key() if cur.last() else b""
-            if items and items[0][0] > last:  # all above the tree: append, no searches
-                consumed, added = cur.putmulti(items, append=True)
-                if added != len(items):
-                    raise ValueError("bulk_write needs keys sorted and distinct")
-                first, final = group_of(items[0][0]), group_of(items[-1][0])
-                if first == final:  # sorted keys between two of one group are of that group
-                    deltas[first] = added
-                else:
-                    for key, _ in items:
-                        g = group_of(key)
-                        deltas[g] = deltas.get(g, 0) + 1
-            else:
-                for key, value in items:
-                    if txn.put(key, value, db=self._records, overwrite=False):
-                        g = group_of(key)
-                        deltas[g] = deltas.get(g, 0) + 1
-                    else:
-                        txn.put(key, value, db=self._records)
-            for g, d in deltas.items():
-                raw = txn.get(g, db=self._counts)
-                txn.put(g, _COUNT.pack((_COUNT.unpack(raw)[0] if raw else 0) + d),
-                        db=self._counts)
-            if checkpoint:
-                txn.put(checkpoint[0], checkpoint[1], db=imports)
-            txn.put(EPOCH, os.urandom(8), db=self._meta)  # not logged: mirrors dump again
-            if before_commit:
-                before_commit()
-        self.commits += 1
-        return sum(deltas.values())
+        """``lmdb_bulk.bulk_write``: ``items`` in one transaction, synchronously."""
+        return lmdb_bulk.bulk_write(self, items, checkpoint=checkpoint,
+                                    before_commit=before_commit)
 
     async def close(self) -> None:
         """Wait for every queued write to be committed and answered, then close."""
