@@ -200,6 +200,17 @@ class FastHandler(RequestHandler):
         if self._keepalive_handle is None:
             self._keepalive_handle = loop.call_at(close_time, self._process_keepalive)
 
+    def idle(self) -> bool:
+        """Whether a request may be answered here now: nothing of aiohttp's in progress on
+        the connection, its request loop waiting, no fault active on the node."""
+        if (self._messages or self._request_in_progress or self._payload_parser is not None
+                or self._upgraded or self._close or self._force_close or self._paused):
+            return False
+        waiter = self._waiter
+        if (waiter is None or waiter.done()) and self._request_count:
+            return False  # aiohttp's loop is between requests: let it come back first
+        return "dispatch" not in self._fast.__dict__  # else a fault is active on the node
+
     def _answer(self, data: bytes) -> bool:
         """Answer ``data`` here and return True, or return False (aiohttp's, then)."""
         if self._put is not None and data[:4] == b"PUT ":  # fast_put
@@ -218,14 +229,7 @@ class FastHandler(RequestHandler):
                 or not _PATH_OK.fullmatch(target) or b"/." in target or b"%2e" in target
                 or b"%2E" in target or not _plain(lower, headers)):
             return False
-        if (self._messages or self._request_in_progress or self._payload_parser is not None
-                or self._upgraded or self._close or self._force_close or self._paused):
-            return False
-        waiter = self._waiter
-        if (waiter is None or waiter.done()) and self._request_count:
-            return False  # aiohttp's loop is between requests: let it come back first
-        api = self._fast
-        if "dispatch" in api.__dict__:  # a fault is active on the node
+        if not self.idle():
             return False
         start = perf_counter()
         raw = target[len(_PREFIX):].decode("ascii")

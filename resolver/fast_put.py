@@ -79,7 +79,7 @@ class Puts:
 
     def take(self, conn, data: bytes) -> bool:
         """Answer ``data`` on ``conn`` (a ``FastHandler``) and return True, or return False."""
-        if not _idle(conn):
+        if not conn.idle():
             return False
         m = _PUT.match(data)
         body = data[m.end():] if m is not None else b""
@@ -139,18 +139,6 @@ class Puts:
         if self.op is not None:
             self.op.observe(code, perf_counter() - start)
         conn._finish(wire)
-
-
-def _idle(conn) -> bool:
-    """``FastHandler._answer``'s checks, as it makes them before answering: nothing of
-    aiohttp's in progress on the connection, its loop waiting, no fault on the node."""
-    if (conn._messages or conn._request_in_progress or conn._payload_parser is not None
-            or conn._upgraded or conn._close or conn._force_close or conn._paused):
-        return False
-    waiter = conn._waiter
-    if (waiter is None or waiter.done()) and conn._request_count:
-        return False  # aiohttp's loop is between requests: let it come back first
-    return "dispatch" not in conn._fast.__dict__  # else a fault is active on the node
 
 
 def _rendered(resp) -> tuple[bytes, int]:
