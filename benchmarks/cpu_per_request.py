@@ -20,7 +20,9 @@ their sum (ratios to the reference), and the cold path's requests/s against the 
 (``--cold`` measures the warm path too), rounds interleaved. ``--fast-path-off`` adds nodes
 started with ``--set http.fast_path=0`` (aiohttp answers every request; ``resolver.fast_http``,
 with ``--cold`` also a cold cluster so: ``resolver.fast_miss``) and prints the CPU ratio with
-the fast path to without; req/s of each GET close the report.
+the fast path to without; req/s of each GET close the report. ``--register-only`` keeps the
+PUT rows only, run as ``benchmarks/run.py`` runs registrations (wrk -t2 -c64, register.lua),
+with their req/s (with ``--fast-path-off``: ``resolver.fast_put``'s gain).
 """
 from __future__ import annotations
 
@@ -86,10 +88,10 @@ def measure(pid: int | list[int], url: str, seconds: float, script: str, env: di
 
 
 def measure_split(pids: list[int], url: str, seconds: float, script: str, env: dict,
-                  connections: int = 32) -> tuple[list[float], float]:
+                  connections: int = 32, threads: int = 1) -> tuple[list[float], float]:
     """As ``measure``, for several processes at once: ([µs per request of each pid], req/s)."""
     before = [procs.cpu_seconds([pid]) for pid in pids]
-    res = wrk.run(url, seconds, script=script, env=env, threads=1, connections=connections)
+    res = wrk.run(url, seconds, script=script, env=env, threads=threads, connections=connections)
     spent = [procs.cpu_seconds([pid]) - b for pid, b in zip(pids, before)]
     if res.non2xx or any(res.socket_errors.values()):
         raise RuntimeError(f"{url}: {res.non2xx} error answers, socket errors "
@@ -152,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
                         "and its req/s against the warm path's")
     p.add_argument("--fast-path-off", action="store_true",
                    help="also measure nodes with http.fast_path=0 (resolver.fast_http's gain)")
+    p.add_argument("--register-only", action="store_true",
+                   help="only the PUT rows, with wrk -t2 -c64 as benchmarks/run.py's "
+                        "registrations (resolver.fast_put, the LMDB group commit)")
     args = p.parse_args(argv)
     procs.install_handlers()
     tmp = Path(tempfile.mkdtemp(prefix="idsim-cpu-"))
@@ -195,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
             runs["recursive GET (cold)" + suffix] = (groups, url, resolve, {
                 "IDSIM_PREFIXES": prefixes, "IDSIM_COUNT": "100"})
             rows.append(("recursive GET (cold)" + suffix, "reference GET"))
+        if args.register_only:
+            runs = {k: v for k, v in runs.items() if k.startswith(("reference PUT", "register"))}
+            rows = [r for r in rows if r[0] in runs]
+        shape = {"threads": 2, "connections": 64} if args.register_only else {}
         for name, (pid, url, script, env) in runs.items():  # warm caches, LMDB pages, JITs
             wrk.run(url, 1, script=script, env=dict(env, IDSIM_TAG="warm"), threads=1,
                     connections=32)
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 env = dict(env, IDSIM_TAG=f"cpu{r}")
                 groups = pid if isinstance(pid, list) else [[pid]]  # [[pid, ...], ...]
                 each, rps = measure_split([p for g in groups for p in g], url, args.seconds,
-                                          script, env)
+                                          script, env, **shape)
                 per_group, at = [], 0
                 for g in groups:
                     per_group.append(sum(each[at:at + len(g)]))
@@ -242,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                     procs.log(f"{name:<34}{on:>8.1f}{off:>10.1f}{on / off:>9.3f}×")
         procs.log(f"\n{'req/s (median)':<34}{'req/s':>8}{'ratio':>10}")
         for name, ref_name in rows:
-            if "GET" in name:
+            if "GET" in name or args.register_only:
                 rps, ref_rps = statistics.median(rates[name]), statistics.median(rates[ref_name])
                 procs.log(f"{name:<34}{rps:>8.0f}{rps / ref_rps:>9.2f}×")
     finally:
