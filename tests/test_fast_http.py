@@ -89,7 +89,10 @@ async def read_responses(reader: asyncio.StreamReader, expect: list[bytes]) -> b
     return out
 
 
-async def exchange(port: int, chunks: list[bytes], arr: Arrivals, before_read=None) -> bytes:
+async def exchange(port: int, chunks: list[bytes], arr: Arrivals, before_read=None,
+                   answers: int | None = None) -> bytes:
+    """The answers to ``chunks`` (one per request head in them, or ``answers`` answers with a
+    body each), Date masked."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for chunk in chunks:
@@ -98,8 +101,9 @@ async def exchange(port: int, chunks: list[bytes], arr: Arrivals, before_read=No
             await arr.reach(n)
         if before_read is not None:
             before_read()
+        expect = methods(chunks) if answers is None else [b"PUT"] * answers
         return re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -",
-                      await read_responses(reader, methods(chunks)))
+                      await read_responses(reader, expect))
     finally:
         writer.close()
 

@@ -10,7 +10,6 @@ before (``test_fast_http.Arrivals``).
 from __future__ import annotations
 
 import asyncio
-import re
 
 from aiohttp import web
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -22,7 +21,8 @@ from resolver.fast_http import FastServer
 from resolver.nodes import SecondaryNode
 from resolver.store import open_store
 from resolver.web import NodeAPI
-from test_fast_http import Arrivals, arrivals, install  # noqa: F401 (a fixture)
+from test_fast_http import (Arrivals, arrivals, exchange, install,  # noqa: F401 (a fixture)
+                            read_responses)
 
 ADMIN = auth.Identity(auth.SECRET_INDEX, "0.NA/88.118")
 GOOD = b'{"values":[{"index":1,"type":"URL","data":{"format":"string","value":"https://x.test/"}}]}'
@@ -70,7 +70,7 @@ class Servers:
         return self.runners[1].server.answered
 
     async def both(self, chunks: list[bytes], answers: int, arr: Arrivals) -> list[bytes]:
-        return [await exchange(port, chunks, answers, arr) for port in self.ports]
+        return [await exchange(port, chunks, arr, answers=answers) for port in self.ports]
 
     def counters(self) -> list:
         return [(dict(n.stats), {op: [s.ok, s.codes, sum(s.buckets)] for op, s in
@@ -82,27 +82,6 @@ class Servers:
             await runner.cleanup()
         for node in self.nodes:
             await node.close()
-
-
-async def read_answers(reader: asyncio.StreamReader, answers: int) -> bytes:
-    out = b""
-    for _ in range(answers):
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        length = re.search(rb"\r\nContent-Length: (\d+)", head)
-        out += head + await asyncio.wait_for(reader.readexactly(int(length.group(1))), 10)
-    return re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", out)
-
-
-async def exchange(port: int, chunks: list[bytes], answers: int, arr: Arrivals) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        for chunk in chunks:
-            n = arr.count + 1
-            writer.write(chunk)
-            await arr.reach(n)
-        return await read_answers(reader, answers)
-    finally:
-        writer.close()
 
 
 async def test_registrations_and_their_errors_equal_bytes(arrivals):
@@ -177,7 +156,7 @@ async def test_answered_only_once_stored_and_in_order(arrivals):
         await arrivals.reach(n)
         assert servers.answered == before and node.store.get(b"88.118.8/SLOW") is None
         gate.set()
-        out = await read_answers(reader, 2)
+        out = await read_responses(reader, [b"PUT", b"GET"])
         writer.close()
         assert out.index(b"201 Created") < out.index(b"200 OK")
         assert servers.answered - before >= 1 and b"https://x.test/" in out

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from resolver.config import StoreConfig
 from resolver.store import RecordStore, group_of, open_store
 from resolver.store.lmdb import LmdbStore
 from resolver.store.memory import MemoryStore
@@ -34,10 +35,11 @@ async def store(request, tmp_path):
 
 def test_open_store_picks_the_backend(tmp_path):
     assert isinstance(open_store("memory:"), MemoryStore)
-    s = open_store(f"lmdb:{tmp_path}?map_size=1&sync=0")
+    s = open_store(f"lmdb:{tmp_path}?map_size=1&sync=0", StoreConfig(commit_gather=0.25))
     try:
         assert isinstance(s, LmdbStore)
         assert s.url == f"lmdb:{tmp_path}"
+        assert s.gather == 0.25  # [store] commit_gather reaches the writer
     finally:
         asyncio.run(s.close())
 

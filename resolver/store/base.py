@@ -95,7 +95,8 @@ def open_store(url: str, config: "StoreConfig | None" = None,
         if not path:
             raise ValueError("lmdb store needs a path: lmdb:/var/lib/idsim/node")
         return LmdbStore(path, map_size_gib=float(opts.get("map_size", config.lmdb_map_size_gib)),
-                         sync=opts.get("sync", "1") not in ("0", "false"), log=log)
+                         sync=opts.get("sync", "1") not in ("0", "false"), log=log,
+                         gather=config.commit_gather)
     if scheme == "redis-cluster" and rest.startswith("//"):  # s4: issue 12 part 4
         from resolver.store.redis_cluster import RedisClusterStore
         return RedisClusterStore(url, config)
