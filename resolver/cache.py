@@ -77,6 +77,11 @@ class Hit:
     prefetch: bool = False
 
 
+# one int object per distinct entry size, shared by the entries of that size (bounded: sizes
+# of one kind of record are few): 32 B less per entry than an int of its own (beyond 256)
+_SIZES: dict[int, int] = {}
+
+
 class _Entry:
     __slots__ = ("value", "expires_at", "size", "negative", "prefetch_at")
 
@@ -168,6 +173,7 @@ class TTLCache:
             return False
         prefetch_at = (now + ttl * (1 - self.prefetch_window)
                        if self.prefetch_window and not negative else math.inf)
+        size = _SIZES.setdefault(size, size) if len(_SIZES) < 4096 else _SIZES.get(size, size)
         entry = self._entries[key] = _Entry(value, now + ttl, size, negative, prefetch_at)
         if negative:
             self._negatives[key] = entry
