@@ -128,7 +128,8 @@ class Answer:
     as it is put), drops the stored bytes; the rare filtered, authorised or RPC read of a
     cached answer rebuilds ``data`` and ``rows`` from the two, exactly (msgpack packs equal
     objects to equal bytes). Until then ``data`` is the bytes given, at no cost. A cached demo
-    record holds ~870 B compact in a TTLCache, ~1,250 B with its stored bytes (tests/test_answer_memory.py).
+    record holds ~870 B compact in a TTLCache, ~1,250 B with its stored bytes
+    (tests/test_answer_memory.py).
     """
 
     __slots__ = ("public_json", "ttls", "_data", "_rest")
