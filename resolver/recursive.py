@@ -239,11 +239,7 @@ class RecursiveNode:
         if hit is None or hit.stale or hit.negative:
             self._probe = (key, hit)
             return None
-        self.stats["resolutions"] += 1
-        self.stats["cache"] += 1
-        if hit.prefetch:
-            self._prefetch(text)
-        return hit.value
+        return self._served_hit(text, hit)
 
     def cached_hit(self, text: str) -> records.Answer | None:
         """``cached`` for a caller that hands a miss to ``cached`` again (``resolver.fast_http``):
@@ -251,8 +247,10 @@ class RecursiveNode:
         moved, stashed for ``resolve`` or taken from the entry (its prefetch)."""
         hit = self.caches.answers.fresh(identifiers.make_key(text, self.case_sensitive),
                                         self.clock())
-        if hit is None:
-            return None
+        return None if hit is None else self._served_hit(text, hit)
+
+    def _served_hit(self, text: str, hit: Hit) -> records.Answer:
+        """A fresh hit served: counted, and its prefetch started when it asks for one."""
         self.stats["resolutions"] += 1
         self.stats["cache"] += 1
         if hit.prefetch:
